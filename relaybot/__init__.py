@@ -1,0 +1,3 @@
+"""relaybot: an IRC bot that speaks through a local language model."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,99 @@
+"""Command line: `relaybot --config bot.toml` runs the bot; also check-config and demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from relaybot.config import Config, ConfigError, load_config, redacted
+
+
+def _load(path: str) -> Config:
+    return load_config(Path(path))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args.config_path)
+    except ConfigError as exc:
+        print(f"relaybot: config error: {exc}", file=sys.stderr)
+        return 2
+    channels = ", ".join(channel.name for channel in config.irc.channels) or "(none)"
+    print(
+        f"{args.config_path}: OK: {config.irc.nick} on {config.irc.host}:{config.irc.port}"
+        f"{' (TLS)' if config.irc.tls else ''}, channels {channels}, model {config.model.name}"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from relaybot.log import configure_logging, get_logger
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(f"relaybot: config error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log.level, config.log.format)
+    log = get_logger(component="cli", network=config.irc.network)
+    log.info("starting", config=redacted(config))
+    from relaybot.bot import Bot
+    from relaybot.engine.selection import ModelUnavailable
+    from relaybot.engine.transformers_engine import TransformersEngine
+
+    try:
+        engine = TransformersEngine.load(config.model)
+    except ModelUnavailable as exc:
+        log.error("model_load_failed", error=str(exc))
+        print(f"relaybot: cannot load the model: {exc}", file=sys.stderr)
+        return 3
+    Bot(config, engine).run()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from relaybot.demo import run_demo
+
+    return run_demo(port=args.port, channel=args.channel, interactive=not args.no_client)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relaybot", description="An IRC bot that speaks through a local language model."
+    )
+    parser.add_argument("--config", help="run the bot with this TOML config")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the bot")
+    run.add_argument("--config", required=True, help="TOML config file")
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config_path", help="TOML config file")
+    check.set_defaults(func=cmd_check_config)
+    demo = sub.add_parser(
+        "demo", help="start a local IRC server, the bot on the embedded model, and a chat client"
+    )
+    demo.add_argument("--port", type=int, default=6667, help="port for the local IRC server")
+    demo.add_argument("--channel", default="#relay", help="channel the bot joins")
+    demo.add_argument(
+        "--no-client", action="store_true", help="do not start the terminal client; just serve"
+    )
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        if not args.config:
+            parser.print_help(sys.stderr)
+            return 2
+        args.func = cmd_run
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,428 @@
+"""Configuration: frozen dataclasses loaded from TOML with errors that name the key path.
+
+Secrets are never written inline: they come from files (systemd credentials) or the
+environment, and are wrapped so that logging a config never prints them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from relaybot.text import is_channel_name
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as `key.path: what is wrong`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    name: str
+    key: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaslConfig:
+    username: str
+    password: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class IrcConfig:
+    host: str
+    nick: str
+    network: str = "default"
+    port: int = 6667
+    tls: bool = False
+    tls_verify: bool = True
+    ca_file: str | None = None
+    password: Secret | None = None
+    alt_nicks: tuple[str, ...] = ()
+    username: str | None = None
+    realname: str = "relaybot"
+    channels: tuple[ChannelConfig, ...] = ()
+    invite_from: tuple[str, ...] = ()  # hostmask globs allowed to invite the bot
+    invite_accounts: tuple[str, ...] = ()  # services accounts allowed to invite the bot
+    rejoin_on_kick: bool = False
+    rejoin_delay: float = 10.0
+    connect_timeout: float = 15.0
+    sasl: SaslConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyConfig:
+    on_mention: bool = True
+    in_query: bool = True
+    chance: float = 0.0
+    max_lines: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str = "auto"  # auto | embedded | a model id | a local directory
+    gguf_file: str | None = None
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    quantization: str = "auto"  # auto | none | 8bit | 4bit
+    allow_download: bool = False
+    cache_dir: str | None = None
+    context_tokens: int = 2048
+    max_new_tokens: int = 128
+    temperature: float = 0.3
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repetition_penalty: float = 1.1
+    max_batch: int = 8
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"  # auto | console | json
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    irc: IrcConfig
+    reply: ReplyConfig = ReplyConfig()
+    model: ModelConfig = ModelConfig()
+    log: LogConfig = LogConfig()
+
+
+# --- loading -------------------------------------------------------------------------------
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def _describe(value: object) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
+
+
+class _Section:
+    """Typed, path-aware reads from one TOML table; leftover keys are an error."""
+
+    def __init__(self, table: Mapping[str, Any], path: str, base_dir: Path) -> None:
+        self.table = dict(table)
+        self.path = path
+        self.base_dir = base_dir
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.key(name)}: {problem}")
+
+    def has(self, name: str) -> bool:
+        return name in self.table
+
+    def get(self, name: str, kind: type[T], default: T) -> T:
+        self.used.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(name, f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}")
+        return value
+
+    def required(self, name: str, kind: type[T]) -> T:
+        if name not in self.table:
+            raise self.fail(name, "missing (required)")
+        return self.get(name, kind, kind())
+
+    def optional_str(self, name: str) -> str | None:
+        value = self.get(name, str, "")
+        return value or None
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.get(name, str, default)
+        if value not in options:
+            raise self.fail(name, f"must be one of {', '.join(options)}, got {value!r}")
+        return value
+
+    def number(
+        self, name: str, kind: type[T], default: T, low: float, high: float | None = None
+    ) -> T:
+        value = self.get(name, kind, default)
+        assert isinstance(value, int | float)
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise self.fail(name, f"must be {bound}, got {value}")
+        return value
+
+    def str_list(self, name: str) -> tuple[str, ...]:
+        self.used.add(name)
+        value = self.table.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.fail(name, f"expected an array of strings, got {_describe(value)}")
+        return tuple(value)
+
+    def sub(self, name: str) -> _Section | None:
+        self.used.add(name)
+        if name not in self.table:
+            return None
+        value = self.table[name]
+        if not isinstance(value, dict):
+            raise self.fail(name, f"expected a table, got {_describe(value)}")
+        return _Section(value, self.key(name), self.base_dir)
+
+    def secret(self, name: str, required: bool = False) -> Secret | None:
+        """A secret from `<name>_file` or `<name>_env`; an inline value is refused."""
+        file_key, env_key = f"{name}_file", f"{name}_env"
+        self.used.update({name, file_key, env_key})
+        if name in self.table:
+            raise self.fail(
+                name, f"secrets are not accepted inline; use {file_key} or {env_key}"
+            )
+        file_name = self.get(file_key, str, "")
+        env_name = self.get(env_key, str, "")
+        if file_name and env_name:
+            raise self.fail(file_key, f"give either {file_key} or {env_key}, not both")
+        if file_name:
+            path = Path(os.path.expandvars(file_name))
+            if not path.is_absolute():
+                path = self.base_dir / path
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise self.fail(file_key, f"cannot read {path}: {exc}") from None
+            value = text.strip("\r\n")
+            if not value:
+                raise self.fail(file_key, f"{path} is empty")
+            return Secret(value)
+        if env_name:
+            if not os.environ.get(env_name):
+                raise self.fail(env_key, f"environment variable {env_name} is not set")
+            return Secret(os.environ[env_name])
+        if required:
+            raise self.fail(file_key, f"missing (give {file_key} or {env_key})")
+        return None
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key")
+
+
+def _channels(section: _Section) -> tuple[ChannelConfig, ...]:
+    section.used.add("channels")
+    raw = section.table.get("channels", [])
+    if not isinstance(raw, list):
+        raise section.fail("channels", f"expected an array, got {_describe(raw)}")
+    result = []
+    for index, item in enumerate(raw):
+        where = f"channels[{index}]"
+        if isinstance(item, str):
+            name, key = item, None
+        elif isinstance(item, dict):
+            entry = _Section(item, section.key(where), section.base_dir)
+            name = entry.required("name", str)
+            key = entry.secret("key")
+            entry.finish()
+        else:
+            raise section.fail(where, f"expected a string or a table, got {_describe(item)}")
+        if not is_channel_name(name):
+            raise section.fail(where, f"{name!r} is not a valid channel name")
+        result.append(ChannelConfig(name, key))
+    return tuple(result)
+
+
+def _valid_nick(section: _Section, key: str, nick: str) -> str:
+    if not nick or nick[0].isdigit() or nick[0] == "-" or any(c in nick for c in " ,*?!@#:\0"):
+        raise section.fail(key, f"{nick!r} is not a valid nick")
+    return nick
+
+
+def _irc(section: _Section) -> IrcConfig:
+    host = section.required("host", str)
+    nick = _valid_nick(section, "nick", section.required("nick", str))
+    alt_nicks = section.str_list("alt_nicks")
+    for index, alt in enumerate(alt_nicks):
+        _valid_nick(section, f"alt_nicks[{index}]", alt)
+    tls = section.get("tls", bool, False)
+    sasl_section = section.sub("sasl")
+    sasl = None
+    if sasl_section is not None:
+        sasl = SaslConfig(
+            username=sasl_section.required("username", str),
+            password=sasl_section.secret("password", required=True) or Secret(""),
+        )
+        sasl_section.finish()
+    config = IrcConfig(
+        host=host,
+        nick=nick,
+        network=section.get("network", str, "default") or "default",
+        port=section.number("port", int, 6697 if tls else 6667, 1, 65535),
+        tls=tls,
+        tls_verify=section.get("tls_verify", bool, True),
+        ca_file=section.optional_str("ca_file"),
+        password=section.secret("password"),
+        alt_nicks=alt_nicks,
+        username=section.optional_str("username"),
+        realname=section.get("realname", str, "relaybot") or nick,
+        channels=_channels(section),
+        invite_from=section.str_list("invite_from"),
+        invite_accounts=section.str_list("invite_accounts"),
+        rejoin_on_kick=section.get("rejoin_on_kick", bool, False),
+        rejoin_delay=section.number("rejoin_delay", float, 10.0, 0.0),
+        connect_timeout=section.number("connect_timeout", float, 15.0, 1.0),
+        sasl=sasl,
+    )
+    if config.ca_file is not None:
+        ca_path = Path(config.ca_file)
+        if not ca_path.is_absolute():
+            ca_path = section.base_dir / ca_path
+        if not ca_path.is_file():
+            raise section.fail("ca_file", f"{ca_path} is not a readable file")
+        config = _replace(config, ca_file=str(ca_path))
+    section.finish()
+    return config
+
+
+def _reply(section: _Section | None) -> ReplyConfig:
+    if section is None:
+        return ReplyConfig()
+    config = ReplyConfig(
+        on_mention=section.get("on_mention", bool, True),
+        in_query=section.get("in_query", bool, True),
+        chance=section.number("chance", float, 0.0, 0.0, 1.0),
+        max_lines=section.number("max_lines", int, 3, 1, 20),
+    )
+    section.finish()
+    return config
+
+
+def _model(section: _Section | None) -> ModelConfig:
+    if section is None:
+        return ModelConfig()
+    defaults = ModelConfig()
+    seed_value = section.get("seed", int, -1)
+    config = ModelConfig(
+        name=section.get("name", str, defaults.name) or defaults.name,
+        gguf_file=section.optional_str("gguf_file"),
+        device=section.choice("device", defaults.device, ("auto", "cpu", "cuda")),
+        dtype=section.choice(
+            "dtype", defaults.dtype, ("auto", "bfloat16", "float16", "float32")
+        ),
+        quantization=section.choice(
+            "quantization", defaults.quantization, ("auto", "none", "8bit", "4bit")
+        ),
+        allow_download=section.get("allow_download", bool, False),
+        cache_dir=section.optional_str("cache_dir"),
+        context_tokens=section.number("context_tokens", int, defaults.context_tokens, 256),
+        max_new_tokens=section.number("max_new_tokens", int, defaults.max_new_tokens, 1, 4096),
+        temperature=section.number("temperature", float, defaults.temperature, 0.0, 5.0),
+        top_k=section.number("top_k", int, defaults.top_k, 0),
+        top_p=section.number("top_p", float, defaults.top_p, 0.0, 1.0),
+        min_p=section.number("min_p", float, defaults.min_p, 0.0, 1.0),
+        repetition_penalty=section.number(
+            "repetition_penalty", float, defaults.repetition_penalty, 0.5, 5.0
+        ),
+        max_batch=section.number("max_batch", int, defaults.max_batch, 1, 256),
+        seed=None if seed_value < 0 else seed_value,
+    )
+    if config.max_new_tokens >= config.context_tokens:
+        raise section.fail("max_new_tokens", "must be smaller than model.context_tokens")
+    section.finish()
+    return config
+
+
+def _log(section: _Section | None) -> LogConfig:
+    if section is None:
+        return LogConfig()
+    config = LogConfig(
+        level=section.choice("level", "info", ("debug", "info", "warning", "error")),
+        format=section.choice("format", "auto", ("auto", "console", "json")),
+    )
+    section.finish()
+    return config
+
+
+def _replace(obj: T, **changes: Any) -> T:
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+
+
+def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
+    root = _Section(data, "", base_dir)
+    irc_section = root.sub("irc")
+    if irc_section is None:
+        raise ConfigError("irc: missing (required table with at least host and nick)")
+    config = Config(
+        irc=_irc(irc_section),
+        reply=_reply(root.sub("reply")),
+        model=_model(root.sub("model")),
+        log=_log(root.sub("log")),
+    )
+    root.finish()
+    return config
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, path.resolve().parent)
+
+
+def loads_config(text: str, base_dir: Path | None = None) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+    return parse_config(data, base_dir or Path.cwd())
+
+
+def dump_config(data: Mapping[str, Any]) -> str:
+    """Write a plain-data config (used by `relaybot demo` to write its config file)."""
+    return tomli_w.dumps(dict(data))
+
+
+def redacted(obj: object) -> object:
+    """A plain-data view of a config value for logging, secrets masked."""
+    if isinstance(obj, Secret):
+        return "***"
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: redacted(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [redacted(item) for item in obj]
+    return obj
+
+
+ConfigFactory = Callable[[str], Config]

@@ -1,0 +1,74 @@
+"""Prompt formats: how a list of turns becomes model input.
+
+A prompt is a sequence of segments. Markup segments (`special=True`) are the format's own
+structure tokens; text segments come from people and are tokenised with special-token
+parsing switched off, so `<|im_end|>` typed into a channel stays plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+EMPTY_MESSAGE = "..."
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    text: str
+    special: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    segments: tuple[Segment, ...]
+    stop: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(segment.text for segment in self.segments)
+
+
+class PromptFormat(Protocol):
+    name: str
+
+    def render(self, turns: Sequence[Turn], speaker: str) -> Prompt:
+        """The prompt that asks the model to write `speaker`'s next turn."""
+        ...
+
+    def turn_overhead(self) -> int:
+        """Structure tokens one turn adds on top of its role and content."""
+        ...
+
+
+class RelayFormat:
+    """Relay's ChatML dialect: IRC nicks are roles, `system` carries `* ` announcements."""
+
+    name = "relay"
+    im_start = "<|im_start|>"
+    im_end = "<|im_end|>"
+
+    def _turn(self, turn: Turn) -> Iterable[Segment]:
+        content = turn.content if turn.content.strip() else EMPTY_MESSAGE
+        yield Segment(self.im_start, special=True)
+        yield Segment(f"{turn.role}\n{content}")
+        yield Segment(self.im_end, special=True)
+        yield Segment("\n")
+
+    def render(self, turns: Sequence[Turn], speaker: str) -> Prompt:
+        segments: list[Segment] = []
+        for turn in turns:
+            segments.extend(self._turn(turn))
+        segments.append(Segment(self.im_start, special=True))
+        segments.append(Segment(f"{speaker}\n"))
+        return Prompt(tuple(segments), stop=(self.im_end, self.im_start))
+
+    def turn_overhead(self) -> int:
+        return 3

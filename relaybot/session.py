@@ -1,0 +1,562 @@
+"""The IRC session: the only place with `irc` library callbacks.
+
+Owns the connection (TCP/TLS, registration, CAP LS 302, SASL PLAIN, nick collisions), the
+channel list (configured, invited, kicked), paced sending, reconnects, and the reactor loop.
+Wire events become `relaybot.events` values handed to the relay.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import queue
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import irc.client
+from jaraco.stream.buffer import LenientDecodingLineBuffer
+
+from relaybot.config import ChannelConfig, IrcConfig
+from relaybot.events import (
+    Action,
+    Invite,
+    IrcEvent,
+    Join,
+    Kick,
+    Message,
+    Names,
+    NickChange,
+    Part,
+    Quit,
+    Topic,
+)
+from relaybot.log import get_logger
+from relaybot.outbox import Outbox, Outgoing
+from relaybot.text import casefold, privmsg_payload_budget, safe_line
+
+log = get_logger(component="session")
+
+WANTED_CAPS = (
+    "sasl", "server-time", "message-tags", "account-tag", "extended-join", "account-notify",
+    "multi-prefix", "away-notify", "chghost", "cap-notify", "invite-notify",
+)
+SASL_CHUNK = 400
+# A server line longer than this without a newline is garbage; drop it instead of buffering.
+MAX_BUFFERED_BYTES = 64 * 1024
+_CHANNEL_GONE = {
+    "bannedfromchan": "banned",
+    "inviteonlychan": "invite only",
+    "badchannelkey": "bad key",
+    "channelisfull": "full",
+}
+
+
+class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
+    """A ServerConnection that registers the IRCv3 way and survives bad input."""
+
+    buffer_class = LenientDecodingLineBuffer
+    registration_lines: list[str]
+
+    def connect(  # type: ignore[override]
+        self, server: str, port: int, nickname: str, *, username: str, ircname: str,
+        password: str | None, connect_factory: Callable[[tuple[str, int]], Any],
+        registration_lines: list[str],
+    ) -> BotConnection:
+        if self.connected:
+            self.disconnect("Changing servers")
+        self.buffer = self.buffer_class()
+        self.handlers = {}
+        self.real_server_name = ""
+        self.real_nickname = nickname
+        self.server, self.port = server, port
+        self.server_address = (server, port)
+        self.nickname, self.username, self.ircname = nickname, username, ircname
+        self.password = password
+        self.connect_factory = connect_factory
+        self.sasl_login = None
+        try:
+            self.socket = connect_factory(self.server_address)
+        except OSError as exc:
+            raise irc.client.ServerConnectionError(f"Couldn't connect to socket: {exc}") from exc
+        self.connected = True
+        self.reactor._on_connect(self.socket)
+        # CAP LS before NICK/USER so the server holds registration until CAP END.
+        self.send_raw("CAP LS 302")
+        if password:
+            self.send_raw(f"PASS :{password}")
+        for line in registration_lines:
+            self.send_raw(line)
+        return self
+
+    def process_data(self) -> None:
+        try:
+            reader = getattr(self.socket, "read", self.socket.recv)
+            data = reader(2**14)
+            # TLS may hold more decrypted bytes than select() can see.
+            while isinstance(self.socket, ssl.SSLSocket) and self.socket.pending():
+                data += self.socket.read(self.socket.pending())
+        except (OSError, ValueError):
+            self.disconnect("Connection reset by peer")
+            return
+        if not data:
+            self.disconnect("Connection reset by peer")
+            return
+        self.buffer.feed(data)
+        for line in self.buffer:
+            if not line.strip():
+                continue  # the library's parser raises on lines of only spaces
+            try:
+                self._process_line(line)
+            except Exception:  # one bad line must not lose the rest of the read
+                log.warning("line_handling_failed", line=line[:200], exc_info=True)
+        if len(self.buffer.buffer) > MAX_BUFFERED_BYTES:
+            log.warning("line_too_long_dropped", bytes=len(self.buffer.buffer))
+            self.buffer.buffer = b""
+
+
+def make_connect_factory(config: IrcConfig) -> Callable[[tuple[str, int]], socket.socket]:
+    context: ssl.SSLContext | None = None
+    if config.tls:
+        context = ssl.create_default_context(cafile=config.ca_file)
+        if not config.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+
+    def connect(address: tuple[str, int]) -> socket.socket:
+        sock = socket.create_connection(address, timeout=config.connect_timeout)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=address[0])
+        sock.settimeout(None)
+        return sock
+
+    return connect
+
+
+@dataclass(slots=True)
+class _Channel:
+    name: str
+    key: str | None
+    joined: bool = False
+
+
+class IrcSession:
+    """Implements the relay's Sender; call `run()` on the thread that owns the bot."""
+
+    def __init__(
+        self,
+        config: IrcConfig,
+        *,
+        on_event: Callable[[IrcEvent], None],
+        on_forget: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+        outbox: Outbox | None = None,
+    ) -> None:
+        self.config = config
+        self.on_event = on_event
+        self.on_forget = on_forget
+        self.clock = clock
+        self.outbox = outbox or Outbox()
+        self.reactor = irc.client.Reactor()
+        self.reactor.connection_class = BotConnection
+        self.connection: BotConnection = self.reactor.server()
+        self.reactor.add_global_handler("all_events", self._dispatch, -10)
+        self.channels: dict[str, _Channel] = {}
+        for channel in config.channels:
+            self._want(channel)
+        self.registered = False
+        self._caps_offered: dict[str, str] = {}
+        self._caps_enabled: set[str] = set()
+        self._cap_ended = False
+        self._nick_candidates: list[str] = []
+        self._own_user: str | None = None
+        self._own_host: str | None = None
+        self._stop = threading.Event()
+        self._quit_message = "relaybot shutting down"
+        self._completions: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._timers: list[tuple[float, Callable[[], None]]] = []
+        self._reconnect_delay = 5.0
+        self._connected_since: float | None = None
+        self.log = log.bind(network=config.network)
+        self.on_registered: Callable[[], None] | None = None
+
+    # --- Sender -----------------------------------------------------------------------------
+
+    @property
+    def nick(self) -> str:
+        return str(self.connection.real_nickname or self.config.nick)
+
+    @property
+    def casemapping(self) -> str:
+        value = getattr(self.connection.features, "casemapping", "rfc1459")
+        return value if isinstance(value, str) else "rfc1459"
+
+    def payload_budget(self, target: str) -> int:
+        return privmsg_payload_budget(self.nick, target, self._own_user, self._own_host)
+
+    def send_message(
+        self, target: str, text: str, *, action: bool = False,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
+        body = safe_line(text)
+        target = safe_line(target).split(" ")[0]
+        if not body or not target:
+            return
+        if action:
+            body = f"\x01ACTION {body}\x01"
+        if not self.outbox.push(Outgoing(f"PRIVMSG {target} :{body}", on_sent)):
+            self.log.warning("outbox_full_line_dropped", channel=target)
+
+    # --- cross-thread hand-over --------------------------------------------------------------
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Thread-safe: run `fn` on the reactor thread at the next loop turn."""
+        self._completions.put(fn)
+
+    def stop(self, message: str = "relaybot shutting down") -> None:
+        """Thread-safe and signal-safe: ask the loop to QUIT and return."""
+        self._quit_message = message
+        self._stop.set()
+
+    # --- channels -----------------------------------------------------------------------------
+
+    def _fold(self, name: str) -> str:
+        return casefold(name, self.casemapping)
+
+    def _want(self, channel: ChannelConfig) -> None:
+        key = channel.key.value if channel.key else None
+        self.channels[self._fold(channel.name)] = _Channel(channel.name, key)
+
+    def join(self, name: str, key: str | None = None) -> None:
+        self.channels.setdefault(self._fold(name), _Channel(name, key))
+        if self.registered:
+            self._send_raw(f"JOIN {name} {key}" if key else f"JOIN {name}")
+
+    def _forget(self, name: str, why: str) -> None:
+        self.channels.pop(self._fold(name), None)
+        self.log.info("channel_forgotten", channel=name, reason=why)
+        self.on_forget(name)
+
+    # --- connection ----------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        nick = self.config.nick
+        self._nick_candidates = [*self.config.alt_nicks]
+        self.registered = False
+        self._caps_offered.clear()
+        self._caps_enabled.clear()
+        self._cap_ended = False
+        for channel in self.channels.values():
+            channel.joined = False
+        username = self.config.username or nick
+        self.log.info("connecting", host=self.config.host, port=self.config.port, tls=self.config.tls)
+        self.connection.connect(
+            self.config.host, self.config.port, nick,
+            username=username, ircname=self.config.realname,
+            password=self.config.password.value if self.config.password else None,
+            connect_factory=make_connect_factory(self.config),
+            registration_lines=[f"NICK {nick}", f"USER {username} 0 * :{self.config.realname}"],
+        )
+        self._connected_since = self.clock()
+
+    def _send_raw(self, line: str) -> None:
+        if self.connection.is_connected():
+            self.connection.send_raw(safe_line(line))
+
+    def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
+        self._timers.append((self.clock() + delay, fn))
+
+    def _try_connect(self) -> None:
+        try:
+            self.connect()
+        except (irc.client.ServerConnectionError, OSError, ssl.SSLError) as exc:
+            delay = self._reconnect_delay * random.uniform(0.8, 1.2)
+            self.log.warning("connect_failed", error=str(exc), retry_in=round(delay, 1))
+            self._reconnect_delay = min(self._reconnect_delay * 2, 300.0)
+            self._schedule(delay, self._try_connect)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Connect and process until `stop()`; then QUIT and disconnect."""
+        self._try_connect()
+        while not self._stop.is_set():
+            self.step(0.05)
+        self._shutdown()
+
+    def step(self, timeout: float) -> None:
+        try:
+            self.reactor.process_once(timeout)
+        except Exception:
+            self.log.exception("reactor_error")
+        while True:
+            try:
+                fn = self._completions.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                fn()
+            except Exception:
+                self.log.exception("completion_handler_failed")
+        now = self.clock()
+        due = [fn for at, fn in self._timers if at <= now]
+        self._timers = [(at, fn) for at, fn in self._timers if at > now]
+        for fn in due:
+            try:
+                fn()
+            except Exception:
+                self.log.exception("timer_failed")
+        self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        if not (self.registered and self.connection.is_connected()):
+            return
+        for item in self.outbox.due(now):
+            self.connection.send_raw(item.line)
+            if item.on_sent is not None:
+                item.on_sent()
+
+    def _shutdown(self) -> None:
+        if self.connection.is_connected():
+            try:
+                self._flush(self.clock() + 3600)
+                self.connection.quit(self._quit_message)
+                # Give the server a moment to read the QUIT before the socket closes.
+                deadline = self.clock() + 2.0
+                while self.connection.is_connected() and self.clock() < deadline:
+                    self.reactor.process_once(0.1)
+            finally:
+                self.connection.disconnect(self._quit_message)
+        self.log.info("stopped")
+
+    # --- wire events ---------------------------------------------------------------------------
+
+    def _dispatch(self, connection: Any, event: Any) -> None:
+        handler = getattr(self, f"_on_{event.type}", None)
+        if handler is not None:
+            handler(event)
+
+    def _origin(self, event: Any) -> Any:
+        from relaybot.events import Origin
+
+        source = event.source
+        account = None
+        for tag in event.tags or []:
+            if tag.get("key") == "account":
+                account = tag.get("value")
+        if source is None:
+            return Origin("")
+        return Origin(source.nick or "", source.user or "", source.host or "", account)
+
+    # registration
+
+    def _on_cap(self, event: Any) -> None:
+        args = list(event.arguments)
+        if not args:
+            return
+        sub = args[0].upper()
+        if sub == "LS":
+            more = len(args) > 2 and args[1] == "*"
+            for item in args[-1].split():
+                name, _, value = item.partition("=")
+                self._caps_offered[name] = value
+            if not more:
+                wanted = [
+                    cap for cap in WANTED_CAPS
+                    if cap in self._caps_offered and (cap != "sasl" or self.config.sasl)
+                ]
+                if wanted:
+                    self._send_raw(f"CAP REQ :{' '.join(wanted)}")
+                else:
+                    self._end_cap()
+        elif sub == "ACK":
+            self._caps_enabled.update(args[-1].split())
+            self.log.info("caps_enabled", caps=sorted(self._caps_enabled))
+            if "sasl" in self._caps_enabled and self.config.sasl is not None and not self._cap_ended:
+                self._send_raw("AUTHENTICATE PLAIN")
+            else:
+                self._end_cap()
+        elif sub == "NAK":
+            self.log.warning("caps_refused", caps=args[-1])
+            self._end_cap()
+
+    def _end_cap(self) -> None:
+        if not self._cap_ended:
+            self._cap_ended = True
+            self._send_raw("CAP END")
+
+    def _on_authenticate(self, event: Any) -> None:
+        if event.target != "+" or self.config.sasl is None:
+            return
+        sasl = self.config.sasl
+        for line in sasl_plain_lines(sasl.username, sasl.password.value):
+            self.connection.send_raw(line)  # base64: nothing to sanitise, and never logged
+
+    def _on_saslsuccess(self, event: Any) -> None:
+        self.log.info("sasl_success")
+        self._end_cap()
+
+    def _sasl_failed(self, event: Any) -> None:
+        self.log.error("sasl_failed", numeric=event.type, message=" ".join(event.arguments))
+        self._end_cap()
+
+    _on_saslfail = _on_sasltoolong = _on_saslaborted = _on_saslalready = _sasl_failed
+    _on_nicklocked = _sasl_failed
+
+    def _on_loggedin(self, event: Any) -> None:
+        self.log.info("logged_in", account=event.arguments[1] if len(event.arguments) > 1 else None)
+
+    def _on_nicknameinuse(self, event: Any) -> None:
+        if self.registered:
+            return
+        tried = event.arguments[0] if event.arguments else self.nick
+        if self._nick_candidates:
+            candidate = self._nick_candidates.pop(0)
+        else:
+            candidate = fallback_nick(tried, self.config.nick)
+        self.log.info("nick_taken", nick=tried, trying=candidate)
+        self.connection.real_nickname = candidate
+        self._send_raw(f"NICK {candidate}")
+
+    _on_erroneusnickname = _on_unavailresource = _on_nicknameinuse
+
+    def _on_welcome(self, event: Any) -> None:
+        self.registered = True
+        self._cap_ended = True
+        self._reconnect_delay = 5.0
+        self.log.info("registered", nick=self.nick)
+        for channel in self.channels.values():
+            self._send_raw(f"JOIN {channel.name} {channel.key}" if channel.key else f"JOIN {channel.name}")
+        if self.on_registered is not None:
+            self.on_registered()
+
+    def _on_disconnect(self, event: Any) -> None:
+        self.registered = False
+        dropped = self.outbox.clear()
+        if dropped:
+            self.log.warning("unsent_lines_dropped", count=len(dropped))
+        if self._stop.is_set():
+            return
+        delay = self._reconnect_delay * random.uniform(0.8, 1.2)
+        self._reconnect_delay = min(self._reconnect_delay * 2, 300.0)
+        self.log.warning("disconnected", reason=" ".join(event.arguments), retry_in=round(delay, 1))
+        self._schedule(delay, self._try_connect)
+
+    def _on_error(self, event: Any) -> None:
+        self.log.warning("server_error", message=event.target)
+
+    # channel events
+
+    def _on_pubmsg(self, event: Any) -> None:
+        self.on_event(Message(self._origin(event), event.target, event.arguments[0]))
+
+    def _on_privmsg(self, event: Any) -> None:
+        self.on_event(Message(self._origin(event), event.target, event.arguments[0]))
+
+    def _on_action(self, event: Any) -> None:
+        text = event.arguments[0] if event.arguments else ""
+        self.on_event(Action(self._origin(event), event.target, text))
+
+    def _on_join(self, event: Any) -> None:
+        origin = self._origin(event)
+        channel = event.target
+        if len(event.arguments) >= 1 and event.arguments[0] not in ("", "*"):
+            origin = type(origin)(origin.nick, origin.user, origin.host, event.arguments[0])
+        if self._fold(origin.nick) == self._fold(self.nick):
+            self._own_user, self._own_host = origin.user or None, origin.host or None
+            known = self.channels.setdefault(self._fold(channel), _Channel(channel, None))
+            known.joined = True
+            self.log.info("joined", channel=channel)
+        self.on_event(Join(origin, channel))
+
+    def _on_part(self, event: Any) -> None:
+        origin = self._origin(event)
+        reason = event.arguments[0] if event.arguments else ""
+        if self._fold(origin.nick) == self._fold(self.nick):
+            self.channels.pop(self._fold(event.target), None)
+        self.on_event(Part(origin, event.target, reason))
+
+    def _on_quit(self, event: Any) -> None:
+        reason = event.arguments[0] if event.arguments else ""
+        self.on_event(Quit(self._origin(event), reason))
+
+    def _on_nick(self, event: Any) -> None:
+        self.on_event(NickChange(self._origin(event), event.target))
+
+    def _on_topic(self, event: Any) -> None:
+        text = event.arguments[0] if event.arguments else ""
+        self.on_event(Topic(event.target, text, self._origin(event)))
+
+    def _on_currenttopic(self, event: Any) -> None:
+        if len(event.arguments) >= 2:
+            self.on_event(Topic(event.arguments[0], event.arguments[1], None))
+
+    def _on_namreply(self, event: Any) -> None:
+        if len(event.arguments) >= 3:
+            nicks = tuple(item.split("!")[0] for item in event.arguments[2].split())
+            self.on_event(Names(event.arguments[1], nicks))
+
+    def _on_kick(self, event: Any) -> None:
+        origin = self._origin(event)
+        target = event.arguments[0] if event.arguments else ""
+        reason = event.arguments[1] if len(event.arguments) > 1 else ""
+        channel = event.target
+        self.on_event(Kick(origin, channel, target, reason))
+        if self._fold(target) == self._fold(self.nick):
+            self.log.warning("kicked", channel=channel, by=origin.nick, reason=reason)
+            known = self.channels.get(self._fold(channel))
+            if self.config.rejoin_on_kick and known is not None:
+                known.joined = False
+                self._schedule(self.config.rejoin_delay, lambda: self.join(known.name, known.key))
+            else:
+                self._forget(channel, "kicked")
+
+    def _channel_refused(self, event: Any) -> None:
+        channel = event.arguments[0] if event.arguments else ""
+        if channel:
+            self._forget(channel, _CHANNEL_GONE.get(event.type, event.type))
+
+    _on_bannedfromchan = _on_inviteonlychan = _on_badchannelkey = _on_channelisfull = (
+        _channel_refused
+    )
+
+    def _on_invite(self, event: Any) -> None:
+        origin = self._origin(event)
+        channel = event.arguments[0] if event.arguments else ""
+        if self._fold(event.target or "") != self._fold(self.nick) or not channel:
+            return  # invite-notify: someone else was invited
+        self.on_event(Invite(origin, channel))
+        if invite_allowed(origin.hostmask, origin.account, self.config, self._fold):
+            self.log.info("invite_accepted", channel=channel, nick=origin.nick)
+            self.join(channel)
+        else:
+            self.log.info("invite_ignored", channel=channel, nick=origin.nick,
+                          hostmask=origin.hostmask, account=origin.account)
+
+
+def invite_allowed(
+    hostmask: str, account: str | None, config: IrcConfig, fold: Callable[[str], str]
+) -> bool:
+    if account and any(fold(account) == fold(allowed) for allowed in config.invite_accounts):
+        return True
+    return any(fnmatch.fnmatchcase(fold(hostmask), fold(glob)) for glob in config.invite_from)
+
+
+def fallback_nick(tried: str, base: str) -> str:
+    """The next nick to try once the configured alternatives are used up."""
+    stem = base[:7]
+    return f"{stem}{random.randint(10, 99)}" if tried.startswith(stem) else f"{stem}_"
+
+
+def sasl_plain_lines(username: str, password: str) -> list[str]:
+    """AUTHENTICATE lines for PLAIN: authzid and authcid both the account, 400-byte chunks."""
+    payload = base64.b64encode(f"{username}\0{username}\0{password}".encode()).decode()
+    chunks = [payload[i : i + SASL_CHUNK] for i in range(0, len(payload), SASL_CHUNK)]
+    if not chunks or len(chunks[-1]) == SASL_CHUNK:
+        chunks.append("+")  # an exact multiple of 400 needs an empty final chunk
+    return [f"AUTHENTICATE {chunk}" for chunk in chunks]

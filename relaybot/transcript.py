@@ -1,0 +1,121 @@
+"""Rolling per-channel context: IRC events become Relay turns, bounded by a token budget.
+
+A context keeps a header (the bot's own join, the topic, a persona bio) that is never trimmed,
+and a rolling list of turns trimmed from the oldest when the budget is exceeded.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from relaybot.events import Action, IrcEvent, Join, Kick, Message, NickChange, Part, Quit, Topic
+from relaybot.formats import Turn
+from relaybot.text import clean_incoming
+
+SYSTEM = "system"
+# The two roles Relay was trained on: the model speaks as `user`, the human as `anon`.
+QUERY_BOT_ROLE = "user"
+QUERY_PEER_ROLE = "anon"
+
+TokenCounter = Callable[[str], int]
+ContextKey = tuple[str, str]  # (network, casefolded channel or nick)
+
+
+def bot_join_turns(bot_nick: str, channel: str) -> list[Turn]:
+    return [Turn(bot_nick, f"/join {channel}"), Turn(SYSTEM, f"* Now talking in {channel}")]
+
+
+def topic_line(channel: str, topic: str) -> Turn:
+    return Turn(SYSTEM, f"* Topic for {channel} is: {topic}")
+
+
+def channel_event_turns(event: IrcEvent, channel: str) -> list[Turn]:
+    """The turns a channel event adds to that channel's context (Relay's trained phrasing)."""
+    match event:
+        case Message(origin=origin, text=text):
+            return [Turn(origin.nick, clean_incoming(text))]
+        case Action(origin=origin, text=text):
+            return [Turn(SYSTEM, f"* {origin.nick} {clean_incoming(text)}".rstrip())]
+        case Join(origin=origin):
+            return [Turn(SYSTEM, f"* {origin.nick} has joined {channel}")]
+        case Part(origin=origin, reason=reason):
+            suffix = f" ({clean_incoming(reason)})" if clean_incoming(reason) else ""
+            return [Turn(SYSTEM, f"* {origin.nick} has left {channel}{suffix}")]
+        case Quit(origin=origin, reason=reason):
+            suffix = f" ({clean_incoming(reason)})" if clean_incoming(reason) else ""
+            return [Turn(SYSTEM, f"* {origin.nick} has quit{suffix}")]
+        case NickChange(origin=origin, new_nick=new_nick):
+            return [Turn(SYSTEM, f"* {origin.nick} is now known as {new_nick}")]
+        case Topic(origin=origin, text=text) if origin is not None:
+            topic = clean_incoming(text)
+            return [Turn(origin.nick, f"/topic {topic}"), topic_line(channel, topic)]
+        case Kick(origin=origin, target=target, reason=reason):
+            suffix = f" ({clean_incoming(reason)})" if clean_incoming(reason) else ""
+            return [Turn(SYSTEM, f"* {target} was kicked by {origin.nick}{suffix}")]
+    return []
+
+
+@dataclass(slots=True)
+class Transcript:
+    """One conversation's context. Mutated only on the reactor thread."""
+
+    name: str  # channel as the server spells it, or the peer's nick for a query
+    count_tokens: TokenCounter
+    budget: int  # tokens available for header + turns + the generation prefix
+    turn_overhead: int = 3
+    max_turns: int = 500
+    header: list[Turn] = field(default_factory=list)
+    topic: Turn | None = None
+    _turns: deque[tuple[Turn, int]] = field(default_factory=deque)
+    _header_tokens: int = 0
+    _turn_tokens: int = 0
+
+    def _cost(self, turn: Turn) -> int:
+        return self.count_tokens(f"{turn.role}\n{turn.content}") + self.turn_overhead
+
+    def set_header(self, turns: Sequence[Turn]) -> None:
+        self.header = list(turns)
+        self._recount_header()
+
+    def set_topic(self, topic: str) -> None:
+        self.topic = topic_line(self.name, clean_incoming(topic))
+        self._recount_header()
+
+    def _recount_header(self) -> None:
+        fixed = [*self.header, *([self.topic] if self.topic else [])]
+        self._header_tokens = sum(self._cost(turn) for turn in fixed)
+
+    def add(self, turns: Sequence[Turn]) -> None:
+        for turn in turns:
+            cost = self._cost(turn)
+            self._turns.append((turn, cost))
+            self._turn_tokens += cost
+        self._trim(reserve=0)
+
+    def clear(self) -> None:
+        self._turns.clear()
+        self._turn_tokens = 0
+
+    def _trim(self, reserve: int) -> None:
+        limit = self.budget - reserve
+        while self._turns and (
+            self._header_tokens + self._turn_tokens > limit or len(self._turns) > self.max_turns
+        ):
+            _, cost = self._turns.popleft()
+            self._turn_tokens -= cost
+
+    def turns_for(self, speaker: str) -> list[Turn]:
+        """Header and as many recent turns as fit with `speaker`'s generation prefix."""
+        self._trim(reserve=self.count_tokens(f"{speaker}\n") + 1)
+        fixed = [*self.header, *([self.topic] if self.topic else [])]
+        return fixed + [turn for turn, _ in self._turns]
+
+    @property
+    def turns(self) -> list[Turn]:
+        return [turn for turn, _ in self._turns]
+
+    @property
+    def token_count(self) -> int:
+        return self._header_tokens + self._turn_tokens

@@ -1,0 +1,121 @@
+"""The inference thread: takes immutable jobs, batches what is pending, returns completions.
+
+It never touches bot state: results go to a callback that only enqueues them for the reactor
+thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from relaybot.engine import Engine, EngineError, GenerationRequest
+from relaybot.log import get_logger
+
+log = get_logger(component="worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: int
+    key: tuple[str, str]  # (network, casefolded channel or query peer)
+    reply_to: str  # where the reply goes: the channel, or the peer's nick
+    speaker: str  # the role the model writes as
+    request: GenerationRequest
+    log_context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    job: Job
+    text: str | None
+    error: str | None
+    seconds: float
+    batch_size: int
+
+
+class InferenceWorker:
+    """One thread, one engine. `submit` is safe from any thread; `on_complete` is called on
+    the worker thread and must only hand the completion over (e.g. put it on a queue)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        on_complete: Callable[[Completion], None],
+        *,
+        max_batch: int = 8,
+        max_pending: int = 64,
+    ) -> None:
+        self.engine = engine
+        self.on_complete = on_complete
+        self.max_batch = max_batch
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_pending)
+        self._thread = threading.Thread(target=self._run, name="relaybot-inference", daemon=True)
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> bool:
+        """False when the queue is full (the caller logs and drops the request)."""
+        if self._stopping.is_set():
+            return False
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            return False
+        return True
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _take_batch(self) -> list[Job]:
+        first = self._queue.get()
+        if first is None:
+            return []
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._stopping.set()
+                break
+            batch.append(job)
+        return batch
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            batch = self._take_batch()
+            if not batch:
+                break
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[Job]) -> None:
+        started = time.monotonic()
+        try:
+            texts: list[str | None] = list(self.engine.generate([job.request for job in batch]))
+            error = None
+        except EngineError as exc:
+            texts, error = [None] * len(batch), str(exc)
+        except Exception as exc:  # an engine bug must not kill the inference thread
+            log.exception("engine_crashed", batch_size=len(batch))
+            texts, error = [None] * len(batch), f"{type(exc).__name__}: {exc}"
+        seconds = time.monotonic() - started
+        for job, text in zip(batch, texts, strict=True):
+            self.on_complete(Completion(job, text, error, seconds, len(batch)))
