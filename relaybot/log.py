@@ -32,6 +32,6 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
 
-def get_logger(**context: Any) -> structlog.stdlib.BoundLogger:
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger("relaybot").bind(**context)
-    return logger
+def get_logger(**context: Any) -> Any:
+    """A lazy logger: module-level loggers pick up `configure_logging` made after import."""
+    return structlog.get_logger("relaybot", **context)

@@ -125,7 +125,7 @@ def start_inspircd(
         ' globalmax="10000" maxconnwarn="no" resolvehostnames="no" useident="no"'
         f' limit="10000" maxchans="100"{flood}>\n'
         f'<pid file="{workdir / "inspircd.pid"}">\n'
-        f'<log method="file" type="* -USERINPUT -USEROUTPUT" level="default"'
+        f'<log method="file" type="* -USERINPUT -USEROUTPUT" level="debug"'
         f' target="{workdir / "inspircd.log"}">\n'
         '<dns server="127.0.0.1" timeout="1">\n'
         '<options prefixquit="Quit: " syntaxhints="no" casemapping="rfc1459">\n'
