@@ -158,7 +158,10 @@ class _Section:
     def required(self, name: str, kind: type[T]) -> T:
         if name not in self.table:
             raise self.fail(name, "missing (required)")
-        return self.get(name, kind, kind())
+        value = self.get(name, kind, kind())
+        if isinstance(value, str) and not value.strip():
+            raise self.fail(name, "must not be empty")
+        return value
 
     def optional_str(self, name: str) -> str | None:
         value = self.get(name, str, "")

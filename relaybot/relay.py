@@ -30,7 +30,7 @@ from relaybot.events import (
 from relaybot.formats import PromptFormat, Turn
 from relaybot.log import get_logger
 from relaybot.policy import ReplyPolicy
-from relaybot.text import casefold, is_channel_name, reply_lines
+from relaybot.text import casefold, clean_incoming, is_channel_name, reply_lines
 from relaybot.transcript import (
     QUERY_BOT_ROLE,
     QUERY_PEER_ROLE,
@@ -106,7 +106,10 @@ class Relay:
         self.random = random
         self.transcripts: dict[ContextKey, Transcript] = {}
         self.members: dict[ContextKey, set[str]] = {}
-        self._in_flight: set[ContextKey] = set()
+        # The one job in flight per conversation, and where each job's reply belongs now
+        # (a query follows its peer across nick changes; a forgotten context has no entry).
+        self._in_flight: dict[ContextKey, int] = {}
+        self._job_keys: dict[int, ContextKey] = {}
         self._wanted_again: set[ContextKey] = set()
         self._job_ids = itertools.count(1)
 
@@ -137,6 +140,9 @@ class Relay:
         self.transcripts.pop(key, None)
         self.members.pop(key, None)
         self._wanted_again.discard(key)
+        job_id = self._in_flight.pop(key, None)
+        if job_id is not None:
+            self._job_keys.pop(job_id, None)
 
     # --- events ---------------------------------------------------------------------------
 
@@ -200,9 +206,19 @@ class Relay:
             transcript = self.transcripts.get(key)
             if transcript is not None:
                 transcript.add(channel_event_turns(event, transcript.name))
-        if isinstance(event, NickChange) and (self.key(nick) in self.transcripts):
-            # A query follows the peer across nick changes.
-            self.transcripts[self.key(event.new_nick)] = self.transcripts.pop(self.key(nick))
+        old_key, new_key = self.key(nick), self.key(getattr(event, "new_nick", nick))
+        if isinstance(event, NickChange) and old_key in self.transcripts and old_key != new_key:
+            # A query follows the peer across nick changes, with its reply in flight.
+            transcript = self.transcripts.pop(old_key)
+            transcript.name = event.new_nick
+            self.transcripts[new_key] = transcript
+            if old_key in self._in_flight:
+                job_id = self._in_flight.pop(old_key)
+                self._in_flight[new_key] = job_id
+                self._job_keys[job_id] = new_key
+            if old_key in self._wanted_again:
+                self._wanted_again.discard(old_key)
+                self._wanted_again.add(new_key)
 
     def _channel_line(self, event: Message | Action, channel: str) -> None:
         transcript = self.transcript(channel)
@@ -227,7 +243,7 @@ class Relay:
         if transcript is None:
             transcript = self.transcripts[key] = self._new_transcript(peer)
         if isinstance(event, Action):
-            transcript.add([Turn(SYSTEM, f"* {QUERY_PEER_ROLE} {event.text}")])
+            transcript.add([Turn(SYSTEM, f"* {QUERY_PEER_ROLE} {clean_incoming(event.text)}")])
             return
         transcript.add([Turn(QUERY_PEER_ROLE, channel_event_turns(event, peer)[0].content)])
         if self.policy.should_reply(
@@ -258,35 +274,39 @@ class Relay:
             log_context={"network": self.network, "channel": reply_to, "nick": asker},
         )
         if self.submit(job):
-            self._in_flight.add(key)
+            self._in_flight[key] = job.job_id
+            self._job_keys[job.job_id] = key
             log.info("reply_requested", job=job.job_id, **job.log_context)
         else:
             log.warning("reply_dropped_queue_full", **job.log_context)
 
     def on_completion(self, completion: Completion) -> None:
         job = completion.job
-        self._in_flight.discard(job.key)
         context = {"job": job.job_id, **job.log_context}
-        transcript = self.transcripts.get(job.key)
-        if transcript is None:
+        key = self._job_keys.pop(job.job_id, None)
+        transcript = self.transcripts.get(key) if key is not None else None
+        if key is None or transcript is None:
             log.info("reply_dropped_context_gone", **context)
             return
+        del self._in_flight[key]
+        reply_to = transcript.name
         if completion.text is None:
             log.error("reply_failed", error=completion.error, **context)
         else:
-            self._send_reply(job, transcript, completion.text, context, completion.seconds)
-        if job.key in self._wanted_again:
-            self._wanted_again.discard(job.key)
-            self._request_reply(job.key, job.reply_to, job.speaker, "")
+            self._send_reply(job, reply_to, transcript, completion.text, context,
+                             completion.seconds)
+        if key in self._wanted_again:
+            self._wanted_again.discard(key)
+            self._request_reply(key, reply_to, job.speaker, "")
 
     def _send_reply(
-        self, job: Job, transcript: Transcript, text: str, context: dict[str, object],
-        seconds: float,
+        self, job: Job, reply_to: str, transcript: Transcript, text: str,
+        context: dict[str, object], seconds: float,
     ) -> None:
         # The bot's nick may have changed since the job was made; speak as who we are now.
         speaker = job.speaker if job.speaker == QUERY_BOT_ROLE else self.sender.nick
         # Room for "\x01ACTION \x01" too, so a line works as either a message or a /me.
-        budget = self.sender.payload_budget(job.reply_to) - len("\x01ACTION \x01")
+        budget = self.sender.payload_budget(reply_to) - len("\x01ACTION \x01")
         lines = reply_lines(text, budget, self.reply.max_lines)
         if not lines:
             log.info("reply_empty", seconds=round(seconds, 3), **context)
@@ -296,7 +316,7 @@ class Relay:
             if line.startswith("/me "):
                 body = line[len("/me ") :].strip()
                 self.sender.send_message(
-                    job.reply_to, body, action=True,
+                    reply_to, body, action=True,
                     on_sent=_adder(transcript, Turn(SYSTEM, f"* {speaker} {body}")),
                 )
             elif line.startswith("/"):
@@ -305,7 +325,7 @@ class Relay:
                 continue
             else:
                 self.sender.send_message(
-                    job.reply_to, line, on_sent=_adder(transcript, Turn(speaker, line))
+                    reply_to, line, on_sent=_adder(transcript, Turn(speaker, line))
                 )
             sent += 1
         log.info("reply_sent", lines=sent, seconds=round(seconds, 3), **context)

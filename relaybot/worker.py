@@ -111,6 +111,8 @@ class InferenceWorker:
         try:
             texts: list[str | None] = list(self.engine.generate([job.request for job in batch]))
             error = None
+            if len(texts) != len(batch):
+                raise EngineError(f"engine returned {len(texts)} texts for {len(batch)} requests")
         except EngineError as exc:
             texts, error = [None] * len(batch), str(exc)
         except Exception as exc:  # an engine bug must not kill the inference thread

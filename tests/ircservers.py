@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 HOST = "127.0.0.1"
 SERVER_NAME = "irc.test"
@@ -51,6 +50,7 @@ class RunningServer:
     workdir: Path
 
     def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after 5 s) and reap it."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -62,10 +62,7 @@ class RunningServer:
     def __enter__(self) -> RunningServer:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:  # fmt: skip
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 
@@ -80,6 +77,12 @@ def _launch(
     kind: str, argv: list[str], workdir: Path, port: int, logs: list[Path]
 ) -> RunningServer:
     """Start argv with output to workdir/<kind>.out and wait until the port accepts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:  # a listener there would fool the readiness probe below
+            probe.bind((HOST, port))
+        except OSError as error:
+            raise RuntimeError(f"{kind}: port {port} on {HOST} is not free: {error}") from None
     out_path = workdir / f"{kind}.out"
     with out_path.open("wb") as out:
         process = subprocess.Popen(
@@ -105,7 +108,11 @@ def _launch(
 def start_inspircd(
     workdir: Path, *, port: int | None = None, relaxed_flood: bool = True
 ) -> RunningServer:
-    """Start InspIRCd 3 with IRCv3 modules; relaxed_flood=False keeps its default flood limits."""
+    """Start InspIRCd 3 with IRCv3 modules; relaxed_flood=False keeps its default flood limits.
+
+    Note: InspIRCd 3 completes client registration on its 1 s background tick, so
+    each client needs about 1 s from NICK/USER to 001 (connect clients in parallel).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     flood = (
@@ -125,9 +132,9 @@ def start_inspircd(
         ' globalmax="10000" maxconnwarn="no" resolvehostnames="no" useident="no"'
         f' limit="10000" maxchans="100"{flood}>\n'
         f'<pid file="{workdir / "inspircd.pid"}">\n'
-        f'<log method="file" type="* -USERINPUT -USEROUTPUT" level="debug"'
+        f'<log method="file" type="* -USERINPUT -USEROUTPUT" level="default"'
         f' target="{workdir / "inspircd.log"}">\n'
-        '<dns server="127.0.0.1" timeout="1">\n'
+        '<dns server="127.0.0.1" timeout="1">\n'  # never query the real resolver
         '<options prefixquit="Quit: " syntaxhints="no" casemapping="rfc1459">\n'
         '<performance clonesonconnect="no" quietbursts="yes">\n'
         '<security hideserver="" userstats="Pu" maxtargets="20">\n' + modules
@@ -190,6 +197,7 @@ def start_miniircd(
 def start_server(
     kind: str, workdir: Path, *, port: int | None = None, relaxed_flood: bool = True
 ) -> RunningServer:
+    """Start the server of the given kind ("inspircd", "ngircd" or "miniircd")."""
     starters = {"inspircd": start_inspircd, "ngircd": start_ngircd, "miniircd": start_miniircd}
     if kind not in starters:
         raise ValueError(f"unknown IRC server kind {kind!r}; expected one of {SERVER_KINDS}")
@@ -264,16 +272,20 @@ class RawClient:
             data = b""
         if not data:
             self.closed = True
-            data, self._buffer = self._buffer + b"\n", b""
+            data = b"\n"  # flush a final unterminated line
         *complete, self._buffer = (self._buffer + data).split(b"\n")
-        complete = [raw for raw in complete if raw] if self.closed else complete
         for raw in complete:
-            line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+            if not (raw := raw.rstrip(b"\r")):
+                continue
+            line = raw.decode("utf-8", errors="replace")
             self.lines.append(line)
             self._pending.append(line)
             _, command, params = parse_line(line)
             if command == "PING" and not self.closed:
-                self.send("PONG :" + (params[-1] if params else SERVER_NAME))
+                try:
+                    self.send("PONG :" + (params[-1] if params else SERVER_NAME))
+                except OSError:
+                    self.closed = True
 
     def wait_for(self, predicate: Callable[[str], bool], timeout: float) -> str:
         """Return (and consume) the oldest unconsumed received line that matches.
@@ -307,8 +319,5 @@ class RawClient:
     def __enter__(self) -> RawClient:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:  # fmt: skip
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -82,9 +82,7 @@ def test_injected_markers_stay_in_text_segments():
     prompt = FMT.render([Turn("mallory", hostile)], "relaybot")
     # The rendered text contains the markers (a tokenizer with special parsing off keeps them
     # as plain text) ...
-    assert prompt.text == (
-        "<|im_start|>mallory\n" + hostile + "<|im_end|>\n<|im_start|>relaybot\n"
-    )
+    assert prompt.text == ("<|im_start|>mallory\n" + hostile + "<|im_end|>\n<|im_start|>relaybot\n")
     # ... but only the format's own markers are special segments.
     special = [segment for segment in prompt.segments if segment.special]
     assert [segment.text for segment in special] == ["<|im_start|>", "<|im_end|>", "<|im_start|>"]

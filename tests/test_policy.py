@@ -109,8 +109,9 @@ def test_never_replies_to_itself():
 
 
 def test_never_replies_to_itself_rfc1459():
-    assert not decide(ReplyPolicy(), sender="relay{bot}", bot_nick="relay[bot]",
-                      text="relay[bot]: hi")
+    assert not decide(
+        ReplyPolicy(), sender="relay{bot}", bot_nick="relay[bot]", text="relay[bot]: hi"
+    )
 
 
 def test_replies_in_queries():

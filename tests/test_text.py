@@ -289,12 +289,7 @@ def test_reply_lines_respects_max_lines(max_lines: int):
 
 
 def test_reply_lines_everything_hostile_at_once():
-    text = (
-        "ok\r\nQUIT :x\x00\x01ACTION y\x01\n"
-        + "😀漢字 " * 300
-        + "\r\nJOIN #evil\n"
-        + "z" * 2048
-    )
+    text = "ok\r\nQUIT :x\x00\x01ACTION y\x01\n" + "😀漢字 " * 300 + "\r\nJOIN #evil\n" + "z" * 2048
     lines = reply_lines(text, BUDGET, 20)
     assert_sendable(lines, 20)
     assert lines[:2] == ["ok", "QUIT :xACTION y"]

@@ -1,0 +1,87 @@
+"""`relaybot` as a user runs it: a real process, a real server, signals, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .ircservers import RawClient, RunningServer
+
+pytestmark = pytest.mark.integration
+
+
+def relaybot(*args: str, **kwargs: object) -> list[str]:
+    return [sys.executable, "-m", "relaybot.cli", *args]
+
+
+def test_check_config_names_the_key_and_exits_non_zero(tmp_path: Path) -> None:
+    bad = tmp_path / "bot.toml"
+    bad.write_text('[irc]\nhost = "127.0.0.1"\nnick = "relaybot"\nchannels = ["nohash"]\n')
+    result = subprocess.run(relaybot("check-config", str(bad)), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "irc.channels[0]" in result.stderr and "not a valid channel name" in result.stderr
+    bad.write_text('[irc]\nhost = "h"\nnick = "n"\n[irc.sasl]\nusername = "n"\n'
+                   'password_file = "missing-secret"\n')
+    result = subprocess.run(relaybot("--config", str(bad)), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "irc.sasl.password_file" in result.stderr and "cannot read" in result.stderr
+
+
+def test_run_replies_then_quits_cleanly_on_sigterm(
+    tmp_path: Path, irc_server_factory: Callable[[str], RunningServer], real_engine: object,
+) -> None:
+    # real_engine: the model cache is warm, so the process loads in seconds.
+    server = irc_server_factory("miniircd")
+    secret = tmp_path / "sasl-password"
+    secret.write_text("hunter2-very-secret\n")
+    config = tmp_path / "bot.toml"
+    config.write_text(f"""
+[irc]
+network = "local"
+host = "{server.host}"
+port = {server.port}
+nick = "relaybot"
+channels = ["#relay"]
+[irc.sasl]
+username = "relaybot"
+password_file = "sasl-password"
+[model]
+name = "embedded"
+max_new_tokens = 32
+[log]
+format = "json"
+""")
+    log_path = tmp_path / "bot.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(relaybot("--config", str(config)), stdout=log_file,
+                                   stderr=subprocess.STDOUT, env={**os.environ})
+        try:
+            alice = RawClient.connect(server.host, server.port, "alice")
+            alice.join("#relay")
+            alice.wait_for(lambda line: line.startswith(":relaybot!") and " JOIN " in line, 120)
+            alice.privmsg("#relay", "relaybot: hello there!")
+            alice.wait_for(lambda line: line.startswith(":relaybot!") and " PRIVMSG #relay :" in line,
+                           90)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+            alice.wait_for(lambda line: line.startswith(":relaybot!") and " QUIT" in line, 10)
+            alice.close()
+        finally:
+            if process.poll() is None:
+                process.kill()
+    log_text = log_path.read_text()
+    assert "hunter2" not in log_text
+    events = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+    names = [event["event"] for event in events]
+    assert {"model_loaded", "registered", "joined", "reply_sent", "stopped"} <= set(names)
+    sent = next(event for event in events if event["event"] == "reply_sent")
+    assert sent["network"] == "local" and sent["channel"] == "#relay" and sent["nick"] == "alice"
