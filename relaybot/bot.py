@@ -26,9 +26,7 @@ class Bot:
             on_event=lambda event: self.relay.handle(event),
             on_forget=lambda channel: self.relay.forget(channel),
         )
-        self.worker = InferenceWorker(
-            engine, self._completed, max_batch=config.model.max_batch
-        )
+        self.worker = InferenceWorker(engine, self._completed, max_batch=config.model.max_batch)
         self.relay = Relay(
             network=config.irc.network,
             fmt=RelayFormat(),

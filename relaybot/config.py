@@ -204,9 +204,7 @@ class _Section:
         file_key, env_key = f"{name}_file", f"{name}_env"
         self.used.update({name, file_key, env_key})
         if name in self.table:
-            raise self.fail(
-                name, f"secrets are not accepted inline; use {file_key} or {env_key}"
-            )
+            raise self.fail(name, f"secrets are not accepted inline; use {file_key} or {env_key}")
         file_name = self.get(file_key, str, "")
         env_name = self.get(env_key, str, "")
         if file_name and env_name:
@@ -334,9 +332,7 @@ def _model(section: _Section | None) -> ModelConfig:
         name=section.get("name", str, defaults.name) or defaults.name,
         gguf_file=section.optional_str("gguf_file"),
         device=section.choice("device", defaults.device, ("auto", "cpu", "cuda")),
-        dtype=section.choice(
-            "dtype", defaults.dtype, ("auto", "bfloat16", "float16", "float32")
-        ),
+        dtype=section.choice("dtype", defaults.dtype, ("auto", "bfloat16", "float16", "float32")),
         quantization=section.choice(
             "quantization", defaults.quantization, ("auto", "none", "8bit", "4bit")
         ),

@@ -5,6 +5,7 @@ Everything runs on 127.0.0.1; nothing is downloaded. Any IRC client can join too
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -22,9 +23,13 @@ SERVER_START_TIMEOUT = 15.0
 def start_local_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     """miniircd (a pure-Python IRC server from PyPI) on 127.0.0.1:port."""
     command = [
-        sys.executable, "-c",
+        sys.executable,
+        "-c",
         "import sys; from miniircd import main; sys.argv[0] = 'miniircd'; sys.exit(main())",
-        "--listen", "127.0.0.1", "--ports", str(port),
+        "--listen",
+        "127.0.0.1",
+        "--ports",
+        str(port),
     ]
     if os.geteuid() == 0:
         command += ["--setuid", "nobody"]  # miniircd refuses to run as root
@@ -111,10 +116,8 @@ class TerminalClient:
 
     def close(self) -> None:
         if not self.closed.is_set():
-            try:
+            with contextlib.suppress(OSError):
                 self._send("QUIT :bye")
-            except OSError:
-                pass
         self.closed.set()
         self.sock.close()
 
@@ -142,8 +145,10 @@ def run_demo(port: int, channel: str, interactive: bool) -> int:
         print(f"relaybot demo: cannot start the IRC server: {exc}", flush=True)
         return 1
     try:
-        print("relaybot demo: loading the model (the first start converts it; later ones are fast)",
-              flush=True)
+        print(
+            "relaybot demo: loading the model (the first start converts it; later ones are fast)",
+            flush=True,
+        )
         try:
             engine = TransformersEngine.load(config.model)
         except ModelUnavailable as exc:
@@ -154,10 +159,15 @@ def run_demo(port: int, channel: str, interactive: bool) -> int:
             target=bot.run, kwargs={"install_signal_handlers": False}, daemon=True
         )
         bot_thread.start()
-        print(f"relaybot demo: IRC server on 127.0.0.1:{port}; the bot is in {channel} "
-              f"(model: {engine.description})", flush=True)
-        print(f"relaybot demo: connect any IRC client to 127.0.0.1 port {port} and /join {channel}",
-              flush=True)
+        print(
+            f"relaybot demo: IRC server on 127.0.0.1:{port}; the bot is in {channel} "
+            f"(model: {engine.description})",
+            flush=True,
+        )
+        print(
+            f"relaybot demo: connect any IRC client to 127.0.0.1 port {port} and /join {channel}",
+            flush=True,
+        )
         if not interactive:
             print("relaybot demo: serving; press Ctrl-C to stop", flush=True)
             try:
@@ -182,8 +192,11 @@ def _chat(port: int, channel: str) -> None:
     time.sleep(0.5)
     client = TerminalClient(port, "you", channel)
     threading.Thread(target=client.reader, daemon=True).start()
-    print(f"relaybot demo: you are 'you' in {channel}. Type a line and press Enter; "
-          "Ctrl-D or /quit leaves.", flush=True)
+    print(
+        f"relaybot demo: you are 'you' in {channel}. Type a line and press Enter; "
+        "Ctrl-D or /quit leaves.",
+        flush=True,
+    )
     try:
         for line in sys.stdin:
             text = line.rstrip("\n")

@@ -59,7 +59,11 @@ class Sender(Protocol):
     def payload_budget(self, target: str) -> int: ...
 
     def send_message(
-        self, target: str, text: str, *, action: bool = False,
+        self,
+        target: str,
+        text: str,
+        *,
+        action: bool = False,
         on_sent: Callable[[], None] | None = None,
     ) -> None: ...
 
@@ -177,9 +181,9 @@ class Relay:
             case Quit(origin=origin) | NickChange(origin=origin):
                 self._member_everywhere(event, origin.nick)
             case Topic(channel=channel, text=text, origin=origin):
-                transcript = self.transcript(channel)
-                if transcript is not None:
-                    transcript.set_topic(text)
+                existing = self.transcript(channel)
+                if existing is not None:
+                    existing.set_topic(text)
                     if origin is not None:
                         self._record(channel, event)
             case Names(channel=channel, nicks=nicks):
@@ -293,15 +297,21 @@ class Relay:
         if completion.text is None:
             log.error("reply_failed", error=completion.error, **context)
         else:
-            self._send_reply(job, reply_to, transcript, completion.text, context,
-                             completion.seconds)
+            self._send_reply(
+                job, reply_to, transcript, completion.text, context, completion.seconds
+            )
         if key in self._wanted_again:
             self._wanted_again.discard(key)
             self._request_reply(key, reply_to, job.speaker, "")
 
     def _send_reply(
-        self, job: Job, reply_to: str, transcript: Transcript, text: str,
-        context: dict[str, object], seconds: float,
+        self,
+        job: Job,
+        reply_to: str,
+        transcript: Transcript,
+        text: str,
+        context: dict[str, object],
+        seconds: float,
     ) -> None:
         # The bot's nick may have changed since the job was made; speak as who we are now.
         speaker = job.speaker if job.speaker == QUERY_BOT_ROLE else self.sender.nick
@@ -316,7 +326,9 @@ class Relay:
             if line.startswith("/me "):
                 body = line[len("/me ") :].strip()
                 self.sender.send_message(
-                    reply_to, body, action=True,
+                    reply_to,
+                    body,
+                    action=True,
                     on_sent=_adder(transcript, Turn(SYSTEM, f"* {speaker} {body}")),
                 )
             elif line.startswith("/"):

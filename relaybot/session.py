@@ -43,8 +43,17 @@ from relaybot.text import casefold, privmsg_payload_budget, safe_line
 log = get_logger(component="session")
 
 WANTED_CAPS = (
-    "sasl", "server-time", "message-tags", "account-tag", "extended-join", "account-notify",
-    "multi-prefix", "away-notify", "chghost", "cap-notify", "invite-notify",
+    "sasl",
+    "server-time",
+    "message-tags",
+    "account-tag",
+    "extended-join",
+    "account-notify",
+    "multi-prefix",
+    "away-notify",
+    "chghost",
+    "cap-notify",
+    "invite-notify",
 )
 SASL_CHUNK = 400
 # A server line longer than this without a newline is garbage; drop it instead of buffering.
@@ -63,15 +72,22 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
     buffer_class = LenientDecodingLineBuffer
     registration_lines: list[str]
 
-    def connect(  # type: ignore[override]
-        self, server: str, port: int, nickname: str, *, username: str, ircname: str,
-        password: str | None, connect_factory: Callable[[tuple[str, int]], Any],
+    def connect(
+        self,
+        server: str,
+        port: int,
+        nickname: str,
+        *,
+        username: str,
+        ircname: str,
+        password: str | None,
+        connect_factory: Callable[[tuple[str, int]], Any],
         registration_lines: list[str],
     ) -> BotConnection:
-        if self.connected:
+        if self.is_connected():
             self.disconnect("Changing servers")
         self.buffer = self.buffer_class()
-        self.handlers = {}
+        self.handlers: dict[str, Any] = {}
         self.real_server_name = ""
         self.real_nickname = nickname
         self.server, self.port = server, port
@@ -200,7 +216,11 @@ class IrcSession:
         return privmsg_payload_budget(self.nick, target, self._own_user, self._own_host)
 
     def send_message(
-        self, target: str, text: str, *, action: bool = False,
+        self,
+        target: str,
+        text: str,
+        *,
+        action: bool = False,
         on_sent: Callable[[], None] | None = None,
     ) -> None:
         body = safe_line(text)
@@ -254,10 +274,15 @@ class IrcSession:
         for channel in self.channels.values():
             channel.joined = False
         username = self.config.username or nick
-        self.log.info("connecting", host=self.config.host, port=self.config.port, tls=self.config.tls)
+        self.log.info(
+            "connecting", host=self.config.host, port=self.config.port, tls=self.config.tls
+        )
         self.connection.connect(
-            self.config.host, self.config.port, nick,
-            username=username, ircname=self.config.realname,
+            self.config.host,
+            self.config.port,
+            nick,
+            username=username,
+            ircname=self.config.realname,
             password=self.config.password.value if self.config.password else None,
             connect_factory=make_connect_factory(self.config),
             registration_lines=[f"NICK {nick}", f"USER {username} 0 * :{self.config.realname}"],
@@ -367,7 +392,8 @@ class IrcSession:
                 self._caps_offered[name] = value
             if not more:
                 wanted = [
-                    cap for cap in WANTED_CAPS
+                    cap
+                    for cap in WANTED_CAPS
                     if cap in self._caps_offered and (cap != "sasl" or self.config.sasl)
                 ]
                 if wanted:
@@ -377,7 +403,11 @@ class IrcSession:
         elif sub == "ACK":
             self._caps_enabled.update(args[-1].split())
             self.log.info("caps_enabled", caps=sorted(self._caps_enabled))
-            if "sasl" in self._caps_enabled and self.config.sasl is not None and not self._cap_ended:
+            if (
+                "sasl" in self._caps_enabled
+                and self.config.sasl is not None
+                and not self._cap_ended
+            ):
                 self._send_raw("AUTHENTICATE PLAIN")
             else:
                 self._end_cap()
@@ -431,7 +461,9 @@ class IrcSession:
         self._reconnect_delay = 5.0
         self.log.info("registered", nick=self.nick)
         for channel in self.channels.values():
-            self._send_raw(f"JOIN {channel.name} {channel.key}" if channel.key else f"JOIN {channel.name}")
+            self._send_raw(
+                f"JOIN {channel.name} {channel.key}" if channel.key else f"JOIN {channel.name}"
+            )
         if self.on_registered is not None:
             self.on_registered()
 
@@ -535,8 +567,13 @@ class IrcSession:
             self.log.info("invite_accepted", channel=channel, nick=origin.nick)
             self.join(channel)
         else:
-            self.log.info("invite_ignored", channel=channel, nick=origin.nick,
-                          hostmask=origin.hostmask, account=origin.account)
+            self.log.info(
+                "invite_ignored",
+                channel=channel,
+                nick=origin.nick,
+                hostmask=origin.hostmask,
+                account=origin.account,
+            )
 
 
 def invite_allowed(

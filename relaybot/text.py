@@ -21,9 +21,7 @@ _RFC1459_TABLE = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + _RFC1459_UPPER,
     "abcdefghijklmnopqrstuvwxyz" + _RFC1459_LOWER,
 )
-_STRICT_TABLE = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\", "abcdefghijklmnopqrstuvwxyz{}|"
-)
+_STRICT_TABLE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\", "abcdefghijklmnopqrstuvwxyz{}|")
 _ASCII_TABLE = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _CASEMAPS = {"rfc1459": _RFC1459_TABLE, "strict-rfc1459": _STRICT_TABLE, "ascii": _ASCII_TABLE}
 

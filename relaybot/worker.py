@@ -6,6 +6,7 @@ thread.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -76,10 +77,8 @@ class InferenceWorker:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
-        except queue.Full:
-            pass
         if self._thread.is_alive():
             self._thread.join(timeout)
 

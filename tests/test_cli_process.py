@@ -24,20 +24,26 @@ def relaybot(*args: str, **kwargs: object) -> list[str]:
 def test_check_config_names_the_key_and_exits_non_zero(tmp_path: Path) -> None:
     bad = tmp_path / "bot.toml"
     bad.write_text('[irc]\nhost = "127.0.0.1"\nnick = "relaybot"\nchannels = ["nohash"]\n')
-    result = subprocess.run(relaybot("check-config", str(bad)), capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        relaybot("check-config", str(bad)), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "irc.channels[0]" in result.stderr and "not a valid channel name" in result.stderr
-    bad.write_text('[irc]\nhost = "h"\nnick = "n"\n[irc.sasl]\nusername = "n"\n'
-                   'password_file = "missing-secret"\n')
-    result = subprocess.run(relaybot("--config", str(bad)), capture_output=True, text=True,
-                            timeout=60)
+    bad.write_text(
+        '[irc]\nhost = "h"\nnick = "n"\n[irc.sasl]\nusername = "n"\n'
+        'password_file = "missing-secret"\n'
+    )
+    result = subprocess.run(
+        relaybot("--config", str(bad)), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "irc.sasl.password_file" in result.stderr and "cannot read" in result.stderr
 
 
 def test_run_replies_then_quits_cleanly_on_sigterm(
-    tmp_path: Path, irc_server_factory: Callable[[str], RunningServer], real_engine: object,
+    tmp_path: Path,
+    irc_server_factory: Callable[[str], RunningServer],
+    real_engine: object,
 ) -> None:
     # real_engine: the model cache is warm, so the process loads in seconds.
     server = irc_server_factory("miniircd")
@@ -62,15 +68,20 @@ format = "json"
 """)
     log_path = tmp_path / "bot.log"
     with log_path.open("w") as log_file:
-        process = subprocess.Popen(relaybot("--config", str(config)), stdout=log_file,
-                                   stderr=subprocess.STDOUT, env={**os.environ})
+        process = subprocess.Popen(
+            relaybot("--config", str(config)),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
+        )
         try:
             alice = RawClient.connect(server.host, server.port, "alice")
             alice.join("#relay")
             alice.wait_for(lambda line: line.startswith(":relaybot!") and " JOIN " in line, 120)
             alice.privmsg("#relay", "relaybot: hello there!")
-            alice.wait_for(lambda line: line.startswith(":relaybot!") and " PRIVMSG #relay :" in line,
-                           90)
+            alice.wait_for(
+                lambda line: line.startswith(":relaybot!") and " PRIVMSG #relay :" in line, 90
+            )
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
             alice.wait_for(lambda line: line.startswith(":relaybot!") and " QUIT" in line, 10)

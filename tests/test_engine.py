@@ -7,10 +7,10 @@ import pytest
 from relaybot.config import ModelConfig
 from relaybot.engine import GenerationRequest, SamplingParams
 from relaybot.engine.selection import (
-    GiB,
     RELAY_4BIT,
     RELAY_8BIT,
     RELAY_BF16,
+    GiB,
     ModelUnavailable,
     choose_model,
 )
@@ -34,8 +34,9 @@ def test_generation_stops_at_the_turn_end_and_batches(real_engine: object) -> No
     engine = real_engine  # type: ignore[assignment]
     fmt = RelayFormat()
     prompts = [
-        fmt.render([Turn("system", "* Now talking in #c"), Turn("alice", f"relaybot: {q}")],
-                   "relaybot")
+        fmt.render(
+            [Turn("system", "* Now talking in #c"), Turn("alice", f"relaybot: {q}")], "relaybot"
+        )
         for q in ("what is 2+2?", "say hi", "name a fish")
     ]
     params = SamplingParams(max_new_tokens=24, seed=1)
@@ -46,8 +47,8 @@ def test_generation_stops_at_the_turn_end_and_batches(real_engine: object) -> No
 
 
 def test_gguf_conversion_is_cached_for_fast_restarts(real_engine: object, tmp_path: object) -> None:
-    from relaybot.engine.transformers_engine import _gguf_cache_path, default_cache_dir
     from relaybot.engine.selection import EMBEDDED_GGUF, embedded_model_dir
+    from relaybot.engine.transformers_engine import _gguf_cache_path, default_cache_dir
 
     cached = _gguf_cache_path(default_cache_dir(), embedded_model_dir() / EMBEDDED_GGUF)
     assert (cached / "config.json").is_file()

@@ -88,7 +88,8 @@ max_lines = 20
 
 
 def test_garbage_from_the_server_does_not_stop_the_bot(
-    config_factory: Callable[[str], Config], real_engine: object,
+    config_factory: Callable[[str], Config],
+    real_engine: object,
 ) -> None:
     server = ScriptedServer()
     config = config_factory(f"""
@@ -166,8 +167,6 @@ channels = ["#relay"]
     server.close()
 
 
-
-
 def test_sasl_plain_exchange_then_registration(config_factory: Callable[[str], Config]) -> None:
     server = ScriptedServer()
     secret_env = "RELAYBOT_TEST_SASL"
@@ -197,8 +196,11 @@ password_env = "{secret_env}"
         server.send(b"AUTHENTICATE +\r\n")
         # 824 base64 characters: chunks of 400, 400 and 24 (no empty "+" needed).
         server.wait_for(b"AUTHENTICATE cHdwd3B3cHdwd3B3cHdwd3B3", 10)
-        chunks = [line.split(b" ", 1)[1] for line in server.received
-                  if line.startswith(b"AUTHENTICATE ") and line != b"AUTHENTICATE PLAIN"]
+        chunks = [
+            line.split(b" ", 1)[1]
+            for line in server.received
+            if line.startswith(b"AUTHENTICATE ") and line != b"AUTHENTICATE PLAIN"
+        ]
         import base64
 
         payload = b"".join(chunk for chunk in chunks if chunk != b"+")

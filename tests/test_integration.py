@@ -15,8 +15,14 @@ pytestmark = pytest.mark.integration
 REPLY_TIMEOUT = 90.0
 
 
-def bot_config(config_factory: Callable[[str], Config], server: RunningServer, extra: str = "",
-               channels: str = '["#relay"]', nick: str = "relaybot", reply: str = "") -> Config:
+def bot_config(
+    config_factory: Callable[[str], Config],
+    server: RunningServer,
+    extra: str = "",
+    channels: str = '["#relay"]',
+    nick: str = "relaybot",
+    reply: str = "",
+) -> Config:
     return config_factory(f"""
 [irc]
 network = "test"
@@ -41,8 +47,10 @@ def from_bot(nick: str, command: str, target: str) -> Callable[[str], bool]:
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_bot_joins_and_replies_through_the_real_model(
-    kind: str, irc_server_factory: Callable[[str], RunningServer],
-    config_factory: Callable[[str], Config], real_engine: object,
+    kind: str,
+    irc_server_factory: Callable[[str], RunningServer],
+    config_factory: Callable[[str], Config],
+    real_engine: object,
 ) -> None:
     server = irc_server_factory(kind)
     with BotRunner(bot_config(config_factory, server), real_engine) as runner:  # type: ignore[arg-type]
@@ -88,7 +96,8 @@ GOLDEN_PROMPT = (
 
 def test_channel_events_become_the_relay_context(
     irc_server_factory: Callable[[str], RunningServer],
-    config_factory: Callable[[str], Config], real_engine: object,
+    config_factory: Callable[[str], Config],
+    real_engine: object,
 ) -> None:
     server = irc_server_factory("inspircd")
     alice = RawClient.connect(server.host, server.port, "alice")
@@ -96,8 +105,7 @@ def test_channel_events_become_the_relay_context(
     alice.send("TOPIC #golden :all about trout")
     alice.wait_for(lambda line: " TOPIC #golden " in line, 10)
     alice.send("MODE #golden -t")
-    config = bot_config(config_factory, server, channels='["#golden"]',
-                        reply="on_mention = false")
+    config = bot_config(config_factory, server, channels='["#golden"]', reply="on_mention = false")
     with BotRunner(config, real_engine) as runner:  # type: ignore[arg-type]
         runner.wait_until(lambda: runner.turns("#golden") is not None, 20, "the bot to join")
         bob = RawClient.connect(server.host, server.port, "bob")
@@ -132,14 +140,16 @@ def test_channel_events_become_the_relay_context(
 
 def test_one_channel_never_sees_another_channels_lines(
     irc_server_factory: Callable[[str], RunningServer],
-    config_factory: Callable[[str], Config], real_engine: object,
+    config_factory: Callable[[str], Config],
+    real_engine: object,
 ) -> None:
     server = irc_server_factory("ngircd")
     config = bot_config(config_factory, server, channels='["#alpha", "#beta"]')
     with BotRunner(config, real_engine) as runner:  # type: ignore[arg-type]
         runner.wait_until(
             lambda: runner.turns("#alpha") is not None and runner.turns("#beta") is not None,
-            20, "the bot to join both channels",
+            20,
+            "the bot to join both channels",
         )
         anna = RawClient.connect(server.host, server.port, "anna")
         anna.join("#alpha")
@@ -161,7 +171,8 @@ def test_one_channel_never_sees_another_channels_lines(
 
 def test_taken_nick_falls_back_and_still_works(
     irc_server_factory: Callable[[str], RunningServer],
-    config_factory: Callable[[str], Config], real_engine: object,
+    config_factory: Callable[[str], Config],
+    real_engine: object,
 ) -> None:
     server = irc_server_factory("inspircd")
     squatter = RawClient.connect(server.host, server.port, "relaybot")
@@ -181,11 +192,11 @@ def test_taken_nick_falls_back_and_still_works(
 
 def test_invite_from_an_allowed_user_is_accepted_and_others_ignored(
     irc_server_factory: Callable[[str], RunningServer],
-    config_factory: Callable[[str], Config], real_engine: object,
+    config_factory: Callable[[str], Config],
+    real_engine: object,
 ) -> None:
     server = irc_server_factory("inspircd")
-    config = bot_config(config_factory, server, channels="[]",
-                        extra='invite_from = ["alice!*@*"]')
+    config = bot_config(config_factory, server, channels="[]", extra='invite_from = ["alice!*@*"]')
     with BotRunner(config, real_engine) as runner:  # type: ignore[arg-type]
         runner.wait_until(lambda: runner.bot.session.registered, 20, "the bot to register")
         mallory = RawClient.connect(server.host, server.port, "mallory")
@@ -206,7 +217,8 @@ def test_invite_from_an_allowed_user_is_accepted_and_others_ignored(
 
 def test_private_query_uses_the_trained_two_party_roles(
     irc_server_factory: Callable[[str], RunningServer],
-    config_factory: Callable[[str], Config], real_engine: object,
+    config_factory: Callable[[str], Config],
+    real_engine: object,
 ) -> None:
     server = irc_server_factory("miniircd")
     with BotRunner(bot_config(config_factory, server), real_engine) as runner:  # type: ignore[arg-type]
@@ -219,7 +231,8 @@ def test_private_query_uses_the_trained_two_party_roles(
         turns = runner.turns("zoe")
         assert turns is not None
         assert [(t.role, t.content) for t in turns][:2] == [
-            ("anon", "hi, can we talk privately?"), ("user", text),
+            ("anon", "hi, can we talk privately?"),
+            ("user", text),
         ]
         assert runner.turns("#relay") is not None
         assert "privately" not in runner.prompt_text("#relay")

@@ -53,11 +53,17 @@ def choose_model(config: ModelConfig, cuda_free_bytes: int | None) -> ModelChoic
         if device == "cuda" and cuda_free_bytes is not None:
             free = cuda_free_bytes
             if free >= 24 * GiB:
-                return ModelChoice(RELAY_BF16, None, device, "bfloat16", "none", "free VRAM >= 24 GiB")
+                return ModelChoice(
+                    RELAY_BF16, None, device, "bfloat16", "none", "free VRAM >= 24 GiB"
+                )
             if free >= 16 * GiB:
-                return ModelChoice(RELAY_8BIT, None, device, "bfloat16", "8bit", "free VRAM >= 16 GiB")
+                return ModelChoice(
+                    RELAY_8BIT, None, device, "bfloat16", "8bit", "free VRAM >= 16 GiB"
+                )
             if free >= 12 * GiB:
-                return ModelChoice(RELAY_4BIT, None, device, "bfloat16", "4bit", "free VRAM >= 12 GiB")
+                return ModelChoice(
+                    RELAY_4BIT, None, device, "bfloat16", "4bit", "free VRAM >= 12 GiB"
+                )
         reason = "no CUDA device" if device == "cpu" else "less than 12 GiB free VRAM"
         return _embedded(device, config, f"{reason}: using the embedded small model")
     if config.name == "embedded":

@@ -70,15 +70,25 @@ class TransformersEngine:
     def load(cls, config: ModelConfig) -> TransformersEngine:
         choice = choose_model(config, cuda_free_bytes() if config.device != "cpu" else None)
         started = time.monotonic()
-        log.info("model_loading", source=choice.source, gguf_file=choice.gguf_file,
-                 device=choice.device, dtype=choice.dtype, quantization=choice.quantization,
-                 reason=choice.reason)
+        log.info(
+            "model_loading",
+            source=choice.source,
+            gguf_file=choice.gguf_file,
+            device=choice.device,
+            dtype=choice.dtype,
+            quantization=choice.quantization,
+            reason=choice.reason,
+        )
         cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         model, tokenizer = _load_model(choice, cache, allow_download=config.allow_download)
         window = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 4096
         engine = cls(model, tokenizer, choice, min(window, config.context_tokens))
-        log.info("model_loaded", description=engine.description,
-                 seconds=round(time.monotonic() - started, 2), context_window=engine.context_window)
+        log.info(
+            "model_loaded",
+            description=engine.description,
+            seconds=round(time.monotonic() - started, 2),
+            context_window=engine.context_window,
+        )
         return engine
 
     def _bos_prefix(self) -> list[int]:
@@ -248,8 +258,9 @@ def _bitsandbytes_config(choice: ModelChoice, source: str, local_only: bool) -> 
         raise ModelUnavailable(
             f"quantization '{choice.quantization}' needs bitsandbytes: pip install 'relaybot[cuda]'"
         ) from exc
-    existing = getattr(AutoConfig.from_pretrained(source, local_files_only=local_only),
-                       "quantization_config", None)
+    existing = getattr(
+        AutoConfig.from_pretrained(source, local_files_only=local_only), "quantization_config", None
+    )
     if existing is not None:
         return existing  # a pre-quantised checkpoint (the Relay 8-bit and 4-bit repos)
     if choice.quantization == "8bit":

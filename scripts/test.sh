@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run every check: ruff, mypy --strict on the package, pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+ruff check relaybot tests
+ruff format --check relaybot tests
+mypy relaybot
+python -m pytest -q "$@"
