@@ -237,3 +237,30 @@ def test_private_query_uses_the_trained_two_party_roles(
         assert runner.turns("#relay") is not None
         assert "privately" not in runner.prompt_text("#relay")
         zoe.close()
+
+
+@pytest.mark.parametrize("rejoin", [False, True])
+def test_kick_forgets_the_channel_or_rejoins_when_configured(
+    rejoin: bool,
+    irc_server_factory: Callable[[str], RunningServer],
+    config_factory: Callable[[str], Config],
+    real_engine: object,
+) -> None:
+    server = irc_server_factory("inspircd")
+    alice = RawClient.connect(server.host, server.port, "alice")
+    alice.join("#relay")  # alice is the channel operator
+    extra = f"rejoin_on_kick = {'true' if rejoin else 'false'}\nrejoin_delay = 0.5"
+    with BotRunner(bot_config(config_factory, server, extra=extra), real_engine) as runner:  # type: ignore[arg-type]
+        alice.wait_for(lambda line: line.startswith(":relaybot!") and " JOIN " in line, 20)
+        alice.privmsg("#relay", "remember this line")
+        runner.wait_for_turn("#relay", "remember this line")
+        alice.send("KICK #relay relaybot :out")
+        alice.wait_for(lambda line: " KICK #relay relaybot" in line, 10)
+        if rejoin:
+            # wait_for consumes lines: this is the second JOIN, after the kick.
+            alice.wait_for(lambda line: line.startswith(":relaybot!") and " JOIN " in line, 10)
+            runner.wait_until(lambda: runner.turns("#relay") is not None, 10, "a fresh context")
+        else:
+            runner.wait_until(lambda: runner.turns("#relay") is None, 10, "the context to go")
+            assert runner.on_reactor(lambda: "#relay" not in runner.bot.session.channels)
+        alice.close()
