@@ -70,7 +70,6 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
     """A ServerConnection that registers the IRCv3 way and survives bad input."""
 
     buffer_class = LenientDecodingLineBuffer
-    registration_lines: list[str]
 
     def connect(
         self,

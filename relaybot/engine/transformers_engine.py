@@ -92,13 +92,11 @@ class TransformersEngine:
         return engine
 
     def _bos_prefix(self) -> list[int]:
+        """Segments are encoded without special tokens, so BOS (Relay's `<s>`) is ours to add;
+        tokenizers whose BOS is a ChatML marker (SmolLM2) get none."""
         bos = self.tokenizer.bos_token
         if not bos or bos in _CHATML_MARKERS:
             return []
-        with_special = self.tokenizer("x", add_special_tokens=True)["input_ids"]
-        # When the tokenizer adds BOS itself we still encode segments without special tokens,
-        # so the prefix is ours to add in both cases.
-        del with_special
         return [int(self.tokenizer.bos_token_id)]
 
     def _stop_token_ids(self) -> list[int]:
