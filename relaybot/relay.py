@@ -30,7 +30,7 @@ from relaybot.events import (
 from relaybot.formats import PromptFormat, Turn
 from relaybot.log import get_logger
 from relaybot.policy import ReplyPolicy
-from relaybot.text import casefold, clean_incoming, is_channel_name, reply_lines
+from relaybot.text import casefold, is_channel_name, reply_lines, safe_line
 from relaybot.transcript import (
     QUERY_BOT_ROLE,
     QUERY_PEER_ROLE,
@@ -247,7 +247,7 @@ class Relay:
         if transcript is None:
             transcript = self.transcripts[key] = self._new_transcript(peer)
         if isinstance(event, Action):
-            transcript.add([Turn(SYSTEM, f"* {QUERY_PEER_ROLE} {clean_incoming(event.text)}")])
+            transcript.add([Turn(SYSTEM, f"* {QUERY_PEER_ROLE} {safe_line(event.text)}")])
             return
         transcript.add([Turn(QUERY_PEER_ROLE, channel_event_turns(event, peer)[0].content)])
         if self.policy.should_reply(

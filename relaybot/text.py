@@ -46,11 +46,6 @@ def strip_formatting(text: str) -> str:
     return _FORMATTING.sub("", text)
 
 
-def clean_incoming(text: str) -> str:
-    """Text as it should enter a model context: no formatting, no control bytes."""
-    return _CONTROLS.sub("", strip_formatting(text)).strip()
-
-
 def is_channel_name(name: str, prefixes: str = _CHANNEL_PREFIXES) -> bool:
     """True when `name` is a syntactically valid channel name (RFC 2812 section 1.3)."""
     if len(name) < 2 or len(name) > 200 or name[0] not in prefixes:
@@ -59,7 +54,8 @@ def is_channel_name(name: str, prefixes: str = _CHANNEL_PREFIXES) -> bool:
 
 
 def safe_line(text: str) -> str:
-    """One line with every control byte (CR, LF, NUL, CTCP \\x01, formatting) removed."""
+    """One line with every control byte (CR, LF, NUL, CTCP \\x01, formatting) removed: what
+    may be sent to a server, and what people's text looks like inside a model context."""
     return _CONTROLS.sub("", strip_formatting(text)).strip()
 
 

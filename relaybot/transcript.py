@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from relaybot.events import Action, IrcEvent, Join, Kick, Message, NickChange, Part, Quit, Topic
 from relaybot.formats import Turn
-from relaybot.text import clean_incoming
+from relaybot.text import safe_line
 
 SYSTEM = "system"
 # The two roles Relay was trained on: the model speaks as `user`, the human as `anon`.
@@ -35,24 +35,24 @@ def channel_event_turns(event: IrcEvent, channel: str) -> list[Turn]:
     """The turns a channel event adds to that channel's context (Relay's trained phrasing)."""
     match event:
         case Message(origin=origin, text=text):
-            return [Turn(origin.nick, clean_incoming(text))]
+            return [Turn(origin.nick, safe_line(text))]
         case Action(origin=origin, text=text):
-            return [Turn(SYSTEM, f"* {origin.nick} {clean_incoming(text)}".rstrip())]
+            return [Turn(SYSTEM, f"* {origin.nick} {safe_line(text)}".rstrip())]
         case Join(origin=origin):
             return [Turn(SYSTEM, f"* {origin.nick} has joined {channel}")]
         case Part(origin=origin, reason=reason):
-            suffix = f" ({clean_incoming(reason)})" if clean_incoming(reason) else ""
+            suffix = f" ({safe_line(reason)})" if safe_line(reason) else ""
             return [Turn(SYSTEM, f"* {origin.nick} has left {channel}{suffix}")]
         case Quit(origin=origin, reason=reason):
-            suffix = f" ({clean_incoming(reason)})" if clean_incoming(reason) else ""
+            suffix = f" ({safe_line(reason)})" if safe_line(reason) else ""
             return [Turn(SYSTEM, f"* {origin.nick} has quit{suffix}")]
         case NickChange(origin=origin, new_nick=new_nick):
             return [Turn(SYSTEM, f"* {origin.nick} is now known as {new_nick}")]
         case Topic(origin=origin, text=text) if origin is not None:
-            topic = clean_incoming(text)
+            topic = safe_line(text)
             return [Turn(origin.nick, f"/topic {topic}"), topic_line(channel, topic)]
         case Kick(origin=origin, target=target, reason=reason):
-            suffix = f" ({clean_incoming(reason)})" if clean_incoming(reason) else ""
+            suffix = f" ({safe_line(reason)})" if safe_line(reason) else ""
             return [Turn(SYSTEM, f"* {target} was kicked by {origin.nick}{suffix}")]
     return []
 
@@ -80,7 +80,7 @@ class Transcript:
         self._recount_header()
 
     def set_topic(self, topic: str) -> None:
-        self.topic = topic_line(self.name, clean_incoming(topic))
+        self.topic = topic_line(self.name, safe_line(topic))
         self._recount_header()
 
     def _recount_header(self) -> None:

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from relaybot.text import (
     IRC_LINE_BYTES,
     casefold,
-    clean_incoming,
     is_channel_name,
     privmsg_payload_budget,
     reply_lines,
@@ -89,7 +88,7 @@ def test_casefold_rfc1459_equates_bracket_nicks():
     assert casefold("relay[bot]", "ascii") != casefold("RELAY{BOT}", "ascii")
 
 
-# --- strip_formatting / clean_incoming / safe_line --------------------------------------------
+# --- strip_formatting / safe_line ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -120,8 +119,8 @@ def test_strip_formatting_keeps_other_controls():
     assert strip_formatting("a\x01b\rc") == "a\x01b\rc"
 
 
-def test_clean_incoming_removes_controls_and_formatting():
-    assert clean_incoming("  \x02hi\x02\x00 there\x01\x7f ") == "hi there"
+def test_safe_line_removes_controls_and_formatting():
+    assert safe_line("  \x02hi\x02\x00 there\x01\x7f ") == "hi there"
 
 
 def test_safe_line_removes_cr_lf_nul_ctcp():
