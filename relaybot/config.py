@@ -47,6 +47,16 @@ class SaslConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FloodConfig:
+    """Outgoing pacing: a burst, then one line per `interval` plus a cost per byte."""
+
+    burst: int = 5
+    interval: float = 1.0
+    bytes_per_second: int = 512
+    max_queued: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class IrcConfig:
     host: str
     nick: str
@@ -66,6 +76,8 @@ class IrcConfig:
     rejoin_delay: float = 10.0
     connect_timeout: float = 15.0
     sasl: SaslConfig | None = None
+    flood: FloodConfig = FloodConfig()
+    set_bot_mode: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,50 @@ class ReplyConfig:
     in_query: bool = True
     chance: float = 0.0
     max_lines: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Incoming budgets, loop guards and ignore lists."""
+
+    user_burst: int = 3  # replies to one person before the budget bites
+    user_per_minute: float = 4.0
+    channel_burst: int = 5
+    channel_per_minute: float = 10.0
+    cooldown: float = 2.0  # seconds between two replies in one conversation
+    max_concurrent: int = 4  # replies being generated at once, all conversations together
+    max_waiting: int = 64  # conversations waiting for a generation slot
+    ignore_bots: bool = True  # ignore lines tagged `bot` and users in bot mode
+    loop_limit: int = 5  # replies in a row to one nick with nobody else speaking
+    repeat_window: float = 300.0  # the same line from one nick within this is not answered
+    ignore: tuple[str, ...] = ()  # nick globs, nick!user@host globs, or $a:account
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    prefix: str = "!relay"
+    accounts: tuple[str, ...] = ()  # services accounts that are bot operators
+    hostmasks: tuple[str, ...] = ()  # nick!user@host globs that are bot operators
+    channel_ops: bool = False  # channel operators may use channel-scoped commands there
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationHookConfig:
+    use: str  # a built-in or entry point name, or a dotted path `package.module:Name`
+    options: Mapping[str, Any] = field(default_factory=dict)
+    where: str = "moderation.hooks[0]"  # the config key path, for error messages
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationConfig:
+    hooks: tuple[ModerationHookConfig, ...] = ()
+    timeout: float = 2.0  # seconds per hook call; longer fails closed
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    dir: str | None = None  # default: $STATE_DIRECTORY, else ~/.local/state/relaybot
+    flush_interval: float = 10.0  # seconds between context saves (settings save at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +164,10 @@ class Config:
     reply: ReplyConfig = ReplyConfig()
     model: ModelConfig = ModelConfig()
     log: LogConfig = LogConfig()
+    policy: PolicyConfig = PolicyConfig()
+    operators: OperatorConfig = OperatorConfig()
+    moderation: ModerationConfig = ModerationConfig()
+    state: StateConfig = StateConfig()
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -298,6 +358,8 @@ def _irc(section: _Section) -> IrcConfig:
         rejoin_delay=section.number("rejoin_delay", float, 10.0, 0.0),
         connect_timeout=section.number("connect_timeout", float, 15.0, 1.0),
         sasl=sasl,
+        flood=_flood(section.sub("flood")),
+        set_bot_mode=section.get("set_bot_mode", bool, True),
     )
     if config.ca_file is not None:
         ca_path = Path(config.ca_file)
@@ -306,6 +368,115 @@ def _irc(section: _Section) -> IrcConfig:
         if not ca_path.is_file():
             raise section.fail("ca_file", f"{ca_path} is not a readable file")
         config = _replace(config, ca_file=str(ca_path))
+    section.finish()
+    return config
+
+
+def _flood(section: _Section | None) -> FloodConfig:
+    if section is None:
+        return FloodConfig()
+    d = FloodConfig()
+    config = FloodConfig(
+        burst=section.number("burst", int, d.burst, 1, 100),
+        interval=section.number("interval", float, d.interval, 0.0, 60.0),
+        bytes_per_second=section.number("bytes_per_second", int, d.bytes_per_second, 1),
+        max_queued=section.number("max_queued", int, d.max_queued, 1),
+    )
+    section.finish()
+    return config
+
+
+def _masks(section: _Section, name: str) -> tuple[str, ...]:
+    masks = section.str_list(name)
+    for index, mask in enumerate(masks):
+        if not mask.strip() or any(c in mask for c in " \r\n\0"):
+            raise section.fail(f"{name}[{index}]", f"{mask!r} is not a valid mask")
+        if mask.startswith("$a:") and len(mask) == 3:
+            raise section.fail(f"{name}[{index}]", "$a: needs an account name")
+    return masks
+
+
+def _policy(section: _Section | None) -> PolicyConfig:
+    if section is None:
+        return PolicyConfig()
+    d = PolicyConfig()
+    config = PolicyConfig(
+        user_burst=section.number("user_burst", int, d.user_burst, 1),
+        user_per_minute=section.number("user_per_minute", float, d.user_per_minute, 0.0),
+        channel_burst=section.number("channel_burst", int, d.channel_burst, 1),
+        channel_per_minute=section.number(
+            "channel_per_minute", float, d.channel_per_minute, 0.0
+        ),
+        cooldown=section.number("cooldown", float, d.cooldown, 0.0),
+        max_concurrent=section.number("max_concurrent", int, d.max_concurrent, 1, 1024),
+        max_waiting=section.number("max_waiting", int, d.max_waiting, 1),
+        ignore_bots=section.get("ignore_bots", bool, d.ignore_bots),
+        loop_limit=section.number("loop_limit", int, d.loop_limit, 1),
+        repeat_window=section.number("repeat_window", float, d.repeat_window, 0.0),
+        ignore=_masks(section, "ignore"),
+    )
+    section.finish()
+    return config
+
+
+def _operators(section: _Section | None) -> OperatorConfig:
+    if section is None:
+        return OperatorConfig()
+    prefix = section.get("prefix", str, "!relay")
+    if not prefix.strip() or any(c in prefix for c in " \r\n\0"):
+        raise section.fail("prefix", f"{prefix!r} must be a non-empty word without spaces")
+    config = OperatorConfig(
+        prefix=prefix,
+        accounts=_masks(section, "accounts"),
+        hostmasks=_masks(section, "hostmasks"),
+        channel_ops=section.get("channel_ops", bool, False),
+    )
+    for index, mask in enumerate(config.hostmasks):
+        if "!" not in mask or "@" not in mask:
+            raise section.fail(
+                f"hostmasks[{index}]", f"{mask!r} must be a full nick!user@host glob"
+            )
+    section.finish()
+    return config
+
+
+def _moderation(section: _Section | None) -> ModerationConfig:
+    if section is None:
+        return ModerationConfig()
+    section.used.add("hooks")
+    raw = section.table.get("hooks", [])
+    if not isinstance(raw, list):
+        raise section.fail("hooks", f"expected an array of tables, got {_describe(raw)}")
+    hooks = []
+    for index, item in enumerate(raw):
+        where = section.key(f"hooks[{index}]")
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a table, got {_describe(item)}")
+        use = item.get("use")
+        if not isinstance(use, str) or not use.strip():
+            raise ConfigError(f"{where}.use: missing (a built-in name or module:Name)")
+        options = {k: v for k, v in item.items() if k != "use"}
+        hooks.append(ModerationHookConfig(use.strip(), options, where))
+    config = ModerationConfig(
+        hooks=tuple(hooks), timeout=section.number("timeout", float, 2.0, 0.01, 600.0)
+    )
+    section.finish()
+    return config
+
+
+def _state(section: _Section | None) -> StateConfig:
+    if section is None:
+        return StateConfig()
+    directory = section.optional_str("dir")
+    if directory is not None:
+        path = Path(os.path.expandvars(directory)).expanduser()
+        if not path.is_absolute():
+            path = section.base_dir / path
+        directory = str(path)
+    config = StateConfig(
+        dir=directory,
+        flush_interval=section.number("flush_interval", float, 10.0, 0.1, 3600.0),
+    )
     section.finish()
     return config
 
@@ -383,6 +554,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
         reply=_reply(root.sub("reply")),
         model=_model(root.sub("model")),
         log=_log(root.sub("log")),
+        policy=_policy(root.sub("policy")),
+        operators=_operators(root.sub("operators")),
+        moderation=_moderation(root.sub("moderation")),
+        state=_state(root.sub("state")),
     )
     root.finish()
     return config
