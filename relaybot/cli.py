@@ -15,8 +15,11 @@ def _load(path: str) -> Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from relaybot.moderation import build_chain
+
     try:
         config = _load(args.config_path)
+        build_chain(config.moderation)  # hooks resolve and accept their options
     except ConfigError as exc:
         print(f"relaybot: config error: {exc}", file=sys.stderr)
         return 2
@@ -42,14 +45,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from relaybot.bot import Bot
     from relaybot.engine.selection import ModelUnavailable
     from relaybot.engine.transformers_engine import TransformersEngine
+    from relaybot.moderation import build_chain
 
+    try:
+        moderation = build_chain(config.moderation)
+    except ConfigError as exc:
+        log.error("config_error", error=str(exc))
+        print(f"relaybot: config error: {exc}", file=sys.stderr)
+        return 2
     try:
         engine = TransformersEngine.load(config.model)
     except ModelUnavailable as exc:
         log.error("model_load_failed", error=str(exc))
         print(f"relaybot: cannot load the model: {exc}", file=sys.stderr)
         return 3
-    Bot(config, engine).run()
+    Bot(config, engine, config_path=Path(args.config), moderation=moderation).run()
     return 0
 
 

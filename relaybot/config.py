@@ -100,7 +100,8 @@ class PolicyConfig:
     max_concurrent: int = 4  # replies being generated at once, all conversations together
     max_waiting: int = 64  # conversations waiting for a generation slot
     ignore_bots: bool = True  # ignore lines tagged `bot` and users in bot mode
-    loop_limit: int = 5  # replies in a row to one nick with nobody else speaking
+    loop_limit: int = 10  # replies in a row to one nick with nobody else speaking
+    loop_reset: float = 120.0  # a pause this long ends such a streak
     repeat_window: float = 300.0  # the same line from one nick within this is not answered
     ignore: tuple[str, ...] = ()  # nick globs, nick!user@host globs, or $a:account
 
@@ -404,14 +405,13 @@ def _policy(section: _Section | None) -> PolicyConfig:
         user_burst=section.number("user_burst", int, d.user_burst, 1),
         user_per_minute=section.number("user_per_minute", float, d.user_per_minute, 0.0),
         channel_burst=section.number("channel_burst", int, d.channel_burst, 1),
-        channel_per_minute=section.number(
-            "channel_per_minute", float, d.channel_per_minute, 0.0
-        ),
+        channel_per_minute=section.number("channel_per_minute", float, d.channel_per_minute, 0.0),
         cooldown=section.number("cooldown", float, d.cooldown, 0.0),
         max_concurrent=section.number("max_concurrent", int, d.max_concurrent, 1, 1024),
         max_waiting=section.number("max_waiting", int, d.max_waiting, 1),
         ignore_bots=section.get("ignore_bots", bool, d.ignore_bots),
         loop_limit=section.number("loop_limit", int, d.loop_limit, 1),
+        loop_reset=section.number("loop_reset", float, d.loop_reset, 0.0),
         repeat_window=section.number("repeat_window", float, d.repeat_window, 0.0),
         ignore=_masks(section, "ignore"),
     )

@@ -60,6 +60,11 @@ def demo_config(port: int, channel: str) -> dict[str, object]:
         },
         # Two people in a demo channel: answer every line, not only when addressed.
         "reply": {"chance": 1.0, "max_lines": 3},
+        # One person chatting with the bot: no loop guard or tight budgets in the way.
+        "policy": {"user_burst": 20, "user_per_minute": 30.0, "cooldown": 0.0, "loop_limit": 1000},
+        # Everyone on this loopback-only server may try the operator commands.
+        "operators": {"hostmasks": ["*!*@127.0.0.1"]},
+        "state": {"dir": "state"},
         "model": {"name": "auto", "max_new_tokens": 64},
         "log": {"level": "info", "format": "json"},
     }

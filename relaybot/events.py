@@ -16,6 +16,7 @@ class Origin:
     user: str = ""
     host: str = ""
     account: str | None = None
+    bot: bool = False  # tagged `bot` (IRCv3) or known to be in the server's bot mode
 
     @property
     def hostmask(self) -> str:
@@ -94,4 +95,26 @@ class Names:
     nicks: tuple[str, ...]
 
 
-IrcEvent = Message | Action | Join | Part | Quit | NickChange | Topic | Kick | Invite | Names
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A member gained or lost a channel status (MODE +o/-o and the like), as its prefix."""
+
+    channel: str
+    nick: str
+    prefix: str  # "@", "+", ...
+    added: bool
+
+
+IrcEvent = (
+    Message
+    | Action
+    | Join
+    | Part
+    | Quit
+    | NickChange
+    | Topic
+    | Kick
+    | Invite
+    | Names
+    | StatusChange
+)

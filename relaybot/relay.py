@@ -6,9 +6,12 @@ membership (to route QUIT and NICK), and which conversations have a reply in fli
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random as random_module
-from collections.abc import Callable
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,13 +26,17 @@ from relaybot.events import (
     Message,
     Names,
     NickChange,
+    Origin,
     Part,
     Quit,
+    StatusChange,
     Topic,
 )
 from relaybot.formats import PromptFormat, Turn
 from relaybot.log import get_logger
-from relaybot.policy import ReplyPolicy
+from relaybot.moderation import ModerationContext, Verdict
+from relaybot.policy import ReplyGate, ReplyPolicy
+from relaybot.state import ChannelSettings, SavedContext
 from relaybot.text import casefold, is_channel_name, reply_lines, safe_line
 from relaybot.transcript import (
     QUERY_BOT_ROLE,
@@ -39,6 +46,7 @@ from relaybot.transcript import (
     TokenCounter,
     Transcript,
     bot_join_turns,
+    cast_turns,
     channel_event_turns,
 )
 from relaybot.worker import Completion, Job
@@ -67,11 +75,38 @@ class Sender(Protocol):
         on_sent: Callable[[], None] | None = None,
     ) -> None: ...
 
+    def drop_queued(self, target: str) -> int: ...
+
+
+class Moderation(Protocol):
+    def check_input(self, text: str, context: ModerationContext) -> Verdict: ...
+
+    def check_output(self, text: str, context: ModerationContext) -> Verdict: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    caster: str
+    bio: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    reply_to: str
+    speaker: str
+    asker: str
+    gated: bool  # False for an operator's retry, which skips budgets
+
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     count_tokens: TokenCounter
     context_window: int
+
+
+def _kind(verdict: Verdict) -> str:
+    decision = verdict.decision
+    return str(getattr(decision, "value", decision))
 
 
 def sampling_from(config: ModelConfig) -> SamplingParams:
@@ -98,24 +133,52 @@ class Relay:
         submit: Callable[[Job], bool],
         sender: Sender,
         random: Callable[[], float] = random_module.random,
+        gate: ReplyGate | None = None,
+        moderation: Moderation | None = None,
+        max_concurrent: int = 1_000_000,
+        max_waiting: int = 64,
+        ignore_bots: bool = True,
+        is_ignored: Callable[[Origin], bool] = lambda origin: False,
+        is_command: Callable[[str], bool] = lambda text: False,
+        on_command: Callable[[Message, str | None], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.network = network
         self.fmt = fmt
         self.model = model
         self.reply = reply
-        self.policy = ReplyPolicy(reply.on_mention, reply.in_query, reply.chance)
         self.params = params
         self.submit = submit
         self.sender = sender
         self.random = random
+        self.gate = gate
+        self.moderation = moderation
+        self.max_concurrent = max_concurrent
+        self.max_waiting = max_waiting
+        self.ignore_bots = ignore_bots
+        self.is_ignored = is_ignored
+        self.is_command = is_command
+        self.on_command = on_command
+        self.wall_clock = wall_clock
         self.transcripts: dict[ContextKey, Transcript] = {}
-        self.members: dict[ContextKey, set[str]] = {}
+        # Channel members: casefolded nick -> status prefixes ("@", "+", "" ...).
+        self.members: dict[ContextKey, dict[str, str]] = {}
+        # Operator state, keyed like the contexts; persisted by the bot.
+        self.mutes: dict[ContextKey, float] = {}  # wall-clock end; math.inf = until unmuted
+        self.settings: dict[ContextKey, ChannelSettings] = {}
+        self.casts: dict[ContextKey, Cast] = {}
+        self.saved: dict[ContextKey, SavedContext] = {}  # restored when the bot joins
         # The one job in flight per conversation, and where each job's reply belongs now
         # (a query follows its peer across nick changes; a forgotten context has no entry).
         self._in_flight: dict[ContextKey, int] = {}
         self._job_keys: dict[int, ContextKey] = {}
-        self._wanted_again: set[ContextKey] = set()
+        self._wanted_again: dict[ContextKey, _Wanted] = {}
+        # Conversations waiting for a generation slot, oldest first; one entry each, so the
+        # newest request of a conversation replaces its older one.
+        self._waiting: OrderedDict[ContextKey, _Wanted] = OrderedDict()
         self._job_ids = itertools.count(1)
+        self._recent_replies: dict[ContextKey, deque[str]] = {}
+        self.reply_times: deque[float] = deque(maxlen=10_000)
 
     # --- keys and contexts --------------------------------------------------------------
 
@@ -143,40 +206,109 @@ class Relay:
         key = self.key(name)
         self.transcripts.pop(key, None)
         self.members.pop(key, None)
-        self._wanted_again.discard(key)
+        self.cancel(key)
+        self._recent_replies.pop(key, None)
+        if self.gate is not None:
+            self.gate.forget(self._conversation(key))
+
+    def cancel(self, key: ContextKey) -> None:
+        """Drop what is pending for a conversation: waiting requests and a reply in flight."""
+        self._wanted_again.pop(key, None)
+        self._waiting.pop(key, None)
         job_id = self._in_flight.pop(key, None)
         if job_id is not None:
             self._job_keys.pop(job_id, None)
+            self._start_waiting()
+
+    @staticmethod
+    def _conversation(key: ContextKey) -> str:
+        return f"{key[0]}\0{key[1]}"
+
+    def status_of(self, channel: str, nick: str) -> str:
+        return self.members.get(self.key(channel), {}).get(self.fold(nick), "")
+
+    def is_muted(self, key: ContextKey) -> bool:
+        until = self.mutes.get(key)
+        if until is None:
+            return False
+        if until <= self.wall_clock():
+            del self.mutes[key]
+            return False
+        return True
+
+    def settings_for(self, key: ContextKey) -> ChannelSettings:
+        return self.settings.get(key) or ChannelSettings()
+
+    def _header(self, key: ContextKey, channel: str) -> list[Turn]:
+        turns = bot_join_turns(self.sender.nick, channel)
+        cast = self.casts.get(key)
+        if cast is not None:
+            turns += cast_turns(cast.caster, self.sender.nick, cast.bio)
+        return turns
+
+    def set_cast(self, channel: str, caster: str, bio: str | None) -> None:
+        key = self.key(channel)
+        if bio is None:
+            self.casts.pop(key, None)
+        else:
+            self.casts[key] = Cast(caster, safe_line(bio))
+        transcript = self.transcripts.get(key)
+        if transcript is not None:
+            transcript.set_header(self._header(key, transcript.name))
+
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def waiting(self) -> int:
+        return len(self._waiting)
 
     # --- events ---------------------------------------------------------------------------
 
     def handle(self, event: IrcEvent) -> None:
         match event:
             case Message(origin=origin, target=target) | Action(origin=origin, target=target):
-                if is_channel_name(target):
-                    self._channel_line(event, target)
+                if self._is_me(origin.nick):
+                    return  # our own line echoed back (echo-message): already recorded
+                channel = target if is_channel_name(target) else None
+                if (
+                    isinstance(event, Message)
+                    and self.on_command is not None
+                    and self.is_command(event.text)
+                ):
+                    self.on_command(event, channel)  # commands never enter a context
+                    return
+                if self.is_ignored(origin):
+                    return
+                if channel is not None:
+                    self._channel_line(event, channel)
                 else:
                     self._query_line(event, origin.nick)
             case Join(origin=origin, channel=channel):
+                key = self.key(channel)
                 if self._is_me(origin.nick):
                     transcript = self._new_transcript(channel)
-                    transcript.set_header(bot_join_turns(self.sender.nick, channel))
-                    self.transcripts[self.key(channel)] = transcript
-                    self.members[self.key(channel)] = {self.fold(origin.nick)}
+                    transcript.set_header(self._header(key, channel))
+                    saved = self.saved.pop(key, None)
+                    if saved is not None:
+                        transcript.add(saved.turns)
+                        if saved.topic:
+                            transcript.set_topic(saved.topic)
+                    self.transcripts[key] = transcript
+                    self.members[key] = {self.fold(origin.nick): ""}
                 else:
-                    self.members.setdefault(self.key(channel), set()).add(self.fold(origin.nick))
+                    self.members.setdefault(key, {})[self.fold(origin.nick)] = ""
                     self._record(channel, event)
             case Part(origin=origin, channel=channel):
                 if self._is_me(origin.nick):
                     self.forget(channel)
                 else:
-                    self.members.get(self.key(channel), set()).discard(self.fold(origin.nick))
+                    self.members.get(self.key(channel), {}).pop(self.fold(origin.nick), None)
                     self._record(channel, event)
             case Kick(channel=channel, target=target):
                 if self._is_me(target):
                     self.forget(channel)
                 else:
-                    self.members.get(self.key(channel), set()).discard(self.fold(target))
+                    self.members.get(self.key(channel), {}).pop(self.fold(target), None)
                     self._record(channel, event)
             case Quit(origin=origin) | NickChange(origin=origin):
                 self._member_everywhere(event, origin.nick)
@@ -187,8 +319,15 @@ class Relay:
                     if origin is not None:
                         self._record(channel, event)
             case Names(channel=channel, nicks=nicks):
-                members = self.members.setdefault(self.key(channel), set())
-                members.update(self.fold(nick.lstrip(_STATUS_PREFIXES)) for nick in nicks)
+                members = self.members.setdefault(self.key(channel), {})
+                for entry in nicks:
+                    nick = entry.lstrip(_STATUS_PREFIXES)
+                    members[self.fold(nick)] = entry[: len(entry) - len(nick)]
+            case StatusChange(channel=channel, nick=nick, prefix=prefix, added=added):
+                known = self.members.get(self.key(channel))
+                if known is not None and self.fold(nick) in known:
+                    status = known[self.fold(nick)].replace(prefix, "")
+                    known[self.fold(nick)] = status + prefix if added else status
             case Invite():
                 pass  # the session decides whether to join; the JOIN creates the context
 
@@ -202,11 +341,9 @@ class Relay:
         for key, members in self.members.items():
             if folded not in members:
                 continue
+            status = members.pop(folded)
             if isinstance(event, NickChange):
-                members.discard(folded)
-                members.add(self.fold(event.new_nick))
-            else:
-                members.discard(folded)
+                members[self.fold(event.new_nick)] = status
             transcript = self.transcripts.get(key)
             if transcript is not None:
                 transcript.add(channel_event_turns(event, transcript.name))
@@ -220,62 +357,185 @@ class Relay:
                 job_id = self._in_flight.pop(old_key)
                 self._in_flight[new_key] = job_id
                 self._job_keys[job_id] = new_key
-            if old_key in self._wanted_again:
-                self._wanted_again.discard(old_key)
-                self._wanted_again.add(new_key)
+            for table in (self._wanted_again, self._waiting):
+                if old_key in table:
+                    wanted = table.pop(old_key)
+                    table[new_key] = dataclasses.replace(wanted, reply_to=event.new_nick)
+        if isinstance(event, NickChange) and self._is_me(event.new_nick):
+            for key, transcript in self.transcripts.items():
+                if is_channel_name(transcript.name):
+                    transcript.set_header(self._header(key, transcript.name))
+
+    def _moderation_context(self, key: ContextKey, target: str, nick: str) -> ModerationContext:
+        return ModerationContext(
+            network=self.network,
+            target=target,
+            nick=nick,
+            private=not is_channel_name(target),
+            members=frozenset(self.members.get(key, {})),
+            casemapping=self.sender.casemapping,
+        )
+
+    def _moderated_input(
+        self, key: ContextKey, target: str, origin: Origin, text: str
+    ) -> str | None:
+        """The text as moderation lets it into the context, or None when it is blocked."""
+        if self.moderation is None:
+            return text
+        verdict = self.moderation.check_input(
+            text, self._moderation_context(key, target, origin.nick)
+        )
+        kind = _kind(verdict)
+        if kind == "block":
+            log.info(
+                "input_blocked",
+                hook=verdict.hook,
+                reason=verdict.reason,
+                network=self.network,
+                channel=target,
+                nick=origin.nick,
+            )
+            return None
+        return verdict.text if kind == "replace" else text
 
     def _channel_line(self, event: Message | Action, channel: str) -> None:
-        transcript = self.transcript(channel)
+        key = self.key(channel)
+        transcript = self.transcripts.get(key)
         if transcript is None:
             return  # a message for a channel we are not in (or left): nothing to do
+        text = self._moderated_input(key, channel, event.origin, event.text)
+        if text is None:
+            return
+        event = dataclasses.replace(event, text=text)
         transcript.add(channel_event_turns(event, transcript.name))
-        if isinstance(event, Message) and self.policy.should_reply(
-            text=event.text,
+        asker = self.fold(event.origin.nick)
+        fresh = self.gate.heard(self._conversation(key), asker, text) if self.gate else True
+        if not isinstance(event, Message):
+            return
+        settings = self.settings_for(key)
+        policy = ReplyPolicy(
+            self.reply.on_mention if settings.on_mention is None else settings.on_mention,
+            self.reply.in_query,
+            self.reply.chance if settings.chance is None else settings.chance,
+        )
+        if not policy.should_reply(
+            text=text,
             sender=event.origin.nick,
             bot_nick=self.sender.nick,
             private=False,
             casemapping=self.sender.casemapping,
             random=self.random,
         ):
-            self._request_reply(self.key(channel), channel, self.sender.nick, event.origin.nick)
+            return
+        if self._declines(key, event.origin, fresh, channel):
+            return
+        self.want_reply(key, _Wanted(channel, self.sender.nick, event.origin.nick, True))
+
+    def _declines(self, key: ContextKey, origin: Origin, fresh: bool, where: str) -> bool:
+        context = {"network": self.network, "channel": where, "nick": origin.nick}
+        if origin.bot and self.ignore_bots:
+            log.info("reply_declined", reason="sender_is_bot", **context)
+            return True
+        if not fresh:
+            log.info("reply_declined", reason="repeated_line", **context)
+            return True
+        if self.is_muted(key):
+            log.debug("reply_declined", reason="muted", **context)
+            return True
+        return False
 
     def _query_line(self, event: Message | Action, peer: str) -> None:
-        if self._is_me(peer):
-            return
         key = self.key(peer)
+        text = self._moderated_input(key, peer, event.origin, event.text)
+        if text is None:
+            return
         transcript = self.transcripts.get(key)
         if transcript is None:
             transcript = self.transcripts[key] = self._new_transcript(peer)
         if isinstance(event, Action):
-            transcript.add([Turn(SYSTEM, f"* {QUERY_PEER_ROLE} {safe_line(event.text)}")])
+            transcript.add([Turn(SYSTEM, f"* {QUERY_PEER_ROLE} {safe_line(text)}")])
             return
-        transcript.add([Turn(QUERY_PEER_ROLE, channel_event_turns(event, peer)[0].content)])
-        if self.policy.should_reply(
-            text=event.text,
-            sender=peer,
-            bot_nick=self.sender.nick,
-            private=True,
-            casemapping=self.sender.casemapping,
-            random=self.random,
-        ):
-            self._request_reply(key, peer, QUERY_BOT_ROLE, peer)
+        transcript.add([Turn(QUERY_PEER_ROLE, channel_event_turns(Message(
+            event.origin, event.target, text), peer)[0].content)])  # fmt: skip
+        fresh = (
+            self.gate.heard(self._conversation(key), self.fold(peer), text) if self.gate else True
+        )
+        if not self.reply.in_query or self._declines(key, event.origin, fresh, peer):
+            return
+        self.want_reply(key, _Wanted(peer, QUERY_BOT_ROLE, peer, True))
 
     # --- jobs and replies -----------------------------------------------------------------
 
-    def _request_reply(self, key: ContextKey, reply_to: str, speaker: str, asker: str) -> None:
+    def want_reply(self, key: ContextKey, wanted: _Wanted) -> None:
+        """Ask for a reply in a conversation, subject to budgets and the concurrency cap."""
+        context = {"network": self.network, "channel": wanted.reply_to, "nick": wanted.asker}
         if key in self._in_flight:
             # One reply per conversation at a time; answer the newest lines when it lands.
-            self._wanted_again.add(key)
+            self._wanted_again[key] = wanted
             return
-        transcript = self.transcripts[key]
-        prompt = self.fmt.render(transcript.turns_for(speaker), speaker)
+        if wanted.gated and self.gate is not None:
+            reason = self.gate.admit(self._conversation(key), self.fold(wanted.asker))
+            if reason is not None:
+                log.info("reply_declined", reason=reason, **context)
+                return
+        if len(self._in_flight) >= self.max_concurrent:
+            self._waiting.pop(key, None)
+            self._waiting[key] = wanted
+            while len(self._waiting) > self.max_waiting:
+                _, dropped = self._waiting.popitem(last=False)
+                log.warning(
+                    "reply_dropped_queue_full",
+                    network=self.network,
+                    channel=dropped.reply_to,
+                    waiting=len(self._waiting),
+                )
+            return
+        self._start(key, wanted)
+
+    def retry(self, channel: str) -> bool:
+        """Drop the bot's last reply from the context and generate it again (no budgets)."""
+        key = self.key(channel)
+        transcript = self.transcripts.get(key)
+        if transcript is None:
+            return False
+        me = self.sender.nick
+        transcript.drop_trailing(
+            lambda turn: turn.role == me or turn.content.startswith(f"* {me} ")
+        )
+        self.want_reply(key, _Wanted(transcript.name, me, me, False))
+        return True
+
+    def _start_waiting(self) -> None:
+        while self._waiting and len(self._in_flight) < self.max_concurrent:
+            key, wanted = self._waiting.popitem(last=False)
+            if key in self.transcripts:
+                self._start(key, wanted)
+
+    def _params_for(self, key: ContextKey) -> SamplingParams:
+        settings = self.settings_for(key)
+        changes = {
+            name: value
+            for name in ("temperature", "top_p", "top_k", "max_new_tokens")
+            if (value := getattr(settings, name)) is not None
+        }
+        return dataclasses.replace(self.params, **changes) if changes else self.params
+
+    def _start(self, key: ContextKey, wanted: _Wanted) -> None:
+        transcript = self.transcripts.get(key)
+        if transcript is None:
+            return
+        prompt = self.fmt.render(transcript.turns_for(wanted.speaker), wanted.speaker)
         job = Job(
             job_id=next(self._job_ids),
             key=key,
-            reply_to=reply_to,
-            speaker=speaker,
-            request=GenerationRequest(prompt, self.params),
-            log_context={"network": self.network, "channel": reply_to, "nick": asker},
+            reply_to=wanted.reply_to,
+            speaker=wanted.speaker,
+            request=GenerationRequest(prompt, self._params_for(key)),
+            log_context={
+                "network": self.network,
+                "channel": wanted.reply_to,
+                "nick": wanted.asker,
+            },
         )
         if self.submit(job):
             self._in_flight[key] = job.job_id
@@ -291,22 +551,27 @@ class Relay:
         transcript = self.transcripts.get(key) if key is not None else None
         if key is None or transcript is None:
             log.info("reply_dropped_context_gone", **context)
+            self._start_waiting()
             return
         del self._in_flight[key]
         reply_to = transcript.name
         if completion.text is None:
             log.error("reply_failed", error=completion.error, **context)
+        elif self.is_muted(key):
+            log.info("reply_dropped_muted", **context)
         else:
             self._send_reply(
-                job, reply_to, transcript, completion.text, context, completion.seconds
+                job, key, reply_to, transcript, completion.text, context, completion.seconds
             )
-        if key in self._wanted_again:
-            self._wanted_again.discard(key)
-            self._request_reply(key, reply_to, job.speaker, "")
+        again = self._wanted_again.pop(key, None)
+        if again is not None:
+            self.want_reply(key, dataclasses.replace(again, reply_to=reply_to))
+        self._start_waiting()
 
     def _send_reply(
         self,
         job: Job,
+        key: ContextKey,
         reply_to: str,
         transcript: Transcript,
         text: str,
@@ -315,12 +580,42 @@ class Relay:
     ) -> None:
         # The bot's nick may have changed since the job was made; speak as who we are now.
         speaker = job.speaker if job.speaker == QUERY_BOT_ROLE else self.sender.nick
+        if self.moderation is not None:
+            verdict = self.moderation.check_output(
+                text, self._moderation_context(key, reply_to, self.sender.nick)
+            )
+            kind = _kind(verdict)
+            if kind == "block":
+                log.warning("reply_blocked", hook=verdict.hook, reason=verdict.reason, **context)
+                return
+            if kind == "replace":
+                log.info("reply_replaced", hook=verdict.hook, reason=verdict.reason, **context)
+                text = verdict.text
         # Room for "\x01ACTION \x01" too, so a line works as either a message or a /me.
         budget = self.sender.payload_budget(reply_to) - len("\x01ACTION \x01")
-        lines = reply_lines(text, budget, self.reply.max_lines)
+        max_lines = self.settings_for(key).max_lines or self.reply.max_lines
+        lines = reply_lines(text, budget, max_lines)
+        recent = self._recent_replies.setdefault(key, deque(maxlen=3))
+        normalised = " ".join(" ".join(lines).split()).lower()
+        if normalised and normalised in recent:
+            log.info("reply_dropped_repeated", **context)
+            return
         if not lines:
             log.info("reply_empty", seconds=round(seconds, 3), **context)
             return
+        recent.append(normalised)
+        self.reply_times.append(self.wall_clock())
+        sent = self._send_lines(reply_to, transcript, speaker, lines, context)
+        log.info("reply_sent", lines=sent, seconds=round(seconds, 3), **context)
+
+    def _send_lines(
+        self,
+        reply_to: str,
+        transcript: Transcript,
+        speaker: str,
+        lines: Sequence[str],
+        context: dict[str, object],
+    ) -> int:
         sent = 0
         for line in lines:
             if line.startswith("/me "):
@@ -340,7 +635,30 @@ class Relay:
                     reply_to, line, on_sent=_adder(transcript, Turn(speaker, line))
                 )
             sent += 1
-        log.info("reply_sent", lines=sent, seconds=round(seconds, 3), **context)
+        return sent
+
+    def saved_contexts(self) -> list[tuple[ContextKey, SavedContext]]:
+        """Channel contexts as plain values, for the state store (queries are not saved)."""
+        now = self.wall_clock()
+        result = []
+        for key, transcript in self.transcripts.items():
+            if not is_channel_name(transcript.name):
+                continue
+            topic = transcript.topic.content if transcript.topic else None
+            prefix = f"* Topic for {transcript.name} is: "
+            result.append(
+                (
+                    key,
+                    SavedContext(
+                        name=transcript.name,
+                        header=tuple(transcript.header),
+                        topic=topic[len(prefix) :] if topic and topic.startswith(prefix) else None,
+                        turns=tuple(transcript.turns),
+                        saved_at=now,
+                    ),
+                )
+            )
+        return result
 
 
 def _adder(transcript: Transcript, turn: Turn) -> Callable[[], None]:

@@ -8,7 +8,6 @@ Wire events become `relaybot.events` values handed to the relay.
 from __future__ import annotations
 
 import base64
-import fnmatch
 import queue
 import random
 import socket
@@ -32,13 +31,16 @@ from relaybot.events import (
     Message,
     Names,
     NickChange,
+    Origin,
     Part,
     Quit,
+    StatusChange,
     Topic,
 )
 from relaybot.log import get_logger
 from relaybot.outbox import Outbox, Outgoing
-from relaybot.text import casefold, privmsg_payload_budget, safe_line
+from relaybot.permissions import glob_match
+from relaybot.text import casefold, is_channel_name, privmsg_payload_budget, safe_line
 
 log = get_logger(component="session")
 
@@ -54,7 +56,12 @@ WANTED_CAPS = (
     "chghost",
     "cap-notify",
     "invite-notify",
+    "userhost-in-names",
 )
+# Message tags that mark the sender as a bot: the IRCv3 tag, its draft name, InspIRCd 3's.
+BOT_TAGS = frozenset({"bot", "draft/bot", "inspircd.org/bot"})
+WHOX_TOKEN = "171"
+MAX_TRACKED_USERS = 50_000
 SASL_CHUNK = 400
 # A server line longer than this without a newline is garbage; drop it instead of buffering.
 MAX_BUFFERED_BYTES = 64 * 1024
@@ -176,7 +183,13 @@ class IrcSession:
         self.on_event = on_event
         self.on_forget = on_forget
         self.clock = clock
-        self.outbox = outbox or Outbox()
+        flood = config.flood
+        self.outbox = outbox or Outbox(
+            burst=flood.burst,
+            interval=flood.interval,
+            bytes_per_second=flood.bytes_per_second,
+            max_queued=flood.max_queued,
+        )
         self.reactor = irc.client.Reactor()
         self.reactor.connection_class = BotConnection
         self.connection: BotConnection = self.reactor.server()
@@ -199,6 +212,13 @@ class IrcSession:
         self._connected_since: float | None = None
         self.log = log.bind(network=config.network)
         self.on_registered: Callable[[], None] | None = None
+        self.on_joined: Callable[[str], None] | None = None
+        # What the server told us about users: services accounts (extended-join,
+        # account-notify, WHOX) and bot mode (WHO flags), by casefolded nick.
+        self.accounts: dict[str, str | None] = {}
+        self.bots: set[str] = set()
+        self._whox = False
+        self.started_at = time.time()
 
     # --- Sender -----------------------------------------------------------------------------
 
@@ -228,8 +248,20 @@ class IrcSession:
             return
         if action:
             body = f"\x01ACTION {body}\x01"
-        if not self.outbox.push(Outgoing(f"PRIVMSG {target} :{body}", on_sent)):
+        self._queue(f"PRIVMSG {target} :{body}", target, on_sent)
+
+    def send_notice(self, target: str, text: str) -> None:
+        body = safe_line(text)
+        target = safe_line(target).split(" ")[0]
+        if body and target:
+            self._queue(f"NOTICE {target} :{body}", target, None)
+
+    def _queue(self, line: str, target: str, on_sent: Callable[[], None] | None) -> None:
+        if not self.outbox.push(Outgoing(line, on_sent, self._fold(target))):
             self.log.warning("outbox_full_line_dropped", channel=target)
+
+    def drop_queued(self, target: str) -> int:
+        return len(self.outbox.drop_target(self._fold(target)))
 
     # --- cross-thread hand-over --------------------------------------------------------------
 
@@ -256,6 +288,18 @@ class IrcSession:
         if self.registered:
             self._send_raw(f"JOIN {name} {key}" if key else f"JOIN {name}")
 
+    def part(self, name: str, reason: str = "") -> None:
+        self.channels.pop(self._fold(name), None)
+        self.drop_queued(name)
+        if self.registered:
+            self._send_raw(f"PART {name} :{reason}" if reason else f"PART {name}")
+
+    def wanted_channels(self) -> list[str]:
+        return [channel.name for channel in self.channels.values()]
+
+    def joined_channels(self) -> list[str]:
+        return [channel.name for channel in self.channels.values() if channel.joined]
+
     def _forget(self, name: str, why: str) -> None:
         self.channels.pop(self._fold(name), None)
         self.log.info("channel_forgotten", channel=name, reason=why)
@@ -270,6 +314,9 @@ class IrcSession:
         self._caps_offered.clear()
         self._caps_enabled.clear()
         self._cap_ended = False
+        self._whox = False
+        self.accounts.clear()
+        self.bots.clear()
         for channel in self.channels.values():
             channel.joined = False
         username = self.config.username or nick
@@ -294,6 +341,10 @@ class IrcSession:
 
     def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
         self._timers.append((self.clock() + delay, fn))
+
+    def schedule(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run `fn` on the reactor thread after `delay` seconds (call from that thread)."""
+        self._schedule(delay, fn)
 
     def _try_connect(self) -> None:
         try:
@@ -365,17 +416,67 @@ class IrcSession:
         if handler is not None:
             handler(event)
 
-    def _origin(self, event: Any) -> Any:
-        from relaybot.events import Origin
-
+    def _origin(self, event: Any) -> Origin:
         source = event.source
-        account = None
-        for tag in event.tags or []:
-            if tag.get("key") == "account":
-                account = tag.get("value")
         if source is None:
             return Origin("")
-        return Origin(source.nick or "", source.user or "", source.host or "", account)
+        nick = source.nick or ""
+        folded = self._fold(nick)
+        tags = {tag.get("key"): tag.get("value") for tag in event.tags or []}
+        # Without account-tag, fall back to what extended-join, account-notify or WHOX said.
+        account = tags.get("account") or self.accounts.get(folded)
+        bot = bool(BOT_TAGS.intersection(tags)) or folded in self.bots
+        return Origin(nick, source.user or "", source.host or "", account, bot)
+
+    def _track_account(self, nick: str, account: str | None) -> None:
+        if len(self.accounts) >= MAX_TRACKED_USERS:
+            self.accounts.pop(next(iter(self.accounts)))
+        self.accounts[self._fold(nick)] = account if account not in (None, "", "*", "0") else None
+
+    def _on_featurelist(self, event: Any) -> None:
+        if any(str(item).upper() == "WHOX" for item in event.arguments):
+            self._whox = True
+
+    def _on_account(self, event: Any) -> None:
+        if event.source is not None and event.source.nick:
+            self._track_account(event.source.nick, event.target)
+
+    def _on_whospcrpl(self, event: Any) -> None:
+        # `WHO #chan %tuhnfa,171` answers: token user host nick flags account
+        args = list(event.arguments)
+        if len(args) >= 6 and args[0] == WHOX_TOKEN:
+            self._who_entry(args[3], args[4], args[5])
+
+    def _on_whoreply(self, event: Any) -> None:
+        # 352: channel user host server nick flags :hops realname
+        args = list(event.arguments)
+        if len(args) >= 6:
+            self._who_entry(args[4], args[5], None)
+
+    def _who_entry(self, nick: str, flags: str, account: str | None) -> None:
+        bot_flag = getattr(self.connection.features, "bot", None)
+        folded = self._fold(nick)
+        if isinstance(bot_flag, str) and bot_flag and bot_flag in flags:
+            self.bots.add(folded)
+        else:
+            self.bots.discard(folded)
+        if account is not None:
+            self._track_account(nick, account)
+
+    def _on_whoisbot(self, event: Any) -> None:
+        args = list(event.arguments)
+        if args:
+            self.bots.add(self._fold(args[0]))
+
+    _on_335 = _on_whoisbot
+
+    def _on_mode(self, event: Any) -> None:
+        channel = event.target or ""
+        args = list(event.arguments)
+        if not args or not is_channel_name(channel):
+            return
+        for nick, prefix, added in status_changes(args[0], args[1:], self.connection.features):
+            self.on_event(StatusChange(channel, nick, prefix, added))
 
     # registration
 
@@ -459,6 +560,9 @@ class IrcSession:
         self._cap_ended = True
         self._reconnect_delay = 5.0
         self.log.info("registered", nick=self.nick)
+        bot_mode = getattr(self.connection.features, "bot", None)
+        if self.config.set_bot_mode and isinstance(bot_mode, str) and len(bot_mode) == 1:
+            self._send_raw(f"MODE {self.nick} +{bot_mode}")
         for channel in self.channels.values():
             self._send_raw(
                 f"JOIN {channel.name} {channel.key}" if channel.key else f"JOIN {channel.name}"
@@ -496,14 +600,22 @@ class IrcSession:
     def _on_join(self, event: Any) -> None:
         origin = self._origin(event)
         channel = event.target
-        if len(event.arguments) >= 1 and event.arguments[0] not in ("", "*"):
-            origin = type(origin)(origin.nick, origin.user, origin.host, event.arguments[0])
+        if len(event.arguments) >= 1:  # extended-join: the account, or * for none
+            self._track_account(origin.nick, event.arguments[0])
+            account = event.arguments[0] if event.arguments[0] not in ("", "*") else None
+            origin = Origin(origin.nick, origin.user, origin.host, account, origin.bot)
         if self._fold(origin.nick) == self._fold(self.nick):
             self._own_user, self._own_host = origin.user or None, origin.host or None
             known = self.channels.setdefault(self._fold(channel), _Channel(channel, None))
             known.joined = True
             self.log.info("joined", channel=channel)
+            # Accounts and bot flags of everyone already there.
+            self._send_raw(
+                f"WHO {channel} %tuhnfa,{WHOX_TOKEN}" if self._whox else f"WHO {channel}"
+            )
         self.on_event(Join(origin, channel))
+        if self._fold(origin.nick) == self._fold(self.nick) and self.on_joined is not None:
+            self.on_joined(channel)
 
     def _on_part(self, event: Any) -> None:
         origin = self._origin(event)
@@ -514,10 +626,20 @@ class IrcSession:
 
     def _on_quit(self, event: Any) -> None:
         reason = event.arguments[0] if event.arguments else ""
-        self.on_event(Quit(self._origin(event), reason))
+        origin = self._origin(event)
+        self.on_event(Quit(origin, reason))
+        self.accounts.pop(self._fold(origin.nick), None)
+        self.bots.discard(self._fold(origin.nick))
 
     def _on_nick(self, event: Any) -> None:
-        self.on_event(NickChange(self._origin(event), event.target))
+        origin = self._origin(event)
+        self.on_event(NickChange(origin, event.target))
+        old, new = self._fold(origin.nick), self._fold(event.target or "")
+        if old in self.accounts:
+            self.accounts[new] = self.accounts.pop(old)
+        if old in self.bots:
+            self.bots.discard(old)
+            self.bots.add(new)
 
     def _on_topic(self, event: Any) -> None:
         text = event.arguments[0] if event.arguments else ""
@@ -580,7 +702,31 @@ def invite_allowed(
 ) -> bool:
     if account and any(fold(account) == fold(allowed) for allowed in config.invite_accounts):
         return True
-    return any(fnmatch.fnmatchcase(fold(hostmask), fold(glob)) for glob in config.invite_from)
+    return any(glob_match(glob, hostmask, fold) for glob in config.invite_from)
+
+
+def status_changes(modes: str, params: list[str], features: Any) -> list[tuple[str, str, bool]]:
+    """(nick, prefix, added) for each status mode in a channel MODE line, using ISUPPORT
+    PREFIX and CHANMODES to know which modes take a parameter."""
+    prefixes: dict[str, str] = {
+        mode: prefix for prefix, mode in dict(getattr(features, "prefix", {})).items()
+    }
+    chanmodes = getattr(features, "chanmodes", None)
+    kinds = list(chanmodes) if isinstance(chanmodes, list) else ["beI", "k", "l", ""]
+    always = set("".join(kinds[:2])) | set(prefixes)
+    when_set = set(kinds[2]) if len(kinds) > 2 else set()
+    result = []
+    adding = True
+    queue = list(params)
+    for char in modes:
+        if char in "+-":
+            adding = char == "+"
+            continue
+        takes = char in always or (adding and char in when_set)
+        param = queue.pop(0) if takes and queue else None
+        if char in prefixes and param:
+            result.append((param, prefixes[char], adding))
+    return result
 
 
 def fallback_nick(tried: str, base: str) -> str:

@@ -27,6 +27,11 @@ def bot_join_turns(bot_nick: str, channel: str) -> list[Turn]:
     return [Turn(bot_nick, f"/join {channel}"), Turn(SYSTEM, f"* Now talking in {channel}")]
 
 
+def cast_turns(caster: str, bot_nick: str, bio: str) -> list[Turn]:
+    """Relay's persona turn, as the reference client's /cast writes it."""
+    return [Turn(caster, f"/whois {bot_nick}"), Turn(SYSTEM, f"* {bot_nick}'s bio: {bio}")]
+
+
 def topic_line(channel: str, topic: str) -> Turn:
     return Turn(SYSTEM, f"* Topic for {channel} is: {topic}")
 
@@ -71,6 +76,7 @@ class Transcript:
     _turns: deque[tuple[Turn, int]] = field(default_factory=deque)
     _header_tokens: int = 0
     _turn_tokens: int = 0
+    revision: int = 0  # bumped on every change, so a saver knows what is dirty
 
     def _cost(self, turn: Turn) -> int:
         return self.count_tokens(f"{turn.role}\n{turn.content}") + self.turn_overhead
@@ -84,6 +90,7 @@ class Transcript:
         self._recount_header()
 
     def _recount_header(self) -> None:
+        self.revision += 1
         fixed = [*self.header, *([self.topic] if self.topic else [])]
         self._header_tokens = sum(self._cost(turn) for turn in fixed)
 
@@ -92,11 +99,24 @@ class Transcript:
             cost = self._cost(turn)
             self._turns.append((turn, cost))
             self._turn_tokens += cost
+        self.revision += 1
         self._trim(reserve=0)
 
     def clear(self) -> None:
         self._turns.clear()
         self._turn_tokens = 0
+        self.revision += 1
+
+    def drop_trailing(self, is_droppable: Callable[[Turn], bool]) -> list[Turn]:
+        """Remove turns from the end while they match (e.g. the bot's last reply)."""
+        dropped = []
+        while self._turns and is_droppable(self._turns[-1][0]):
+            turn, cost = self._turns.pop()
+            self._turn_tokens -= cost
+            dropped.append(turn)
+        if dropped:
+            self.revision += 1
+        return dropped[::-1]
 
     def _trim(self, reserve: int) -> None:
         limit = self.budget - reserve

@@ -3,10 +3,12 @@ state safely by asking the reactor thread for snapshots."""
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from relaybot.bot import Bot
 from relaybot.config import Config
@@ -17,8 +19,12 @@ T = TypeVar("T")
 
 
 class BotRunner:
-    def __init__(self, config: Config, engine: Engine) -> None:
-        self.bot = Bot(config, engine)
+    def __init__(self, config: Config, engine: Engine, **bot_options: Any) -> None:
+        if config.state.dir is None:
+            # Never the user's real state directory, and no state shared between tests.
+            state = dataclasses.replace(config.state, dir=tempfile.mkdtemp(prefix="relaybot-"))
+            config = dataclasses.replace(config, state=state)
+        self.bot = Bot(config, engine, **bot_options)
         self.thread = threading.Thread(
             target=self.bot.run, kwargs={"install_signal_handlers": False}, daemon=True
         )
