@@ -38,6 +38,8 @@ class Control:
         self.bot = bot
         self.clock = clock
         self._refusals: dict[str, TokenBucket] = {}
+        # Nicks operators have used: someone else wearing one later is worth a warning.
+        self._operator_nicks: set[str] = set()
 
     @property
     def permissions(self) -> Permissions:
@@ -73,8 +75,13 @@ class Control:
             "command": parsed.name,
             "channel": target,
         }
+        if rights is Rights.OPERATOR and len(self._operator_nicks) < 1000:
+            self._operator_nicks.add(fold(origin.nick))
         if not allowed:
-            if self.permissions.impersonates(origin, fold):
+            if (
+                self.permissions.impersonates(origin, fold)
+                or fold(origin.nick) in self._operator_nicks
+            ):
                 log.warning("operator_impersonation_refused", **context)
             else:
                 log.info("command_refused", **context)

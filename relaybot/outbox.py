@@ -6,10 +6,11 @@ and writes what it returns. PONG and other protocol replies bypass it entirely (
 library's own rate limit sleeps on the reactor thread, so PONGs would wait too).
 
 Pacing works like an IRC server's own "message timer" (fakelag): every line that goes
-out costs `interval` seconds plus `bytes_per_second`-worth of its wire length (so long
-lines cost more), and lines go out while the link owes less than `burst * interval`
-seconds. Time that passes pays the debt back, one second per second. So an idle link
-sends `burst` short lines at once (fewer long ones), then one line per cost.
+out adds its cost to a debt, `interval` seconds plus its wire length at
+`bytes_per_second` (so long lines cost more), and elapsed time pays the debt back one
+second per second. A line may go while the debt leaves room for `burst - 1` lines of the
+longest length IRC allows, so an idle link sends `burst` lines at once whatever their
+length, and after that each line waits for its own cost.
 
 Fairness: one FIFO per target (casefolded channel or nick, "" for connection-level
 lines), served round-robin, so a target with hundreds of queued lines delays another
@@ -31,7 +32,9 @@ DEFAULT_INTERVAL = 1.1  # seconds per line ...
 DEFAULT_BYTES_PER_SECOND = 2048  # ... plus one second per this many bytes on the wire
 DEFAULT_MAX_QUEUED = 1000
 
+MAX_LINE_BYTES = 512  # the IRC line limit, CRLF included
 _CRLF = 2  # bytes the writer appends to every line
+_EPSILON = 1e-6  # seconds; float rounding must not cost a whole reactor turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +129,9 @@ class Outbox:
             self._debt = max(0.0, self._debt - (now - self._last))
         if self._last is None or now > self._last:
             self._last = now
-        allowance = self.burst * self.interval
+        allowance = (self.burst - 1) * (self.interval + MAX_LINE_BYTES / self.bytes_per_second)
         ready: list[Outgoing] = []
-        # An idle link (no debt) always sends one line, so interval=0 still works.
-        while self._turns and (self._debt < allowance or self._debt <= 0.0):
+        while self._turns and self._debt <= allowance + _EPSILON:
             item = self._pop_next()
             self._debt += self.cost(item.line)
             ready.append(item)
