@@ -218,6 +218,7 @@ class IrcSession:
         self.accounts: dict[str, str | None] = {}
         self.bots: set[str] = set()
         self._whox = False
+        self._bot_mode_set = False
         self.started_at = time.time()
 
     # --- Sender -----------------------------------------------------------------------------
@@ -315,6 +316,7 @@ class IrcSession:
         self._caps_enabled.clear()
         self._cap_ended = False
         self._whox = False
+        self._bot_mode_set = False
         self.accounts.clear()
         self.bots.clear()
         for channel in self.channels.values():
@@ -436,6 +438,16 @@ class IrcSession:
     def _on_featurelist(self, event: Any) -> None:
         if any(str(item).upper() == "WHOX" for item in event.arguments):
             self._whox = True
+        # ISUPPORT arrives after 001: this is the first moment we know the bot-mode letter.
+        bot_mode = getattr(self.connection.features, "bot", None)
+        if (
+            self.config.set_bot_mode
+            and not self._bot_mode_set
+            and isinstance(bot_mode, str)
+            and len(bot_mode) == 1
+        ):
+            self._bot_mode_set = True
+            self._send_raw(f"MODE {self.nick} +{bot_mode}")
 
     def _on_account(self, event: Any) -> None:
         if event.source is not None and event.source.nick:
@@ -560,9 +572,6 @@ class IrcSession:
         self._cap_ended = True
         self._reconnect_delay = 5.0
         self.log.info("registered", nick=self.nick)
-        bot_mode = getattr(self.connection.features, "bot", None)
-        if self.config.set_bot_mode and isinstance(bot_mode, str) and len(bot_mode) == 1:
-            self._send_raw(f"MODE {self.nick} +{bot_mode}")
         for channel in self.channels.values():
             self._send_raw(
                 f"JOIN {channel.name} {channel.key}" if channel.key else f"JOIN {channel.name}"

@@ -77,6 +77,9 @@ class InferenceWorker:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
+        interrupt = getattr(self.engine, "interrupt", None)
+        if callable(interrupt):
+            interrupt()  # a generation in progress ends at its next step
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
         if self._thread.is_alive():

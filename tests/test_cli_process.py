@@ -65,6 +65,8 @@ name = "embedded"
 max_new_tokens = 32
 [log]
 format = "json"
+[state]
+dir = "state"
 """)
     log_path = tmp_path / "bot.log"
     with log_path.open("w") as log_file:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from relaybot.outbox import (
@@ -107,7 +109,7 @@ def test_sustained_rate_is_one_line_per_cost():
     sent = drain_times(outbox, 0.0, 30.0)
     assert len(sent) == 23
     assert sent[:3] == [0.0, 0.0, 0.0]
-    gaps = [round(b - a, 2) for a, b in zip(sent[3:], sent[4:], strict=False)]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(sent[3:])]
     assert all(gap == pytest.approx(1.0, abs=0.051) for gap in gaps), gaps
     assert sent[-1] == pytest.approx(20.0, abs=0.06)  # 3 at once, then 20 more at 1/s
 
@@ -145,7 +147,7 @@ def test_long_lines_wait_longer_than_short_ones():
             outbox.push(sized(size))
         sent = drain_times(outbox, 0.0, 20.0)
         assert len(sent) == 4
-        return [round(b - a, 2) for a, b in zip(sent, sent[1:], strict=False)]
+        return [round(b - a, 2) for a, b in itertools.pairwise(sent)]
 
     assert gaps(50) == [1.5, 1.5, 1.5]  # 1 s + 50 B at 100 B/s
     assert gaps(400) == [5.0, 5.0, 5.0]  # 1 s + 400 B at 100 B/s

@@ -59,6 +59,7 @@ class TransformersEngine:
         # The fast tokenizer is shared by the reactor thread (token counting) and the
         # inference thread; Rust tokenizers raise "Already borrowed" under concurrent use.
         self._tokenizer_lock = threading.Lock()
+        self._interrupted = threading.Event()
         self._bos_ids = self._bos_prefix()
         self._stop_ids = self._stop_token_ids()
         pad = tokenizer.pad_token_id
@@ -142,8 +143,22 @@ class TransformersEngine:
                 results[index] = text
         return results
 
+    def interrupt(self) -> None:
+        """Make a running generate() return at its next step (used at shutdown)."""
+        self._interrupted.set()
+
     def _generate_batch(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[str]:
         import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        interrupted = self._interrupted
+
+        class Interrupted(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full(
+                    (input_ids.shape[0],), interrupted.is_set(), dtype=torch.bool,
+                    device=input_ids.device,
+                )  # fmt: skip
 
         encoded = [self.encode(prompt) for prompt in prompts]
         limit = self.context_window - params.max_new_tokens
@@ -179,6 +194,7 @@ class TransformersEngine:
                     repetition_penalty=params.repetition_penalty,
                     eos_token_id=self._stop_ids,
                     pad_token_id=self._pad_id,
+                    stopping_criteria=StoppingCriteriaList([Interrupted()]),
                     **sampling,
                 )
         except torch.cuda.OutOfMemoryError as exc:

@@ -1,0 +1,134 @@
+"""Persisted state across a real restart: a bot process is killed (SIGKILL, no goodbye) and
+started again, and its channels, mutes, persona, settings, ignores and context come back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from .ircservers import RawClient, RunningServer, parse_line
+
+pytestmark = pytest.mark.integration
+
+
+def notice_to(nick: str, containing: str) -> Callable[[str], bool]:
+    def match(line: str) -> bool:
+        _, command, params = parse_line(line)
+        return command == "NOTICE" and params[:1] == [nick] and containing in params[-1]
+
+    return match
+
+
+def joins(nick: str, channel: str) -> Callable[[str], bool]:
+    return lambda line: line.startswith(f":{nick}!") and f" JOIN :{channel}" in line
+
+
+@contextmanager
+def bot_process(config: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log_path.open("a") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "relaybot.cli", "--config", str(config)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_state_and_context_survive_kill_and_restart(
+    tmp_path: Path,
+    irc_server_factory: Callable[[str], RunningServer],
+    real_engine: object,  # warms the converted-model cache so each start takes seconds
+) -> None:
+    server = irc_server_factory("ngircd")
+    config = tmp_path / "bot.toml"
+    config.write_text(f"""
+[irc]
+network = "local"
+host = "{server.host}"
+port = {server.port}
+nick = "relaybot"
+channels = ["#home"]
+[model]
+name = "embedded"
+max_new_tokens = 16
+[operators]
+hostmasks = ["*!*oper@127.0.0.1"]
+[state]
+dir = "state"
+flush_interval = 0.3
+[log]
+format = "json"
+""")
+    log_path = tmp_path / "bot.log"
+    oper = RawClient.connect(server.host, server.port, "oper")
+    oper.join("#home")
+    oper.join("#extra")
+    with bot_process(config, log_path) as first:
+        oper.wait_for(joins("relaybot", "#home"), 120)
+        oper.privmsg("#home", "!relay join #extra")
+        oper.wait_for(joins("relaybot", "#extra"), 20)
+        for command, answer in (
+            ("mute 2h", "muted in #home"),
+            ("cast a lighthouse keeper", "persona set in #home"),
+            ("set temperature 0.7", "temperature in #home is now 0.7"),
+            ("ignore *!*@spam.example", "ignoring *!*@spam.example"),
+        ):
+            oper.privmsg("#home", f"!relay {command}")
+            oper.wait_for(notice_to("oper", answer), 20)
+        oper.privmsg("#home", "the secret word is pineapple")
+        oper.privmsg("#home", "!relay status")  # answered after the line above is recorded
+        oper.wait_for(notice_to("oper", "model "), 20)
+        state_dir = tmp_path / "state" / "local"
+        deadline_context = state_dir / "contexts"
+        _wait_for_file_text(deadline_context, "pineapple")
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(10) == -signal.SIGKILL
+
+    with bot_process(config, log_path) as second:
+        oper.wait_for(joins("relaybot", "#home"), 120)
+        oper.wait_for(joins("relaybot", "#extra"), 20)
+        oper.privmsg("#home", "!relay status")
+        status = parse_line(oper.wait_for(notice_to("oper", "model "), 20))[2][-1]
+        assert "#home (muted 1h" in status and "#extra" in status
+        oper.privmsg("#home", "!relay unignore *!*@spam.example")
+        oper.wait_for(notice_to("oper", "no longer ignoring *!*@spam.example"), 20)
+        oper.privmsg("#home", "!relay export")
+        exported = parse_line(oper.wait_for(notice_to("oper", "exported #home to "), 20))[2][-1]
+        rows = [json.loads(line) for line in Path(exported.split(" to ", 1)[1]).open()]
+        assert {"role": "oper", "content": "the secret word is pineapple"} in rows
+        assert {"role": "system", "content": "* relaybot's bio: a lighthouse keeper"} in rows
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    oper.close()
+    runtime = (tmp_path / "state" / "local" / "state.toml").read_text()
+    assert "temperature = 0.7" in runtime
+    events = [json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"]
+    restored = [event for event in events if event["event"] == "state_restored"]
+    assert len(restored) == 1 and restored[0]["joined"] == ["#extra"]
+
+
+def _wait_for_file_text(directory: Path, text: str, timeout: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if directory.is_dir() and any(
+            text in path.read_text(errors="replace") for path in directory.glob("*.toml")
+        ):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} was not saved under {directory} within {timeout} s")
