@@ -108,7 +108,8 @@ format = "json"
         oper.wait_for(notice_to("oper", "no longer ignoring *!*@spam.example"), 20)
         oper.privmsg("#home", "!relay export")
         exported = parse_line(oper.wait_for(notice_to("oper", "exported #home to "), 20))[2][-1]
-        rows = [json.loads(line) for line in Path(exported.split(" to ", 1)[1]).open()]
+        export_text = Path(exported.split(" to ", 1)[1]).read_text()
+        rows = [json.loads(line) for line in export_text.splitlines()]
         assert {"role": "oper", "content": "the secret word is pineapple"} in rows
         assert {"role": "system", "content": "* relaybot's bio: a lighthouse keeper"} in rows
         second.send_signal(signal.SIGTERM)
