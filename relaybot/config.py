@@ -436,6 +436,12 @@ def _operators(section: _Section | None) -> OperatorConfig:
             raise section.fail(
                 f"hostmasks[{index}]", f"{mask!r} must be a full nick!user@host glob"
             )
+        user_host = mask.split("!", 1)[1]
+        if not user_host.replace("*", "").replace("?", "").replace("@", "").strip():
+            raise section.fail(
+                f"hostmasks[{index}]",
+                f"{mask!r} matches any user@host, so it would trust a nick alone",
+            )
     section.finish()
     return config
 

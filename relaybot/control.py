@@ -64,7 +64,12 @@ class Control:
         spec = COMMANDS[parsed.name]
         fold = self.bot.relay.fold
         rights = self._rights(origin, target if spec.scope == "channel" else None)
-        allowed = parsed.name == "help" or rights is Rights.OPERATOR
+        # Help is open to everyone, but strangers share the refusal budget so that
+        # asking for help cannot make the bot flood.
+        allowed = rights is Rights.OPERATOR or (
+            parsed.name == "help"
+            and (rights is not Rights.NONE or self._may_answer_refusal(origin.nick))
+        )
         if spec.scope == "channel" and rights is Rights.CHANNEL_OPERATOR:
             allowed = True
         context = {
@@ -77,6 +82,8 @@ class Control:
         }
         if rights is Rights.OPERATOR and len(self._operator_nicks) < 1000:
             self._operator_nicks.add(fold(origin.nick))
+        if not allowed and parsed.name == "help":
+            return
         if not allowed:
             if (
                 self.permissions.impersonates(origin, fold)

@@ -70,7 +70,8 @@ class Permissions:
 
     def is_operator(self, origin: Origin, fold: Fold) -> bool:
         if origin.account and any(
-            glob_match(account, origin.account, fold) for account in self.config.accounts
+            glob_match(account.removeprefix(ACCOUNT_PREFIX), origin.account, fold)
+            for account in self.config.accounts
         ):
             return True
         return bool(origin.user and origin.host) and any(
@@ -87,7 +88,11 @@ class Permissions:
 
     def impersonates(self, origin: Origin, fold: Fold) -> bool:
         """True when a non-operator wears a nick that an operator entry names."""
-        names = {fold(account) for account in self.config.accounts if "*" not in account}
+        names = {
+            fold(account.removeprefix(ACCOUNT_PREFIX))
+            for account in self.config.accounts
+            if "*" not in account
+        }
         for mask in self.config.hostmasks:
             nick = mask.partition("!")[0]
             if nick and not any(c in nick for c in "*?"):

@@ -151,6 +151,8 @@ class ReplyGate:
         self._user(user).take()
         self._channel(conversation).take()
         self._last_reply[conversation] = now
+        if len(self._last_reply) > self.MAX_TRACKED:
+            self._prune(now)
         streak = self._streaks.get(conversation)
         if streak is not None and streak.nick == user:
             streak.count += 1
@@ -158,6 +160,13 @@ class ReplyGate:
         else:
             self._streaks[conversation] = _Streak(user, 1, now)
         return None
+
+    def _prune(self, now: float) -> None:
+        # Old conversations can no longer be in cooldown or in a live streak.
+        horizon = max(self.config.cooldown, self.config.loop_reset)
+        for key in [k for k, t in self._last_reply.items() if now - t > horizon]:
+            del self._last_reply[key]
+            self._streaks.pop(key, None)
 
     def forget(self, conversation: str) -> None:
         self._streaks.pop(conversation, None)

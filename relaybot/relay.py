@@ -178,6 +178,7 @@ class Relay:
         self._waiting: OrderedDict[ContextKey, _Wanted] = OrderedDict()
         self._job_ids = itertools.count(1)
         self._recent_replies: dict[ContextKey, deque[str]] = {}
+        self._retrying: set[ContextKey] = set()  # the next reply there may repeat the last
         self.reply_times: deque[float] = deque(maxlen=10_000)
 
     # --- keys and contexts --------------------------------------------------------------
@@ -285,7 +286,11 @@ class Relay:
                     self._query_line(event, origin.nick)
             case Join(origin=origin, channel=channel):
                 key = self.key(channel)
-                if self._is_me(origin.nick):
+                if self._is_me(origin.nick) and key in self.transcripts:
+                    # Rejoining after a reconnect: the conversation goes on where it was.
+                    self.transcripts[key].set_header(self._header(key, channel))
+                    self.members[key] = {self.fold(origin.nick): ""}
+                elif self._is_me(origin.nick):
                     transcript = self._new_transcript(channel)
                     transcript.set_header(self._header(key, channel))
                     saved = self.saved.pop(key, None)
@@ -469,6 +474,9 @@ class Relay:
     def want_reply(self, key: ContextKey, wanted: _Wanted) -> None:
         """Ask for a reply in a conversation, subject to budgets and the concurrency cap."""
         context = {"network": self.network, "channel": wanted.reply_to, "nick": wanted.asker}
+        if self.is_muted(key):
+            log.debug("reply_declined", reason="muted", **context)
+            return
         if key in self._in_flight:
             # One reply per conversation at a time; answer the newest lines when it lands.
             self._wanted_again[key] = wanted
@@ -496,12 +504,13 @@ class Relay:
         """Drop the bot's last reply from the context and generate it again (no budgets)."""
         key = self.key(channel)
         transcript = self.transcripts.get(key)
-        if transcript is None:
+        if transcript is None or not is_channel_name(transcript.name):
             return False
         me = self.sender.nick
         transcript.drop_trailing(
             lambda turn: turn.role == me or turn.content.startswith(f"* {me} ")
         )
+        self._retrying.add(key)
         self.want_reply(key, _Wanted(transcript.name, me, me, False))
         return True
 
@@ -524,13 +533,16 @@ class Relay:
         transcript = self.transcripts.get(key)
         if transcript is None:
             return
-        prompt = self.fmt.render(transcript.turns_for(wanted.speaker), wanted.speaker)
+        params = self._params_for(key)
+        # A channel may allow longer replies than the context budget was sized for.
+        extra = params.max_new_tokens - self.params.max_new_tokens
+        prompt = self.fmt.render(transcript.turns_for(wanted.speaker, extra), wanted.speaker)
         job = Job(
             job_id=next(self._job_ids),
             key=key,
             reply_to=wanted.reply_to,
             speaker=wanted.speaker,
-            request=GenerationRequest(prompt, self._params_for(key)),
+            request=GenerationRequest(prompt, params),
             log_context={
                 "network": self.network,
                 "channel": wanted.reply_to,
@@ -597,7 +609,9 @@ class Relay:
         lines = reply_lines(text, budget, max_lines)
         recent = self._recent_replies.setdefault(key, deque(maxlen=3))
         normalised = " ".join(" ".join(lines).split()).lower()
-        if normalised and normalised in recent:
+        retried = key in self._retrying
+        self._retrying.discard(key)
+        if normalised and normalised in recent and not retried:
             log.info("reply_dropped_repeated", **context)
             return
         if not lines:

@@ -126,9 +126,10 @@ class Transcript:
             _, cost = self._turns.popleft()
             self._turn_tokens -= cost
 
-    def turns_for(self, speaker: str) -> list[Turn]:
-        """Header and as many recent turns as fit with `speaker`'s generation prefix."""
-        self._trim(reserve=self.count_tokens(f"{speaker}\n") + 1)
+    def turns_for(self, speaker: str, extra_reserve: int = 0) -> list[Turn]:
+        """Header and as many recent turns as fit with `speaker`'s generation prefix (and
+        `extra_reserve` more tokens, for a reply longer than the budget assumed)."""
+        self._trim(reserve=self.count_tokens(f"{speaker}\n") + 1 + max(0, extra_reserve))
         fixed = [*self.header, *([self.topic] if self.topic else [])]
         return fixed + [turn for turn, _ in self._turns]
 

@@ -504,9 +504,6 @@ def test_refusals_are_rate_limited():
     assert 1 <= len(bot.notices) <= 2
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: help is answered to anyone without the refusal rate limit"
-)
 def test_help_from_strangers_cannot_flood_the_outbox():
     ctl, bot = control()
     for _ in range(50):

@@ -343,7 +343,7 @@ def test_configure_applies_new_limits():
 def test_eviction_keeps_spent_buckets():
     """Forgetting a user whose budget is spent would hand them a fresh one."""
     g = gate(FakeClock(), user_burst=1)
-    g.MAX_TRACKED = 3  # type: ignore[misc]
+    g.MAX_TRACKED = 3
     assert g.admit("#c", "spender") is None
     for nick in ("idle1", "idle2", "idle3", "idle4"):
         g.refusal("#c", nick)

@@ -348,10 +348,6 @@ def test_mute_with_cancel_drops_the_follow_up_request(h: Harness):
     assert h.relay.in_flight() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on_completion re-requests the waiting follow-up without checking the mute",
-)
 def test_muted_channel_starts_no_follow_up_job(h: Harness):
     """A request that waited for the in-flight reply must not start a new job once muted."""
     h.say(ALICE, "#chan", "relaybot: one")
@@ -447,10 +443,6 @@ def test_prompt_fits_the_window_with_a_channel_max_new_tokens_override():
     assert prompt_tokens(job.request.prompt) + job.request.params.max_new_tokens <= 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the transcript budget uses the global max_new_tokens, not the channel's",
-)
 def test_prompt_leaves_room_for_a_larger_channel_max_new_tokens():
     harness = make(context_window=400, params=SamplingParams(max_new_tokens=50))
     harness.join("#chan")
@@ -605,11 +597,6 @@ def test_retry_while_a_reply_is_in_flight_waits_for_it(h: Harness):
     assert len(h.jobs) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a retried reply identical to the dropped one is suppressed as a repeat,"
-    " so the context loses the reply the channel saw",
-)
 def test_retry_with_identical_text_keeps_the_context_true(h: Harness):
     h.say(ALICE, "#chan", "relaybot: hi")
     h.complete(h.jobs[0], "hello")
@@ -619,11 +606,6 @@ def test_retry_with_identical_text_keeps_the_context_true(h: Harness):
     assert Turn("relaybot", "hello") in h.turns("#chan")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (latent): retry on a query keeps the 'user' reply and asks the model to"
-    " speak as the bot's real nick",
-)
 def test_retry_in_a_query_keeps_the_query_roles(h: Harness):
     h.say(ALICE, "relaybot", "hi")
     h.complete(h.jobs[0], "hello")
