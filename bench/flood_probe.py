@@ -32,7 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from relaybot.outbox import Outbox, Outgoing
+from relaybot.outbox import (
+    DEFAULT_BURST,
+    DEFAULT_BYTES_PER_SECOND,
+    DEFAULT_INTERVAL,
+    Outbox,
+    Outgoing,
+)
 from tests.ircservers import RawClient, RunningServer, parse_line, start_server
 
 _ids = itertools.count(1)
@@ -184,7 +190,7 @@ def run_trial(
     result.instant = sum(1 for lag in lags if lag <= 0.5)
     result.max_lag = max(lags, default=0.0)
     backlogged = [at for (seq, at), lag in zip(seen, lags, strict=True) if lag > 0.5]
-    if len(backlogged) >= 3:
+    if len(backlogged) >= 3 and backlogged[-1] - backlogged[0] >= 1.0:
         result.backlog_rate = (len(backlogged) - 1) / (backlogged[-1] - backlogged[0])
     half = lags[len(lags) // 2 :]
     if len(half) >= 2:
@@ -305,9 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--count", type=int, default=30)
     rate.add_argument("--rate", type=float, default=1.0)
     rate.add_argument("--duration", type=float, default=30.0)
-    outbox.add_argument("--burst", type=int, default=5)
-    outbox.add_argument("--interval", type=float, default=1.0)
-    outbox.add_argument("--bps", type=int, default=512)
+    outbox.add_argument("--burst", type=int, default=DEFAULT_BURST)
+    outbox.add_argument("--interval", type=float, default=DEFAULT_INTERVAL)
+    outbox.add_argument("--bps", type=int, default=DEFAULT_BYTES_PER_SECOND)
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--linger", type=float, default=15.0)
     parser.add_argument("--arrivals", action="store_true", help="print arrival times")

@@ -28,7 +28,11 @@ def notice_to(nick: str, containing: str) -> Callable[[str], bool]:
 
 
 def joins(nick: str, channel: str) -> Callable[[str], bool]:
-    return lambda line: line.startswith(f":{nick}!") and f" JOIN :{channel}" in line
+    def match(line: str) -> bool:
+        source, command, params = parse_line(line)
+        return source == nick and command == "JOIN" and params[:1] == [channel]
+
+    return match
 
 
 @contextmanager
@@ -133,3 +137,46 @@ def _wait_for_file_text(directory: Path, text: str, timeout: float = 20.0) -> No
             return
         time.sleep(0.1)
     raise AssertionError(f"{text!r} was not saved under {directory} within {timeout} s")
+
+
+def test_a_corrupt_state_file_is_moved_aside_and_sighup_reloads(
+    tmp_path: Path,
+    irc_server_factory: Callable[[str], RunningServer],
+    real_engine: object,
+) -> None:
+    server = irc_server_factory("miniircd")
+    state_dir = tmp_path / "state" / "local"
+    state_dir.mkdir(parents=True)
+    (state_dir / "state.toml").write_text('version = 1\njoined = "not a list\n')
+    config = tmp_path / "bot.toml"
+    config.write_text(f"""
+[irc]
+network = "local"
+host = "{server.host}"
+port = {server.port}
+nick = "relaybot"
+channels = ["#home"]
+[model]
+name = "embedded"
+[state]
+dir = "state"
+[log]
+format = "json"
+""")
+    log_path = tmp_path / "bot.log"
+    alice = RawClient.connect(server.host, server.port, "alice")
+    alice.join("#home")
+    alice.join("#more")
+    with bot_process(config, log_path) as process:
+        alice.wait_for(joins("relaybot", "#home"), 120)
+        config.write_text(config.read_text().replace('["#home"]', '["#home", "#more"]'))
+        process.send_signal(signal.SIGHUP)  # what `systemctl reload` sends
+        alice.wait_for(joins("relaybot", "#more"), 20)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    alice.close()
+    moved = list(state_dir.glob("state.toml.corrupt-*"))
+    assert len(moved) == 1 and "not a list" in moved[0].read_text()
+    events = [json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"]
+    corrupt = next(event for event in events if event["event"] == "state_file_corrupt")
+    assert corrupt["moved_to"] == str(moved[0]) and corrupt["problem"]
