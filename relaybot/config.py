@@ -50,9 +50,11 @@ class SaslConfig:
 class FloodConfig:
     """Outgoing pacing: a burst, then one line per `interval` plus a cost per byte."""
 
+    # Measured (bench/flood_probe.py): InspIRCd 3's defaults take 10 lines at once, then
+    # 1 line/s, and kill a client holding more than 4096 unread bytes; ngIRCd only delays.
     burst: int = 5
-    interval: float = 1.0
-    bytes_per_second: int = 512
+    interval: float = 1.1
+    bytes_per_second: int = 2048
     max_queued: int = 1000
 
 
@@ -462,6 +464,11 @@ def _moderation(section: _Section | None) -> ModerationConfig:
         if not isinstance(use, str) or not use.strip():
             raise ConfigError(f"{where}.use: missing (a built-in name or module:Name)")
         options = {k: v for k, v in item.items() if k != "use"}
+        model = options.get("model")
+        if use.strip() == "classifier" and isinstance(model, str) and model:
+            # A local model directory is relative to the config file, like every other path.
+            path = Path(os.path.expandvars(model)).expanduser()
+            options["model"] = str(path if path.is_absolute() else section.base_dir / path)
         hooks.append(ModerationHookConfig(use.strip(), options, where))
     config = ModerationConfig(
         hooks=tuple(hooks), timeout=section.number("timeout", float, 2.0, 0.01, 600.0)

@@ -184,11 +184,15 @@ class IrcSession:
         self.on_forget = on_forget
         self.clock = clock
         flood = config.flood
-        self.outbox = outbox or Outbox(
-            burst=flood.burst,
-            interval=flood.interval,
-            bytes_per_second=flood.bytes_per_second,
-            max_queued=flood.max_queued,
+        self.outbox = (
+            outbox
+            if outbox is not None
+            else Outbox(
+                burst=flood.burst,
+                interval=flood.interval,
+                bytes_per_second=flood.bytes_per_second,
+                max_queued=flood.max_queued,
+            )
         )
         self.reactor = irc.client.Reactor()
         self.reactor.connection_class = BotConnection
@@ -219,6 +223,7 @@ class IrcSession:
         self.bots: set[str] = set()
         self._whox = False
         self._bot_mode_set = False
+        self.connects = 0  # successful TCP/TLS connects, for status and tests
         self.started_at = time.time()
 
     # --- Sender -----------------------------------------------------------------------------
@@ -336,6 +341,7 @@ class IrcSession:
             registration_lines=[f"NICK {nick}", f"USER {username} 0 * :{self.config.realname}"],
         )
         self._connected_since = self.clock()
+        self.connects += 1
 
     def _send_raw(self, line: str) -> None:
         if self.connection.is_connected():

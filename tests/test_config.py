@@ -486,3 +486,60 @@ def test_cli_check_config_does_not_print_secrets(
 def test_empty_host_is_refused(config_factory: Factory):
     message = config_error(config_factory, '[irc]\nhost = ""\nnick = "relaybot"\n')
     assert message.startswith("irc.host:")
+
+
+def test_example_config_loads_and_shows_the_real_defaults():
+    from relaybot.config import FloodConfig, OperatorConfig, PolicyConfig, load_config
+
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    config = load_config(example)
+    assert config.policy == PolicyConfig()
+    assert config.irc.flood == FloodConfig()
+    assert config.operators == OperatorConfig()
+    assert config.moderation.timeout == 2.0 and config.moderation.hooks == ()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("[policy]\nuser_burst = 0\n", "policy.user_burst: must be at least 1, got 0"),
+        ('[policy]\ncooldown = "soon"\n', "policy.cooldown: expected a number, got string"),
+        ('[policy]\nignore = ["bad mask"]\n', "policy.ignore[0]: 'bad mask' is not a valid mask"),
+        ('[policy]\nignore = ["$a:"]\n', "policy.ignore[0]: $a: needs an account name"),
+        ("[policy]\nloudness = 3\n", "policy.loudness: unknown key"),
+        ('[operators]\nprefix = "! relay"\n', "operators.prefix: '! relay' must be a non-empty"),
+        ('[operators]\nhostmasks = ["alice"]\n', "operators.hostmasks[0]: 'alice' must be a full"),
+        (
+            '[operators]\nhostmasks = ["alice!*@*"]\n',
+            "operators.hostmasks[0]: 'alice!*@*' matches any user@host, so it would trust a nick",
+        ),
+        ("[moderation]\nhooks = 3\n", "moderation.hooks: expected an array of tables"),
+        ("[[moderation.hooks]]\nwords = []\n", "moderation.hooks[0].use: missing"),
+        ("[moderation]\ntimeout = 0\n", "moderation.timeout: must be between 0.01 and 600"),
+        ("[irc.flood]\nburst = 0\n", "irc.flood.burst: must be between 1 and 100, got 0"),
+        ("[state]\nflush_interval = 0\n", "state.flush_interval: must be between 0.1 and 3600"),
+    ],
+)
+def test_policy_operator_moderation_state_errors_name_the_key(
+    config_factory: Factory, extra: str, expected: str
+):
+    assert config_error(config_factory, MINIMAL + extra).startswith(expected)
+
+
+def test_state_dir_is_relative_to_the_config_file(config_factory: Factory, tmp_path: Path):
+    config = config_factory(MINIMAL + '[state]\ndir = "state"\n')
+    assert config.state.dir == str(tmp_path / "state")
+
+
+def test_moderation_hooks_keep_their_options_and_key_path(config_factory: Factory):
+    config = config_factory(
+        MINIMAL + '[[moderation.hooks]]\nuse = "words"\nwords = ["x"]\n'
+        '[[moderation.hooks]]\nuse = "classifier"\nmodel = "guard"\nblock_labels = ["bad"]\n'
+    )
+    first, second = config.moderation.hooks
+    assert (first.use, dict(first.options), first.where) == (
+        "words",
+        {"words": ["x"]},
+        "moderation.hooks[0]",
+    )
+    assert second.options["model"].endswith("/guard") and second.where == "moderation.hooks[1]"
