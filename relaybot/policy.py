@@ -142,6 +142,10 @@ class ReplyGate:
             return "channel_budget"
         return None
 
+    def cooldown_left(self, conversation: str) -> float:
+        last = self._last_reply.get(conversation)
+        return 0.0 if last is None else max(0.0, self.config.cooldown - (self.clock() - last))
+
     def admit(self, conversation: str, user: str) -> str | None:
         """`refusal`, and when allowed, spend the budgets and count the exchange."""
         reason = self.refusal(conversation, user)

@@ -142,6 +142,7 @@ class Relay:
         is_command: Callable[[str], bool] = lambda text: False,
         on_command: Callable[[Message, str | None], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        schedule: Callable[[float, Callable[[], None]], None] | None = None,
     ) -> None:
         self.network = network
         self.fmt = fmt
@@ -160,6 +161,8 @@ class Relay:
         self.is_command = is_command
         self.on_command = on_command
         self.wall_clock = wall_clock
+        self.schedule = schedule
+        self._deferred: set[ContextKey] = set()  # waiting out a cooldown
         self.transcripts: dict[ContextKey, Transcript] = {}
         # Channel members: casefolded nick -> status prefixes ("@", "+", "" ...).
         self.members: dict[ContextKey, dict[str, str]] = {}
@@ -216,6 +219,7 @@ class Relay:
         """Drop what is pending for a conversation: waiting requests and a reply in flight."""
         self._wanted_again.pop(key, None)
         self._waiting.pop(key, None)
+        self._deferred.discard(key)
         job_id = self._in_flight.pop(key, None)
         if job_id is not None:
             self._job_keys.pop(job_id, None)
@@ -482,7 +486,17 @@ class Relay:
             self._wanted_again[key] = wanted
             return
         if wanted.gated and self.gate is not None:
-            reason = self.gate.admit(self._conversation(key), self.fold(wanted.asker))
+            conversation = self._conversation(key)
+            reason = self.gate.admit(conversation, self.fold(wanted.asker))
+            if reason == "cooldown" and self.schedule is not None:
+                # Someone asked while the last reply was still fresh: answer a little later.
+                if key not in self._deferred:
+                    self._deferred.add(key)
+                    self.schedule(
+                        self.gate.cooldown_left(conversation) + 0.01,
+                        lambda: self._after_cooldown(key, wanted),
+                    )
+                return
             if reason is not None:
                 log.info("reply_declined", reason=reason, **context)
                 return
@@ -499,6 +513,14 @@ class Relay:
                 )
             return
         self._start(key, wanted)
+
+    def _after_cooldown(self, key: ContextKey, wanted: _Wanted) -> None:
+        if key not in self._deferred:
+            return  # cancelled meanwhile (reset, part, mute)
+        self._deferred.discard(key)
+        transcript = self.transcripts.get(key)
+        if transcript is not None:
+            self.want_reply(key, dataclasses.replace(wanted, reply_to=transcript.name))
 
     def retry(self, channel: str) -> bool:
         """Drop the bot's last reply from the context and generate it again (no budgets)."""

@@ -716,6 +716,42 @@ def test_gate_cooldown_prevents_a_job():
     assert len(harness.jobs) == 2
 
 
+def test_a_request_during_cooldown_is_answered_once_it_passes():
+    timers: list[tuple[float, Callable[[], None]]] = []
+    harness = make(
+        policy=PolicyConfig(cooldown=10.0),
+        schedule=lambda delay, fn: timers.append((delay, fn)),
+    )
+    harness.join("#chan", "alice", "bob")
+    harness.say(ALICE, "#chan", "relaybot: one")
+    harness.complete(harness.jobs[0], "answer one")
+    harness.clock.now += 4
+    harness.say(BOB, "#chan", "relaybot: two")
+    harness.say(BOB, "#chan", "relaybot: two, again")  # one deferral per conversation
+    assert len(harness.jobs) == 1
+    assert len(timers) == 1 and 5.9 < timers[0][0] < 6.1
+    harness.clock.now += 6.1
+    timers[0][1]()
+    assert len(harness.jobs) == 2
+    assert "relaybot: two, again" in harness.jobs[1].request.prompt.text
+
+
+def test_a_deferred_request_is_dropped_when_the_channel_is_reset_meanwhile():
+    timers: list[tuple[float, Callable[[], None]]] = []
+    harness = make(
+        policy=PolicyConfig(cooldown=10.0),
+        schedule=lambda delay, fn: timers.append((delay, fn)),
+    )
+    harness.join("#chan", "alice")
+    harness.say(ALICE, "#chan", "relaybot: one")
+    harness.complete(harness.jobs[0], "answer one")
+    harness.say(ALICE, "#chan", "relaybot: two")
+    harness.relay.cancel(KEY)
+    harness.clock.now += 11
+    timers[0][1]()
+    assert len(harness.jobs) == 1
+
+
 def test_gate_repeated_line_is_not_answered():
     harness = make(policy=PolicyConfig(cooldown=0.0))
     harness.join("#chan", "alice")
