@@ -43,7 +43,8 @@ class ChannelConfig:
 @dataclass(frozen=True, slots=True)
 class SaslConfig:
     username: str
-    password: Secret
+    password: Secret | None  # None for EXTERNAL (the client certificate is the credential)
+    mechanism: str = "PLAIN"  # PLAIN | EXTERNAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,15 @@ class IrcConfig:
     sasl: SaslConfig | None = None
     flood: FloodConfig = FloodConfig()
     set_bot_mode: bool = True
+    fallback_servers: tuple[tuple[str, int], ...] = ()  # tried in turn after host:port
+    client_cert_file: str | None = None  # TLS client certificate (SASL EXTERNAL, CertFP)
+    client_key_file: str | None = None
+    tls_fingerprints: tuple[str, ...] = ()  # accepted server certificate SHA-256 pins (hex)
+    ping_interval: float = 60.0  # seconds of silence before the bot PINGs the server
+    ping_timeout: float = 60.0  # seconds to wait for the answer before reconnecting
+    reconnect_min: float = 5.0
+    reconnect_max: float = 300.0
+    stable_after: float = 60.0  # a connection up this long resets the backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,10 +347,18 @@ def _irc(section: _Section) -> IrcConfig:
     sasl_section = section.sub("sasl")
     sasl = None
     if sasl_section is not None:
-        sasl = SaslConfig(
-            username=sasl_section.required("username", str),
-            password=sasl_section.secret("password", required=True) or Secret(""),
-        )
+        mechanism = sasl_section.choice("mechanism", "PLAIN", ("PLAIN", "EXTERNAL"))
+        if mechanism == "PLAIN":
+            sasl = SaslConfig(
+                username=sasl_section.required("username", str),
+                password=sasl_section.secret("password", required=True) or Secret(""),
+            )
+        else:
+            sasl = SaslConfig(
+                username=sasl_section.get("username", str, ""),
+                password=sasl_section.secret("password"),
+                mechanism=mechanism,
+            )
         sasl_section.finish()
     config = IrcConfig(
         host=host,
@@ -363,7 +381,23 @@ def _irc(section: _Section) -> IrcConfig:
         sasl=sasl,
         flood=_flood(section.sub("flood")),
         set_bot_mode=section.get("set_bot_mode", bool, True),
+        fallback_servers=_servers(section, "fallback_servers"),
+        client_cert_file=_path(section, "client_cert_file"),
+        client_key_file=_path(section, "client_key_file"),
+        tls_fingerprints=_fingerprints(section),
+        ping_interval=section.number("ping_interval", float, 60.0, 5.0, 3600.0),
+        ping_timeout=section.number("ping_timeout", float, 60.0, 5.0, 3600.0),
+        reconnect_min=section.number("reconnect_min", float, 5.0, 0.1, 3600.0),
+        reconnect_max=section.number("reconnect_max", float, 300.0, 0.1, 86400.0),
+        stable_after=section.number("stable_after", float, 60.0, 0.0, 86400.0),
     )
+    if config.reconnect_max < config.reconnect_min:
+        raise section.fail("reconnect_max", "must not be smaller than irc.reconnect_min")
+    if config.sasl is not None and config.sasl.mechanism == "EXTERNAL":
+        if not (config.tls and config.client_cert_file):
+            raise section.fail(
+                "sasl.mechanism", "EXTERNAL needs irc.tls and irc.client_cert_file"
+            )
     if config.ca_file is not None:
         ca_path = Path(config.ca_file)
         if not ca_path.is_absolute():
@@ -373,6 +407,40 @@ def _irc(section: _Section) -> IrcConfig:
         config = _replace(config, ca_file=str(ca_path))
     section.finish()
     return config
+
+
+def _servers(section: _Section, name: str) -> tuple[tuple[str, int], ...]:
+    result = []
+    for index, item in enumerate(section.str_list(name)):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise section.fail(f"{name}[{index}]", f"{item!r} must be host:port")
+        result.append((host.strip("[]"), int(port)))
+    return tuple(result)
+
+
+def _path(section: _Section, name: str) -> str | None:
+    value = section.optional_str(name)
+    if value is None:
+        return None
+    path = Path(os.path.expandvars(value)).expanduser()
+    if not path.is_absolute():
+        path = section.base_dir / path
+    if not path.is_file():
+        raise section.fail(name, f"{path} is not a readable file")
+    return str(path)
+
+
+def _fingerprints(section: _Section) -> tuple[str, ...]:
+    pins = []
+    for index, item in enumerate(section.str_list("tls_fingerprints")):
+        pin = item.replace(":", "").strip().lower()
+        if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
+            raise section.fail(
+                f"tls_fingerprints[{index}]", "must be a SHA-256 fingerprint (64 hex digits)"
+            )
+        pins.append(pin)
+    return tuple(pins)
 
 
 def _flood(section: _Section | None) -> FloodConfig:

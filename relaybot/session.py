@@ -542,7 +542,12 @@ class IrcSession:
         if event.target != "+" or self.config.sasl is None:
             return
         sasl = self.config.sasl
-        for line in sasl_plain_lines(sasl.username, sasl.password.value):
+        if sasl.mechanism == "EXTERNAL":
+            # The TLS client certificate is the credential; an empty authzid.
+            self.connection.send_raw("AUTHENTICATE +")
+            return
+        password = sasl.password.value if sasl.password else ""
+        for line in sasl_plain_lines(sasl.username, password):
             self.connection.send_raw(line)  # base64: nothing to sanitise, and never logged
 
     def _on_saslsuccess(self, event: Any) -> None:
