@@ -393,11 +393,9 @@ def _irc(section: _Section) -> IrcConfig:
     )
     if config.reconnect_max < config.reconnect_min:
         raise section.fail("reconnect_max", "must not be smaller than irc.reconnect_min")
-    if config.sasl is not None and config.sasl.mechanism == "EXTERNAL":
-        if not (config.tls and config.client_cert_file):
-            raise section.fail(
-                "sasl.mechanism", "EXTERNAL needs irc.tls and irc.client_cert_file"
-            )
+    external = config.sasl is not None and config.sasl.mechanism == "EXTERNAL"
+    if external and not (config.tls and config.client_cert_file):
+        raise section.fail("sasl.mechanism", "EXTERNAL needs irc.tls and irc.client_cert_file")
     if config.ca_file is not None:
         ca_path = Path(config.ca_file)
         if not ca_path.is_absolute():

@@ -40,6 +40,7 @@ from relaybot.events import (
 from relaybot.log import get_logger
 from relaybot.outbox import Outbox, Outgoing
 from relaybot.permissions import glob_match
+from relaybot.reconnect import Backoff, Liveness
 from relaybot.text import casefold, is_channel_name, privmsg_payload_budget, safe_line
 
 log = get_logger(component="session")
@@ -57,7 +58,9 @@ WANTED_CAPS = (
     "cap-notify",
     "invite-notify",
     "userhost-in-names",
+    "echo-message",
 )
+NICK_REGAIN_INTERVAL = 60.0
 # Message tags that mark the sender as a bot: the IRCv3 tag, its draft name, InspIRCd 3's.
 BOT_TAGS = frozenset({"bot", "draft/bot", "inspircd.org/bot"})
 WHOX_TOKEN = "171"
@@ -77,6 +80,7 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
     """A ServerConnection that registers the IRCv3 way and survives bad input."""
 
     buffer_class = LenientDecodingLineBuffer
+    on_data: Callable[[], None] | None = None  # any bytes from the server: the link is alive
 
     def connect(
         self,
@@ -129,6 +133,8 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
         if not data:
             self.disconnect("Connection reset by peer")
             return
+        if self.on_data is not None:
+            self.on_data()
         self.buffer.feed(data)
         for line in self.buffer:
             if not line.strip():
@@ -212,8 +218,15 @@ class IrcSession:
         self._quit_message = "relaybot shutting down"
         self._completions: queue.Queue[Callable[[], None]] = queue.Queue()
         self._timers: list[tuple[float, Callable[[], None]]] = []
-        self._reconnect_delay = 5.0
+        self.servers = [(config.host, config.port), *config.fallback_servers]
+        self._server_index = 0
+        self.backoff = Backoff(
+            config.reconnect_min, config.reconnect_max, stable_after=config.stable_after
+        )
+        self.liveness = Liveness(config.ping_interval, config.ping_timeout)
         self._connected_since: float | None = None
+        self._reconnect_pending = False
+        self._next_nick_try = 0.0
         self.log = log.bind(network=config.network)
         self.on_registered: Callable[[], None] | None = None
         self.on_joined: Callable[[str], None] | None = None
@@ -224,6 +237,7 @@ class IrcSession:
         self._whox = False
         self._bot_mode_set = False
         self.connects = 0  # successful TCP/TLS connects, for status and tests
+        self.connection.on_data = lambda: self.liveness.heard(self.clock())
         self.started_at = time.time()
 
     # --- Sender -----------------------------------------------------------------------------
@@ -263,6 +277,10 @@ class IrcSession:
             self._queue(f"NOTICE {target} :{body}", target, None)
 
     def _queue(self, line: str, target: str, on_sent: Callable[[], None] | None) -> None:
+        if not (self.registered and self.connection.is_connected()):
+            # Never held for a later connection: the channel may not be ours by then.
+            self.log.warning("line_dropped_disconnected", channel=target)
+            return
         if not self.outbox.push(Outgoing(line, on_sent, self._fold(target))):
             self.log.warning("outbox_full_line_dropped", channel=target)
 
@@ -327,12 +345,11 @@ class IrcSession:
         for channel in self.channels.values():
             channel.joined = False
         username = self.config.username or nick
-        self.log.info(
-            "connecting", host=self.config.host, port=self.config.port, tls=self.config.tls
-        )
+        host, port = self.servers[self._server_index % len(self.servers)]
+        self.log.info("connecting", host=host, port=port, tls=self.config.tls)
         self.connection.connect(
-            self.config.host,
-            self.config.port,
+            host,
+            port,
             nick,
             username=username,
             ircname=self.config.realname,
@@ -341,6 +358,7 @@ class IrcSession:
             registration_lines=[f"NICK {nick}", f"USER {username} 0 * :{self.config.realname}"],
         )
         self._connected_since = self.clock()
+        self.liveness.reset(self.clock())
         self.connects += 1
 
     def _send_raw(self, line: str) -> None:
@@ -355,13 +373,43 @@ class IrcSession:
         self._schedule(delay, fn)
 
     def _try_connect(self) -> None:
+        self._reconnect_pending = False
+        if self._stop.is_set():
+            return
         try:
             self.connect()
         except (irc.client.ServerConnectionError, OSError, ssl.SSLError) as exc:
-            delay = self._reconnect_delay * random.uniform(0.8, 1.2)
-            self.log.warning("connect_failed", error=str(exc), retry_in=round(delay, 1))
-            self._reconnect_delay = min(self._reconnect_delay * 2, 300.0)
-            self._schedule(delay, self._try_connect)
+            self.log.warning("connect_failed", error=str(exc))
+            self._reconnect_later()
+
+    def _reconnect_later(self) -> None:
+        """Schedule the next attempt, on the next server in the list, after a backoff."""
+        if self._reconnect_pending or self._stop.is_set():
+            return
+        self._reconnect_pending = True
+        self._server_index += 1
+        delay = self.backoff.next_delay(self.clock())
+        host, port = self.servers[self._server_index % len(self.servers)]
+        self.log.info("reconnect_scheduled", retry_in=round(delay, 1), host=host, port=port)
+        self._schedule(delay, self._try_connect)
+
+    def _check_liveness(self, now: float) -> None:
+        if not self.connection.is_connected():
+            return
+        verdict = self.liveness.check(now)
+        if verdict == "ping":
+            self.connection.send_raw(f"PING :relaybot-{int(now)}")
+        elif verdict == "dead":
+            state = "ping_timeout" if self.registered else "registration_timeout"
+            self.log.warning(state, silent_for=round(now - self.liveness.last_heard, 1))
+            self.connection.disconnect(state.replace("_", " "))
+        elif self.registered and now >= self._next_nick_try:
+            self._regain_nick(now)
+
+    def _regain_nick(self, now: float) -> None:
+        self._next_nick_try = now + NICK_REGAIN_INTERVAL
+        if self._fold(self.nick) != self._fold(self.config.nick):
+            self._send_raw(f"NICK {self.config.nick}")
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -394,6 +442,7 @@ class IrcSession:
                 fn()
             except Exception:
                 self.log.exception("timer_failed")
+        self._check_liveness(now)
         self._flush(now)
 
     def _flush(self, now: float) -> None:
@@ -440,6 +489,12 @@ class IrcSession:
         if len(self.accounts) >= MAX_TRACKED_USERS:
             self.accounts.pop(next(iter(self.accounts)))
         self.accounts[self._fold(nick)] = account if account not in (None, "", "*", "0") else None
+
+    def _nick_freed(self, nick: str) -> None:
+        wanted = self.config.nick
+        if self._fold(nick) == self._fold(wanted) and self._fold(self.nick) != self._fold(wanted):
+            self.log.info("nick_regain", nick=wanted)
+            self._send_raw(f"NICK {wanted}")
 
     def _on_featurelist(self, event: Any) -> None:
         if any(str(item).upper() == "WHOX" for item in event.arguments):
@@ -505,33 +560,70 @@ class IrcSession:
         sub = args[0].upper()
         if sub == "LS":
             more = len(args) > 2 and args[1] == "*"
-            for item in args[-1].split():
-                name, _, value = item.partition("=")
-                self._caps_offered[name] = value
+            self._offer(args[-1])
             if not more:
-                wanted = [
-                    cap
-                    for cap in WANTED_CAPS
-                    if cap in self._caps_offered and (cap != "sasl" or self.config.sasl)
-                ]
+                wanted = self._caps_to_request(self._caps_offered)
                 if wanted:
                     self._send_raw(f"CAP REQ :{' '.join(wanted)}")
                 else:
                     self._end_cap()
         elif sub == "ACK":
-            self._caps_enabled.update(args[-1].split())
+            for cap in args[-1].split():
+                if cap.startswith("-"):
+                    self._caps_enabled.discard(cap[1:])
+                else:
+                    self._caps_enabled.add(cap)
             self.log.info("caps_enabled", caps=sorted(self._caps_enabled))
-            if (
-                "sasl" in self._caps_enabled
-                and self.config.sasl is not None
-                and not self._cap_ended
-            ):
-                self._send_raw("AUTHENTICATE PLAIN")
+            if self._cap_ended:
+                return  # a later REQ (after CAP NEW)
+            if "sasl" in self._caps_enabled and self.config.sasl is not None:
+                self._send_raw(f"AUTHENTICATE {self.config.sasl.mechanism}")
             else:
                 self._end_cap()
         elif sub == "NAK":
             self.log.warning("caps_refused", caps=args[-1])
             self._end_cap()
+        elif sub == "NEW":
+            new = self._offer(args[-1])
+            wanted = [cap for cap in self._caps_to_request(new) if cap != "sasl"]
+            if wanted:
+                self._send_raw(f"CAP REQ :{' '.join(wanted)}")
+        elif sub == "DEL":
+            gone = args[-1].split()
+            for cap in gone:
+                self._caps_offered.pop(cap, None)
+                self._caps_enabled.discard(cap)
+            self.log.info("caps_removed", caps=gone)
+
+    def _offer(self, text: str) -> dict[str, str]:
+        offered = {}
+        for item in text.split():
+            name, _, value = item.partition("=")
+            offered[name] = value
+        self._caps_offered.update(offered)
+        return offered
+
+    def _caps_to_request(self, offered: dict[str, str]) -> list[str]:
+        wanted = [cap for cap in WANTED_CAPS if cap in offered and cap != "sasl"]
+        sasl = self.config.sasl
+        if sasl is not None and not self._cap_ended:
+            mechanisms = offered.get("sasl")
+            if mechanisms is None:
+                if "sasl" not in self._caps_offered:
+                    self.log.error(
+                        "sasl_unavailable",
+                        problem="the server offers no SASL; continuing unauthenticated",
+                    )
+            elif mechanisms and sasl.mechanism not in mechanisms.upper().split(","):
+                self.log.error(
+                    "sasl_unavailable",
+                    problem=f"the server does not offer {sasl.mechanism}; continuing"
+                    " unauthenticated",
+                    offered=mechanisms,
+                )
+            else:
+                wanted.insert(0, "sasl")
+        return wanted
 
     def _end_cap(self) -> None:
         if not self._cap_ended:
@@ -558,8 +650,19 @@ class IrcSession:
         self.log.error("sasl_failed", numeric=event.type, message=" ".join(event.arguments))
         self._end_cap()
 
-    _on_saslfail = _on_sasltoolong = _on_saslaborted = _on_saslalready = _sasl_failed
-    _on_nicklocked = _sasl_failed
+    _on_saslfail = _on_sasltoolong = _on_saslaborted = _on_nicklocked = _sasl_failed
+
+    def _on_saslalready(self, event: Any) -> None:
+        self.log.info("sasl_already_authenticated")
+        self._end_cap()
+
+    def _on_saslmechs(self, event: Any) -> None:
+        # 908 comes before 904: the mechanisms this server would have taken.
+        mechanisms = event.arguments[0] if event.arguments else ""
+        self.log.error("sasl_mechanisms_offered", mechanisms=mechanisms)
+
+    def _on_loggedout(self, event: Any) -> None:
+        self.log.warning("logged_out")
 
     def _on_loggedin(self, event: Any) -> None:
         self.log.info("logged_in", account=event.arguments[1] if len(event.arguments) > 1 else None)
@@ -581,7 +684,8 @@ class IrcSession:
     def _on_welcome(self, event: Any) -> None:
         self.registered = True
         self._cap_ended = True
-        self._reconnect_delay = 5.0
+        self.backoff.connected(self.clock())
+        self._next_nick_try = self.clock() + NICK_REGAIN_INTERVAL
         self.log.info("registered", nick=self.nick)
         for channel in self.channels.values():
             self._send_raw(
@@ -595,12 +699,12 @@ class IrcSession:
         dropped = self.outbox.clear()
         if dropped:
             self.log.warning("unsent_lines_dropped", count=len(dropped))
+        for channel in self.channels.values():
+            channel.joined = False
         if self._stop.is_set():
             return
-        delay = self._reconnect_delay * random.uniform(0.8, 1.2)
-        self._reconnect_delay = min(self._reconnect_delay * 2, 300.0)
-        self.log.warning("disconnected", reason=" ".join(event.arguments), retry_in=round(delay, 1))
-        self._schedule(delay, self._try_connect)
+        self.log.warning("disconnected", reason=" ".join(event.arguments))
+        self._reconnect_later()
 
     def _on_error(self, event: Any) -> None:
         self.log.warning("server_error", message=event.target)
@@ -648,12 +752,15 @@ class IrcSession:
         reason = event.arguments[0] if event.arguments else ""
         origin = self._origin(event)
         self.on_event(Quit(origin, reason))
+        self._nick_freed(origin.nick)
         self.accounts.pop(self._fold(origin.nick), None)
         self.bots.discard(self._fold(origin.nick))
 
     def _on_nick(self, event: Any) -> None:
         origin = self._origin(event)
         self.on_event(NickChange(origin, event.target))
+        if self._fold(origin.nick) != self._fold(self.nick):
+            self._nick_freed(origin.nick)
         old, new = self._fold(origin.nick), self._fold(event.target or "")
         if old in self.accounts:
             self.accounts[new] = self.accounts.pop(old)
