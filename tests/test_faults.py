@@ -79,9 +79,7 @@ hostmasks = ["*!*oper@127.0.0.1"]
             alice = RawClient.connect("127.0.0.1", port, "alice")
             alice.join("#one")
             alice.privmsg("#one", "relaybot: are you back?")
-            line = alice.wait_for(
-                lambda l: parse_line(l)[0] == "relaybot" and parse_line(l)[1] == "PRIVMSG", 20
-            )
+            line = alice.wait_for(lambda x: parse_line(x)[:2] == ("relaybot", "PRIVMSG"), 20)
             assert parse_line(line)[2] == ["#one", "still here"]
             alice.close()
     finally:

@@ -47,20 +47,41 @@ dir = "{tmp}"
 
 
 # outcome name -> (CAP LS value, server lines after the bot's AUTHENTICATE, expected log event)
+def _numeric(code: str, text: str) -> bytes:
+    return f":irc.test {code} relaybot {text}".encode()
+
+
 OUTCOMES = {
-    "903 success": (b"sasl", [b":irc.test 900 relaybot relaybot!r@h relaybot :You are now logged in",
-                              b":irc.test 903 relaybot :SASL authentication successful"], "sasl_success"),
-    "904 failed": (b"sasl", [b":irc.test 904 relaybot :SASL authentication failed"], "sasl_failed"),
-    "905 too long": (b"sasl", [b":irc.test 905 relaybot :SASL message too long"], "sasl_failed"),
-    "906 aborted": (b"sasl", [b":irc.test 906 relaybot :SASL authentication aborted"], "sasl_failed"),
-    "907 already": (b"sasl", [b":irc.test 907 relaybot :You have already authenticated"],
-                    "sasl_already_authenticated"),
-    "902 nick locked": (b"sasl", [b":irc.test 902 relaybot :You must use a nick assigned to you"],
-                        "sasl_failed"),
-    "908 then 904": (b"sasl", [b":irc.test 908 relaybot EXTERNAL,SCRAM-SHA-256 :are available",
-                               b":irc.test 904 relaybot :SASL authentication failed"],
-                     "sasl_mechanisms_offered"),
-}  # fmt: skip
+    "903 success": (
+        b"sasl",
+        [
+            _numeric("900", "relaybot!r@h relaybot :You are now logged in"),
+            _numeric("903", ":SASL authentication successful"),
+        ],
+        "sasl_success",
+    ),
+    "904 failed": (b"sasl", [_numeric("904", ":SASL authentication failed")], "sasl_failed"),
+    "905 too long": (b"sasl", [_numeric("905", ":SASL message too long")], "sasl_failed"),
+    "906 aborted": (b"sasl", [_numeric("906", ":SASL authentication aborted")], "sasl_failed"),
+    "907 already": (
+        b"sasl",
+        [_numeric("907", ":You have already authenticated")],
+        "sasl_already_authenticated",
+    ),
+    "902 nick locked": (
+        b"sasl",
+        [_numeric("902", ":You must use a nick assigned to you")],
+        "sasl_failed",
+    ),
+    "908 then 904": (
+        b"sasl",
+        [
+            _numeric("908", "EXTERNAL,SCRAM-SHA-256 :are available"),
+            _numeric("904", ":SASL authentication failed"),
+        ],
+        "sasl_mechanisms_offered",
+    ),
+}
 
 
 def register_and_join(server: ScriptedServer) -> None:
