@@ -16,11 +16,13 @@ def _load(path: str) -> Config:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from relaybot.moderation import build_chain
+    from relaybot.tls import TlsSetupError, client_context
 
     try:
         config = _load(args.config_path)
         build_chain(config.moderation)  # hooks resolve and accept their options
-    except ConfigError as exc:
+        client_context(config.irc)  # certificate, key and CA files load
+    except (ConfigError, TlsSetupError) as exc:
         print(f"relaybot: config error: {exc}", file=sys.stderr)
         return 2
     channels = ", ".join(channel.name for channel in config.irc.channels) or "(none)"
@@ -59,7 +61,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("model_load_failed", error=str(exc))
         print(f"relaybot: cannot load the model: {exc}", file=sys.stderr)
         return 3
-    Bot(config, engine, config_path=Path(args.config), moderation=moderation).run()
+    from relaybot.tls import TlsSetupError
+
+    try:
+        bot = Bot(config, engine, config_path=Path(args.config), moderation=moderation)
+    except TlsSetupError as exc:
+        log.error("config_error", error=str(exc))
+        print(f"relaybot: config error: {exc}", file=sys.stderr)
+        return 2
+    bot.run()
     return 0
 
 

@@ -82,6 +82,9 @@ class TerminalClient:
         self._send(f"USER {nick} 0 * :demo user")
         self._send(f"JOIN {channel}")
         self.closed = threading.Event()
+        self.said = 0
+        self.heard = 0  # lines from the bot (messages and notices)
+        self.last_heard = 0.0
 
     def _send(self, line: str) -> None:
         self.sock.sendall(line.encode() + b"\r\n")
@@ -109,14 +112,21 @@ class TerminalClient:
         if len(parts) >= 4 and parts[1] == "PRIVMSG":
             sender = parts[0][1:].split("!")[0]
             text = parts[3][1:]
+            self.heard += 1
+            self.last_heard = time.monotonic()
             if text.startswith("\x01ACTION "):
                 print(f"* {sender} {text[8:].rstrip(chr(1))}", flush=True)
             else:
                 print(f"<{sender}> {text}", flush=True)
+        elif len(parts) >= 4 and parts[1] == "NOTICE" and "!" in parts[0]:
+            self.heard += 1
+            self.last_heard = time.monotonic()
+            print(f"-{parts[0][1:].split('!')[0]}- {parts[3][1:]}", flush=True)
         elif len(parts) >= 3 and parts[1] in ("JOIN", "PART", "QUIT"):
             print(f"-- {parts[0][1:].split('!')[0]} {parts[1].lower()} {parts[2]}", flush=True)
 
     def say(self, text: str) -> None:
+        self.said += 1
         self._send(f"PRIVMSG {self.channel} :{text}")
 
     def close(self) -> None:
@@ -210,8 +220,14 @@ def _chat(port: int, channel: str) -> None:
             if text.strip():
                 client.say(text)
         else:
-            # Input ended (a pipe): give the bot time to answer the last line.
-            time.sleep(20)
+            # Input ended (a pipe): give the bot time to answer, then a moment of quiet.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not client.closed.is_set():
+                # Every line is answered (a reply, or a notice for a command).
+                answered = client.heard >= client.said
+                if answered and time.monotonic() - client.last_heard > 3:
+                    break
+                time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:

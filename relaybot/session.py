@@ -21,6 +21,7 @@ from typing import Any
 import irc.client
 from jaraco.stream.buffer import LenientDecodingLineBuffer
 
+from relaybot import tls
 from relaybot.config import ChannelConfig, IrcConfig
 from relaybot.events import (
     Action,
@@ -149,21 +150,8 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
 
 
 def make_connect_factory(config: IrcConfig) -> Callable[[tuple[str, int]], socket.socket]:
-    context: ssl.SSLContext | None = None
-    if config.tls:
-        context = ssl.create_default_context(cafile=config.ca_file)
-        if not config.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-
-    def connect(address: tuple[str, int]) -> socket.socket:
-        sock = socket.create_connection(address, timeout=config.connect_timeout)
-        if context is not None:
-            sock = context.wrap_socket(sock, server_hostname=address[0])
-        sock.settimeout(None)
-        return sock
-
-    return connect
+    """TCP (and TLS) connects as configured; raises TlsSetupError for bad TLS files."""
+    return tls.make_connector(config)
 
 
 @dataclass(slots=True)
@@ -238,6 +226,7 @@ class IrcSession:
         self._bot_mode_set = False
         self.connects = 0  # successful TCP/TLS connects, for status and tests
         self.connection.on_data = lambda: self.liveness.heard(self.clock())
+        self._connector = make_connect_factory(config)  # bad TLS files fail here, at start
         self.started_at = time.time()
 
     # --- Sender -----------------------------------------------------------------------------
@@ -354,7 +343,7 @@ class IrcSession:
             username=username,
             ircname=self.config.realname,
             password=self.config.password.value if self.config.password else None,
-            connect_factory=make_connect_factory(self.config),
+            connect_factory=self._connector,
             registration_lines=[f"NICK {nick}", f"USER {username} 0 * :{self.config.realname}"],
         )
         self._connected_since = self.clock()

@@ -82,7 +82,8 @@ def client_context(config: IrcConfig) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     mode = trust_mode(config)
     if mode != "ca":
-        # Pinned: the pin is checked after the handshake in `connect`, failing closed.
+        # Pinned: `connect` checks the pin right after the handshake, failing closed.
+        # Unverified: nothing is checked (warned about below).
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if mode == "unverified":

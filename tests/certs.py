@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .ircservers import _MINIIRCD_BOOT, HOST, RunningServer, _launch, free_port
@@ -24,11 +25,11 @@ class CertPair:
     cert: Path  # PEM certificate
     key: Path  # PEM private key (unencrypted)
 
-    @property
+    @cached_property
     def der(self) -> bytes:
         return _openssl("x509", "-in", str(self.cert), "-outform", "DER")
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         """openssl's own SHA-256 fingerprint, as lowercase hex without colons."""
         out = _openssl("x509", "-in", str(self.cert), "-noout", "-fingerprint", "-sha256")
@@ -89,8 +90,7 @@ def make_cert(
     csr = directory / f"{name}.csr"
     ext_file = directory / f"{name}.ext"
     ext_file.write_text(
-        "\n".join([*extensions, "subjectKeyIdentifier=hash", "authorityKeyIdentifier=keyid"])
-        + "\n"
+        "\n".join([*extensions, "subjectKeyIdentifier=hash", "authorityKeyIdentifier=keyid"]) + "\n"
     )
     _openssl("req", "-new", *_NEW_KEY, "-keyout", str(pair.key), "-out", str(csr),
              "-subj", subject)  # fmt: skip
