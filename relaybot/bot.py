@@ -24,11 +24,14 @@ from relaybot.policy import ReplyGate
 from relaybot.relay import Cast, ModelInfo, Relay, sampling_from
 from relaybot.session import IrcSession
 from relaybot.state import RuntimeState, SettingValue, StateStore
+from relaybot.systemd import Notifier
 from relaybot.text import is_channel_name
 from relaybot.transcript import ContextKey
 from relaybot.worker import Completion, InferenceWorker
 
 log = get_logger(component="bot")
+# systemd: report READY=1 this long after registering even if a channel never answers our JOIN.
+SYSTEMD_READY_TIMEOUT = 30.0
 
 
 def state_directory(config: Config) -> Path:
@@ -93,6 +96,8 @@ class Bot:
         self._saved_revisions: dict[ContextKey, int] = {}
         self._restore()
         self._schedule_flush()
+        self.notifier = Notifier.from_environment()
+        self._systemd_setup()
 
     # --- start-up state ---------------------------------------------------------------------
 
@@ -178,6 +183,7 @@ class Bot:
         self._set_runtime(state)
         self.session.part(name, reason)
         self._drop_context(name)
+        self._systemd_progress()
 
     def _forgotten(self, name: str) -> None:
         """The session gave a channel up (kicked, banned...): forget it for good."""
@@ -185,6 +191,7 @@ class Bot:
         if any(self.relay.fold(n) == self.relay.fold(name) for n in self.runtime.joined):
             self._set_runtime(self.runtime.without_joined(name, self.relay.fold))
         self._drop_context(name)
+        self._systemd_progress()  # a refused channel no longer holds up READY=1
 
     def _drop_context(self, name: str) -> None:
         self.relay.forget(name)
@@ -320,6 +327,63 @@ class Bot:
             summary += f"; restart to apply: {', '.join(needs_restart)}"
         return summary
 
+    # --- systemd (sd_notify): READY/STATUS, watchdog; all no-ops outside systemd -------------
+
+    def _systemd_setup(self) -> None:
+        session = self.session
+        chained_registered, chained_joined = session.on_registered, session.on_joined
+
+        def registered() -> None:
+            if chained_registered is not None:
+                chained_registered()
+            self._systemd_progress()
+            # A channel that never answers our JOIN must not hold up start-up forever.
+            session.schedule(SYSTEMD_READY_TIMEOUT, lambda: self._systemd_progress(force=True))
+
+        def joined(channel: str) -> None:
+            if chained_joined is not None:
+                chained_joined(channel)
+            self._systemd_progress()
+
+        session.on_registered, session.on_joined = registered, joined
+        self.notifier.status(self._systemd_status())
+        interval = self.notifier.watchdog_interval
+        if interval is not None:
+            # From a reactor timer: a hung reactor loop stops the pings and systemd restarts us.
+            def ping() -> None:
+                self.notifier.watchdog()
+                session.schedule(interval / 3, ping)
+
+            ping()
+
+    def _systemd_status(self) -> str:
+        session = self.session
+        host = getattr(session.connection, "server", None) or self.config.irc.host
+        port = getattr(session.connection, "port", None) or self.config.irc.port
+        if not session.registered:
+            return f"connecting to {host}:{port}"
+        joined = session.joined_channels()
+        waiting = [name for name in session.wanted_channels() if name not in joined]
+        text = f"connected to {host}:{port} as {session.nick}"
+        text += f"; in {', '.join(joined)}" if joined else "; in no channels"
+        return text + (f"; joining {', '.join(waiting)}" if waiting else "")
+
+    def _systemd_progress(self, *, force: bool = False) -> None:
+        """READY=1 once registered and in every wanted channel (or when forced); else STATUS."""
+        session = self.session
+        every = len(session.joined_channels()) == len(session.wanted_channels())
+        if session.registered and (every or force) and not self.notifier.is_ready:
+            self.notifier.ready(self._systemd_status())
+        else:
+            self.notifier.status(self._systemd_status())
+
+    def _reload_notified(self) -> None:
+        self.notifier.reloading()
+        try:
+            log.info("reload", result=self.reload())
+        finally:
+            self.notifier.ready_again(self._systemd_status())
+
     # --- running ----------------------------------------------------------------------------
 
     def _completed(self, completion: Completion) -> None:
@@ -335,6 +399,7 @@ class Bot:
         try:
             self.session.run()
         finally:
+            self.notifier.stopping()
             self.worker.stop(timeout=10.0)
             written = self.flush_contexts()
             log.info("contexts_saved", count=written)
@@ -344,11 +409,12 @@ class Bot:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
+        self.notifier.stopping()
         self.session.stop()
 
     def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
         log.info("signal_received", signal="SIGHUP")
-        self.session.call_soon(lambda: log.info("reload", result=self.reload()))
+        self.session.call_soon(self._reload_notified)
 
 
 def _without_channels(irc: object) -> object:

@@ -275,6 +275,8 @@ class Relay:
                 if self._is_me(origin.nick):
                     return  # our own line echoed back (echo-message): already recorded
                 channel = target if is_channel_name(target) else None
+                if channel is None and not self._is_me(target):
+                    return  # STATUSMSG (@#chan), $mask broadcasts: not a private query
                 if (
                     isinstance(event, Message)
                     and self.on_command is not None
@@ -304,7 +306,7 @@ class Relay:
                             transcript.set_topic(saved.topic)
                     self.transcripts[key] = transcript
                     self.members[key] = {self.fold(origin.nick): ""}
-                else:
+                elif key in self.transcripts:
                     self.members.setdefault(key, {})[self.fold(origin.nick)] = ""
                     self._record(channel, event)
             case Part(origin=origin, channel=channel):
@@ -327,7 +329,7 @@ class Relay:
                     existing.set_topic(text)
                     if origin is not None:
                         self._record(channel, event)
-            case Names(channel=channel, nicks=nicks):
+            case Names(channel=channel, nicks=nicks) if self.key(channel) in self.transcripts:
                 members = self.members.setdefault(self.key(channel), {})
                 for entry in nicks:
                     nick = entry.lstrip(_STATUS_PREFIXES)
@@ -357,7 +359,14 @@ class Relay:
             if transcript is not None:
                 transcript.add(channel_event_turns(event, transcript.name))
         old_key, new_key = self.key(nick), self.key(getattr(event, "new_nick", nick))
-        if isinstance(event, NickChange) and old_key in self.transcripts and old_key != new_key:
+        if (
+            isinstance(event, NickChange)
+            and old_key in self.transcripts
+            and old_key != new_key
+            and not is_channel_name(self.transcripts[old_key].name)
+            and not is_channel_name(event.new_nick)
+            and new_key not in self.transcripts
+        ):
             # A query follows the peer across nick changes, with its reply in flight.
             transcript = self.transcripts.pop(old_key)
             transcript.name = event.new_nick

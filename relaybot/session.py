@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import irc.client
+import irc.events
 from jaraco.stream.buffer import LenientDecodingLineBuffer
 
-from relaybot import tls
+from relaybot import ircmsg, tls
 from relaybot.config import ChannelConfig, IrcConfig
 from relaybot.events import (
     Action,
@@ -82,6 +83,7 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
 
     buffer_class = LenientDecodingLineBuffer
     on_data: Callable[[], None] | None = None  # any bytes from the server: the link is alive
+    _discarding = False
 
     def connect(
         self,
@@ -136,10 +138,17 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
             return
         if self.on_data is not None:
             self.on_data()
+        if self._discarding:
+            # The tail of a line too long to keep: it ends at the next newline.
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            data = data[end + 1 :]
+            self._discarding = False
         self.buffer.feed(data)
         for line in self.buffer:
             if not line.strip():
-                continue  # the library's parser raises on lines of only spaces
+                continue
             try:
                 self._process_line(line)
             except Exception:  # one bad line must not lose the rest of the read
@@ -147,6 +156,38 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
         if len(self.buffer.buffer) > MAX_BUFFERED_BYTES:
             log.warning("line_too_long_dropped", bytes=len(self.buffer.buffer))
             self.buffer.buffer = b""
+            self._discarding = True
+
+    def _process_line(self, line: str) -> None:
+        """The library's dispatch, fed by relaybot.ircmsg's parser (which follows the
+        community's parser test vectors) instead of the library's regular expression."""
+        message = ircmsg.parse(line)
+        if message is None:
+            log.info("line_unparsable", line=line[:200])
+            return
+        self._handle_event(
+            irc.client.Event("all_raw_messages", self.get_server_name(), None, [line])
+        )
+        source = irc.client.NickMask(message.source) if message.source else None
+        command = irc.events.Command.lookup(message.command)
+        arguments = list(message.params)
+        tags = [{"key": k, "value": v or None} for k, v in message.tags.items()] or None
+        if command == "quit" and not arguments:
+            arguments = [""]  # a QUIT without a reason is legal; the library wants one
+        if command in ("privmsg", "notice") and len(arguments) < 2:
+            log.info("line_unparsable", line=line[:200])
+            return
+        if source and not self.real_server_name:
+            self.real_server_name = source
+        if command == "nick" and source is not None and arguments:
+            if source.nick == self.real_nickname:
+                self.real_nickname = arguments[0]
+        elif command == "welcome" and arguments:
+            self.real_nickname = arguments[0]
+        elif command == "featurelist":
+            self.features.load(arguments)
+        handler = self._handle_message if command in ("privmsg", "notice") else self._handle_other
+        handler(arguments, command, source, tags)
 
 
 def make_connect_factory(config: IrcConfig) -> Callable[[tuple[str, int]], socket.socket]:
@@ -192,6 +233,8 @@ class IrcSession:
         self.reactor.connection_class = BotConnection
         self.connection: BotConnection = self.reactor.server()
         self.reactor.add_global_handler("all_events", self._dispatch, -10)
+        # The library's own PONG echoes the token unsanitised (a CR in it is a second line).
+        self.reactor.remove_global_handler("ping", irc.client._ping_ponger)
         self.channels: dict[str, _Channel] = {}
         for channel in config.channels:
             self._want(channel)
@@ -253,7 +296,7 @@ class IrcSession:
     ) -> None:
         body = safe_line(text)
         target = safe_line(target).split(" ")[0]
-        if not body or not target:
+        if not body or not _single_target(target):
             return
         if action:
             body = f"\x01ACTION {body}\x01"
@@ -262,7 +305,7 @@ class IrcSession:
     def send_notice(self, target: str, text: str) -> None:
         body = safe_line(text)
         target = safe_line(target).split(" ")[0]
-        if body and target:
+        if body and _single_target(target):
             self._queue(f"NOTICE {target} :{body}", target, None)
 
     def _queue(self, line: str, target: str, on_sent: Callable[[], None] | None) -> None:
@@ -466,7 +509,7 @@ class IrcSession:
         source = event.source
         if source is None:
             return Origin("")
-        nick = source.nick or ""
+        nick = clean_nick(source.nick or "")
         folded = self._fold(nick)
         tags = {tag.get("key"): tag.get("value") for tag in event.tags or []}
         # Without account-tag, fall back to what extended-join, account-notify or WHOX said.
@@ -478,6 +521,11 @@ class IrcSession:
         if len(self.accounts) >= MAX_TRACKED_USERS:
             self.accounts.pop(next(iter(self.accounts)))
         self.accounts[self._fold(nick)] = account if account not in (None, "", "*", "0") else None
+
+    def _on_ping(self, event: Any) -> None:
+        token = safe_line(event.target or "")[:400] or "relaybot"
+        if self.connection.is_connected():
+            self.connection.send_raw(f"PONG :{token}")
 
     def _nick_freed(self, nick: str) -> None:
         wanted = self.config.nick
@@ -519,6 +567,8 @@ class IrcSession:
         bot_flag = getattr(self.connection.features, "bot", None)
         folded = self._fold(nick)
         if isinstance(bot_flag, str) and bot_flag and bot_flag in flags:
+            if len(self.bots) >= MAX_TRACKED_USERS:
+                self.bots.pop()
             self.bots.add(folded)
         else:
             self.bots.discard(folded)
@@ -528,6 +578,8 @@ class IrcSession:
     def _on_whoisbot(self, event: Any) -> None:
         args = list(event.arguments)
         if args:
+            if len(self.bots) >= MAX_TRACKED_USERS:
+                self.bots.pop()
             self.bots.add(self._fold(args[0]))
 
     _on_335 = _on_whoisbot
@@ -747,7 +799,7 @@ class IrcSession:
 
     def _on_nick(self, event: Any) -> None:
         origin = self._origin(event)
-        self.on_event(NickChange(origin, event.target))
+        self.on_event(NickChange(origin, clean_nick(event.target or "")))
         if self._fold(origin.nick) != self._fold(self.nick):
             self._nick_freed(origin.nick)
         old, new = self._fold(origin.nick), self._fold(event.target or "")
@@ -767,12 +819,12 @@ class IrcSession:
 
     def _on_namreply(self, event: Any) -> None:
         if len(event.arguments) >= 3:
-            nicks = tuple(item.split("!")[0] for item in event.arguments[2].split())
+            nicks = tuple(clean_nick(item.split("!")[0]) for item in event.arguments[2].split())
             self.on_event(Names(event.arguments[1], nicks))
 
     def _on_kick(self, event: Any) -> None:
         origin = self._origin(event)
-        target = event.arguments[0] if event.arguments else ""
+        target = clean_nick(event.arguments[0]) if event.arguments else ""
         reason = event.arguments[1] if len(event.arguments) > 1 else ""
         channel = event.target
         self.on_event(Kick(origin, channel, target, reason))
@@ -811,6 +863,16 @@ class IrcSession:
                 hostmask=origin.hostmask,
                 account=origin.account,
             )
+
+
+def _single_target(target: str) -> bool:
+    """One nick or channel: never a comma list, a $mask broadcast or a status-prefixed name."""
+    return bool(target) and "," not in target and target[0] not in "$@%+~:"
+
+
+def clean_nick(nick: str) -> str:
+    """A nick as it may appear in a context: no controls, no spaces (a hostile server's)."""
+    return "".join(ch for ch in nick if ch > " " and ch != "\x7f")
 
 
 def invite_allowed(

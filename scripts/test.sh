@@ -7,4 +7,5 @@ bash scripts/setup.sh
 ruff check relaybot tests
 ruff format --check relaybot tests
 mypy relaybot
+bash scripts/verify-unit.sh || [ $? -eq 77 ]  # systemd unit; 77: skipped (no systemd-analyze)
 python -m pytest -q "$@"
