@@ -143,6 +143,7 @@ class Relay:
         on_command: Callable[[Message, str | None], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
         schedule: Callable[[float, Callable[[], None]], None] | None = None,
+        max_queries: int = 1000,
     ) -> None:
         self.network = network
         self.fmt = fmt
@@ -162,6 +163,7 @@ class Relay:
         self.on_command = on_command
         self.wall_clock = wall_clock
         self.schedule = schedule
+        self.max_queries = max_queries
         self._deferred: set[ContextKey] = set()  # waiting out a cooldown
         self.transcripts: dict[ContextKey, Transcript] = {}
         # Channel members: casefolded nick -> status prefixes ("@", "+", "" ...).
@@ -416,6 +418,16 @@ class Relay:
             return None
         return verdict.text if kind == "replace" else text
 
+    def _evict_idle_queries(self) -> None:
+        """Keep at most `max_queries` private conversations: the least recent goes first."""
+        queries = [k for k, t in self.transcripts.items() if not is_channel_name(t.name)]
+        for key in queries[: max(0, len(queries) - self.max_queries + 1)]:
+            if key not in self._in_flight:
+                del self.transcripts[key]
+                self._recent_replies.pop(key, None)
+                self._wanted_again.pop(key, None)
+                self._waiting.pop(key, None)
+
     def _channel_line(self, event: Message | Action, channel: str) -> None:
         key = self.key(channel)
         transcript = self.transcripts.get(key)
@@ -467,9 +479,11 @@ class Relay:
         text = self._moderated_input(key, peer, event.origin, event.text)
         if text is None:
             return
-        transcript = self.transcripts.get(key)
+        transcript = self.transcripts.pop(key, None)  # re-inserted: most recent last
         if transcript is None:
-            transcript = self.transcripts[key] = self._new_transcript(peer)
+            transcript = self._new_transcript(peer)
+            self._evict_idle_queries()
+        self.transcripts[key] = transcript
         if isinstance(event, Action):
             transcript.add([Turn(SYSTEM, f"* {QUERY_PEER_ROLE} {safe_line(text)}")])
             return

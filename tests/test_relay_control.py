@@ -1070,3 +1070,18 @@ def test_status_changes_follow_isupport_prefix():
         ("alice", "!", True),
         ("bob", "@", True),
     ]
+
+
+def test_private_conversations_are_bounded_least_recent_first():
+    harness = make(max_queries=3)
+
+    def say(nick: str, text: str) -> None:
+        harness.say(Origin(nick, "u", "h"), "relaybot", text)
+        harness.complete(harness.jobs[-1], f"ok {len(harness.jobs)}")
+
+    for nick in ("p1", "p2", "p3"):
+        say(nick, "hi")
+    say("p1", "still here")  # p1 is recent again
+    say("p4", "hello")
+    assert harness.relay.transcript("p2") is None
+    assert all(harness.relay.transcript(n) is not None for n in ("p1", "p3", "p4"))
