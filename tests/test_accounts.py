@@ -4,32 +4,17 @@ equals an operator's account grants nothing, and `bot`-tagged lines get no reply
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pytest
 
 from relaybot.config import Config
-from relaybot.engine import GenerationRequest
 
 from .botrunner import BotRunner
+from .fakes import FixedEngine
 from .scripted import ScriptedServer
 
 pytestmark = pytest.mark.integration
-
-
-class ConstantEngine:
-    description = "constant"
-    context_window = 2048
-
-    def __init__(self) -> None:
-        self.requests = 0
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        self.requests += len(requests)
-        return ["ok" for _ in requests]
 
 
 def test_operators_are_recognised_by_services_account(
@@ -47,7 +32,7 @@ accounts = ["opacct"]
 [policy]
 cooldown = 0.0
 """)
-    engine = ConstantEngine()
+    engine = FixedEngine("ok")
     with BotRunner(config, engine) as runner:  # type: ignore[arg-type]
         server.accept()
         server.wait_for(b"USER ", 10)
@@ -70,7 +55,7 @@ cooldown = 0.0
 
         # account-tag on the message itself
         server.send(b"@account=opacct :boss!x@evil.example PRIVMSG #relay :!relay status\r\n")
-        answered("boss", "model constant")
+        answered("boss", "model fixed")
         # extended-join told us carol's account
         server.send(b":carol!c@h.example JOIN #relay opacct :Carol\r\n")
         server.send(b":carol!c@h.example PRIVMSG #relay :!relay mute 1m\r\n")

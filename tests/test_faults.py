@@ -4,31 +4,20 @@ again, and a server that stops answering is detected by the bot's own PING."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import structlog.testing
 
 from relaybot.config import Config
-from relaybot.engine import GenerationRequest
 
 from .botrunner import BotRunner
+from .fakes import FixedEngine
 from .ircservers import RawClient, free_port, parse_line, start_server
 from .scripted import ScriptedServer
 
 pytestmark = pytest.mark.integration
-
-
-class EchoEngine:
-    description = "echo"
-    context_window = 2048
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        return ["still here" for _ in requests]
 
 
 def test_server_killed_and_restarted_bot_rejoins_with_context(
@@ -50,7 +39,7 @@ cooldown = 0.0
 hostmasks = ["*!*oper@127.0.0.1"]
 """)
     try:
-        with BotRunner(config, EchoEngine()) as runner:  # type: ignore[arg-type]
+        with BotRunner(config, FixedEngine("still here")) as runner:  # type: ignore[arg-type]
             runner.wait_until(lambda: runner.turns("#one") is not None, 20, "the bot in #one")
             oper = RawClient.connect("127.0.0.1", port, "oper")
             oper.join("#two")
@@ -100,7 +89,7 @@ ping_interval = 5
 ping_timeout = 5
 reconnect_min = 0.5
 """)
-    with structlog.testing.capture_logs() as logs, BotRunner(config, EchoEngine()):  # type: ignore[arg-type]
+    with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine("still here")):  # type: ignore[arg-type]
         server.accept()
         server.wait_for(b"USER ", 10)
         server.send(b":irc.test 001 relaybot :Welcome\r\n")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,22 +23,10 @@ from pathlib import Path
 import pytest
 
 from relaybot.config import loads_config
-from relaybot.engine import GenerationRequest
 
 from .botrunner import BotRunner
+from .fakes import FixedEngine
 from .ircservers import INSPIRCD_BIN, NGIRCD_BIN, RawClient, parse_line, start_server
-
-
-class SilentEngine:
-    description = "silent"
-    context_window = 2048
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        return ["" for _ in requests]
-
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +82,7 @@ dir = "{workdir / "state"}"
         observer = RawClient.connect(server.host, server.port, "watcher")
         observer.join(CHANNEL)
         observer.join(QUIET)
-        with BotRunner(config, SilentEngine()) as runner:  # type: ignore[arg-type]
+        with BotRunner(config, FixedEngine()) as runner:  # type: ignore[arg-type]
             runner.wait_until(
                 lambda: runner.turns(CHANNEL) is not None and runner.turns(QUIET) is not None,
                 30,

@@ -11,6 +11,7 @@ from relaybot.config import Config
 from relaybot.engine import GenerationRequest
 
 from .botrunner import BotRunner
+from .fakes import FixedEngine
 from .ircservers import RawClient, RunningServer
 from .scripted import ScriptedServer
 
@@ -21,24 +22,6 @@ HOSTILE_COMPLETION = (
     + "ünïcødé 漢字 🐟 " * 60
     + "x" * 600
 )
-
-
-class ScriptedEngine:
-    """Deterministic engine for checking what happens to whatever a model might say."""
-
-    description = "scripted"
-    context_window = 2048
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.prompts: list[str] = []
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        self.prompts.extend(request.prompt.text for request in requests)
-        return [self.text for _ in requests]
 
 
 def assert_well_formed(line: bytes) -> None:
@@ -60,7 +43,7 @@ channels = ["#relay", "#other"]
 [reply]
 max_lines = 20
 """)
-    with BotRunner(config, ScriptedEngine(HOSTILE_COMPLETION)) as runner:
+    with BotRunner(config, FixedEngine(HOSTILE_COMPLETION)) as runner:
         runner.wait_until(lambda: runner.turns("#other") is not None, 20, "the bot to join")
         alice = RawClient.connect(server.host, server.port, "alice")
         alice.join("#relay")
@@ -140,7 +123,7 @@ max_new_tokens = 48
 def test_server_pings_are_answered_while_generating(
     config_factory: Callable[[str], Config],
 ) -> None:
-    class SlowEngine(ScriptedEngine):
+    class SlowEngine(FixedEngine):
         def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
             time.sleep(2.0)
             return super().generate(requests)
@@ -183,7 +166,7 @@ channels = ["#relay"]
 username = "relaybot"
 password_env = "{secret_env}"
 """)
-    with BotRunner(config, ScriptedEngine("hi")) as runner:
+    with BotRunner(config, FixedEngine("hi")) as runner:
         server.accept()
         assert server.wait_for(b"CAP LS", 10) == b"CAP LS 302"
         server.wait_for(b"USER ", 10)

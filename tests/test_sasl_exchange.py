@@ -6,29 +6,18 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pytest
 import structlog.testing
 
 from relaybot.config import Config, SaslConfig
-from relaybot.engine import GenerationRequest
 
 from .botrunner import BotRunner
+from .fakes import FixedEngine
 from .scripted import ScriptedServer
 
 pytestmark = pytest.mark.integration
-
-
-class SilentEngine:
-    description = "silent"
-    context_window = 2048
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        return ["" for _ in requests]
 
 
 def sasl_config(config_factory: Callable[[str], Config], port: int, tmp: str) -> Config:
@@ -100,7 +89,7 @@ def test_each_sasl_outcome_ends_cap_and_registers(
     ls_value, replies, expected_event = OUTCOMES[outcome]
     server = ScriptedServer()
     config = sasl_config(config_factory, server.port, str(tmp_path))
-    with structlog.testing.capture_logs() as logs, BotRunner(config, SilentEngine()):  # type: ignore[arg-type]
+    with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
         server.accept()
         server.wait_for(b"CAP LS 302", 10)
         server.send(b":irc.test CAP * LS :multi-prefix " + ls_value + b"\r\n")
@@ -138,7 +127,7 @@ def test_no_usable_sasl_is_a_clear_error_and_the_bot_goes_on(
     monkeypatch.setenv("RELAYBOT_TEST_SASL", "hunter2")
     server = ScriptedServer()
     config = sasl_config(config_factory, server.port, str(tmp_path))
-    with structlog.testing.capture_logs() as logs, BotRunner(config, SilentEngine()):  # type: ignore[arg-type]
+    with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
         server.accept()
         server.wait_for(b"CAP LS 302", 10)
         server.send(b":irc.test CAP * LS :" + offer + b"\r\n")
@@ -165,7 +154,7 @@ def test_external_sends_an_empty_authzid(
     config = dataclasses.replace(
         config, irc=dataclasses.replace(config.irc, sasl=SaslConfig("", None, "EXTERNAL"))
     )
-    with BotRunner(config, SilentEngine()):  # type: ignore[arg-type]
+    with BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
         server.accept()
         server.wait_for(b"CAP LS 302", 10)
         server.send(b":irc.test CAP * LS 302 :sasl=PLAIN,EXTERNAL\r\n")
@@ -193,7 +182,7 @@ channels = ["#relay"]
 [state]
 dir = "{tmp_path}"
 """)
-    with structlog.testing.capture_logs() as logs, BotRunner(config, SilentEngine()) as runner:  # type: ignore[arg-type]
+    with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine()) as runner:  # type: ignore[arg-type]
         server.accept()
         server.wait_for(b"CAP LS 302", 10)
         # A multi-line LS with a capability value, split across two lines.

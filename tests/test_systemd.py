@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,10 +25,10 @@ import structlog.testing
 
 import relaybot.bot
 from relaybot.config import Config
-from relaybot.engine import GenerationRequest
 from relaybot.systemd import MAX_STATUS_CHARS, Notifier, sanitize_status
 
 from .botrunner import BotRunner
+from .fakes import FixedEngine
 from .ircservers import RawClient, RunningServer, parse_line
 from .scripted import ScriptedServer
 
@@ -248,17 +248,6 @@ def test_reload_before_ready_does_not_declare_the_service_started(
 # --- the bot, in-process, on a scripted server ----------------------------------------------
 
 
-class ConstantEngine:
-    description = "constant"
-    context_window = 2048
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        return ["ok" for _ in requests]
-
-
 @pytest.fixture
 def systemd_env(
     socket_dir: Path, listener: NotifyListener, monkeypatch: pytest.MonkeyPatch
@@ -282,7 +271,7 @@ port = {server.port}
 nick = "relaybot"
 channels = ["#a", "#b"]
 """)
-    with BotRunner(config, ConstantEngine()) as runner:  # type: ignore[arg-type]
+    with BotRunner(config, FixedEngine("ok")) as runner:  # type: ignore[arg-type]
         server.accept()
         server.wait_for(b"USER ", 10)
         server.send(b":irc.test 001 relaybot :Welcome\r\n")
@@ -329,7 +318,7 @@ port = {server.port}
 nick = "relaybot"
 channels = ["#silent"]
 """)
-    with BotRunner(config, ConstantEngine()):  # type: ignore[arg-type]
+    with BotRunner(config, FixedEngine("ok")):  # type: ignore[arg-type]
         server.accept()
         server.wait_for(b"USER ", 10)
         server.send(b":irc.test 001 relaybot :Welcome\r\n")

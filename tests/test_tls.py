@@ -7,7 +7,7 @@ import dataclasses
 import socket
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,11 @@ from structlog.testing import capture_logs
 
 from relaybot import tls
 from relaybot.config import IrcConfig, loads_config
-from relaybot.engine import GenerationRequest
 from relaybot.tls import TlsSetupError, TlsVerificationError
 
 from .botrunner import BotRunner
 from .certs import CertPair, encrypt_key, make_ca, make_cert, start_miniircd_tls
+from .fakes import FixedEngine
 from .ircservers import HOST, RawClient, RunningServer, free_port, parse_line
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -380,20 +380,6 @@ def test_client_certificate_is_presented(pki: Pki, tmp_path: Path, layout: str) 
 # --- the whole bot -------------------------------------------------------------------------
 
 
-class ScriptedEngine:
-    description = "scripted"
-    context_window = 2048
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        return [self.text for _ in requests]
-
-
 def bot_toml(server: RunningServer, extra: str = "") -> str:
     return f"""
 [irc]
@@ -413,7 +399,7 @@ def test_bot_joins_and_answers_over_tls(
     pki: Pki, trusted_server: RunningServer, tmp_path: Path
 ) -> None:
     config = loads_config(bot_toml(trusted_server, f'ca_file = "{pki.ca.cert}"'), tmp_path)
-    with BotRunner(config, ScriptedEngine("hello over tls")) as runner:  # type: ignore[arg-type]
+    with BotRunner(config, FixedEngine("hello over tls")) as runner:  # type: ignore[arg-type]
         runner.wait_until(lambda: runner.turns("#tls") is not None, 20, "the bot to join #tls")
         with tls_client(trusted_server, "alice", pki.ca) as alice:
             alice.join("#tls")
@@ -431,7 +417,7 @@ def test_bot_refuses_an_untrusted_server_and_keeps_retrying(
 ) -> None:
     extra = "reconnect_min = 0.1\nreconnect_max = 0.3\n"
     config = loads_config(bot_toml(self_signed_server, extra), tmp_path)
-    with capture_logs() as logs, BotRunner(config, ScriptedEngine("never")) as runner:  # type: ignore[arg-type]
+    with capture_logs() as logs, BotRunner(config, FixedEngine("never")) as runner:  # type: ignore[arg-type]
         runner.wait_until(
             lambda: len(events(logs, "connect_failed")) >= 3, 20, "three failed connects"
         )
