@@ -34,7 +34,7 @@ from relaybot.events import (
 )
 from relaybot.formats import PromptFormat, Turn
 from relaybot.log import get_logger
-from relaybot.moderation import ModerationContext, Verdict
+from relaybot.moderation import Decision, ModerationContext, Verdict
 from relaybot.policy import ReplyGate, ReplyPolicy
 from relaybot.state import ChannelSettings, SavedContext
 from relaybot.text import casefold, is_channel_name, reply_lines, safe_line
@@ -102,11 +102,6 @@ class _Wanted:
 class ModelInfo:
     count_tokens: TokenCounter
     context_window: int
-
-
-def _kind(verdict: Verdict) -> str:
-    decision = verdict.decision
-    return str(getattr(decision, "value", decision))
 
 
 def sampling_from(config: ModelConfig) -> SamplingParams:
@@ -405,8 +400,7 @@ class Relay:
         verdict = self.moderation.check_input(
             text, self._moderation_context(key, target, origin.nick)
         )
-        kind = _kind(verdict)
-        if kind == "block":
+        if verdict.decision is Decision.BLOCK:
             log.info(
                 "input_blocked",
                 hook=verdict.hook,
@@ -416,7 +410,7 @@ class Relay:
                 nick=origin.nick,
             )
             return None
-        return verdict.text if kind == "replace" else text
+        return verdict.text if verdict.decision is Decision.REPLACE else text
 
     def _evict_idle_queries(self) -> None:
         """Keep at most `max_queries` private conversations: the least recent goes first."""
@@ -641,11 +635,10 @@ class Relay:
             verdict = self.moderation.check_output(
                 text, self._moderation_context(key, reply_to, self.sender.nick)
             )
-            kind = _kind(verdict)
-            if kind == "block":
+            if verdict.decision is Decision.BLOCK:
                 log.warning("reply_blocked", hook=verdict.hook, reason=verdict.reason, **context)
                 return
-            if kind == "replace":
+            if verdict.decision is Decision.REPLACE:
                 log.info("reply_replaced", hook=verdict.hook, reason=verdict.reason, **context)
                 text = verdict.text
         # Room for "\x01ACTION \x01" too, so a line works as either a message or a /me.
