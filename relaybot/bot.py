@@ -92,6 +92,7 @@ class Bot:
             is_command=self.control.is_command,
             on_command=self.control.handle,
             schedule=self.session.schedule,
+            cancel_job=self.worker.cancel,
         )
         self._saved_revisions: dict[ContextKey, int] = {}
         self._restore()

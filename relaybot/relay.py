@@ -139,6 +139,7 @@ class Relay:
         wall_clock: Callable[[], float] = time.time,
         schedule: Callable[[float, Callable[[], None]], None] | None = None,
         max_queries: int = 1000,
+        cancel_job: Callable[[int], None] = lambda job_id: None,
     ) -> None:
         self.network = network
         self.fmt = fmt
@@ -159,6 +160,7 @@ class Relay:
         self.wall_clock = wall_clock
         self.schedule = schedule
         self.max_queries = max_queries
+        self.cancel_job = cancel_job
         self._deferred: set[ContextKey] = set()  # waiting out a cooldown
         self.transcripts: dict[ContextKey, Transcript] = {}
         # Channel members: casefolded nick -> status prefixes ("@", "+", "" ...).
@@ -220,6 +222,7 @@ class Relay:
         job_id = self._in_flight.pop(key, None)
         if job_id is not None:
             self._job_keys.pop(job_id, None)
+            self.cancel_job(job_id)  # skipped if still queued; its completion is dropped anyway
             self._start_waiting()
 
     @staticmethod

@@ -57,6 +57,8 @@ class InferenceWorker:
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._run, name="relaybot-inference", daemon=True)
         self._stopping = threading.Event()
+        self._cancelled: set[int] = set()
+        self._cancel_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
@@ -70,6 +72,19 @@ class InferenceWorker:
         except queue.Full:
             return False
         return True
+
+    def cancel(self, job_id: int) -> None:
+        """Thread-safe: a job still queued is skipped, never generated (its channel was
+        reset, parted or muted). A job already generating finishes and is dropped later."""
+        with self._cancel_lock:
+            self._cancelled.add(job_id)
+
+    def _is_cancelled(self, job: Job) -> bool:
+        with self._cancel_lock:
+            if job.job_id in self._cancelled:
+                self._cancelled.discard(job.job_id)
+                return True
+            return False
 
     @property
     def pending(self) -> int:
@@ -106,7 +121,15 @@ class InferenceWorker:
             batch = self._take_batch()
             if not batch:
                 break
-            self._run_batch(batch)
+            live = [job for job in batch if not self._is_cancelled(job)]
+            if len(live) < len(batch):
+                log.info("jobs_cancelled", count=len(batch) - len(live))
+            with self._cancel_lock:
+                # Ids of jobs that already ran can never match again: do not let them pile up.
+                if len(self._cancelled) > 10_000:
+                    self._cancelled.clear()
+            if live:
+                self._run_batch(live)
 
     def _run_batch(self, batch: list[Job]) -> None:
         started = time.monotonic()

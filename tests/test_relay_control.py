@@ -1085,3 +1085,15 @@ def test_private_conversations_are_bounded_least_recent_first():
     say("p4", "hello")
     assert harness.relay.transcript("p2") is None
     assert all(harness.relay.transcript(n) is not None for n in ("p1", "p3", "p4"))
+
+
+def test_cancel_tells_the_worker_to_skip_the_queued_job():
+    cancelled: list[int] = []
+    harness = make(cancel_job=cancelled.append)
+    harness.join("#chan", "alice")
+    harness.say(ALICE, "#chan", "relaybot: hello")
+    [job] = harness.jobs
+    harness.relay.cancel(KEY)
+    assert cancelled == [job.job_id]
+    harness.complete(job, "too late")
+    assert harness.sender.sent == []

@@ -232,3 +232,18 @@ def test_engine_returning_wrong_count_does_not_kill_worker(workers, engine, coll
     assert all(completion.text is None and completion.error for completion in first)
     worker.submit(make_job(3))
     assert collector.wait_for(3, timeout=2.0)[2].text == "echo 3"
+
+
+def test_a_cancelled_queued_job_is_never_generated(workers, engine, collector):
+    worker = new_worker(workers, engine, collector, max_batch=1)
+    engine.release.clear()
+    worker.start()
+    assert worker.submit(make_job(1))
+    assert engine.entered.wait(TIMEOUT)  # job 1 is generating; 2 and 3 wait in the queue
+    assert worker.submit(make_job(2))
+    assert worker.submit(make_job(3))
+    worker.cancel(2)
+    engine.release.set()
+    completions = collector.wait_for(2)
+    assert sorted(by_id(completions)) == [1, 3]
+    assert ["2"] not in engine.batches
