@@ -16,7 +16,7 @@ from relaybot.commands import format_duration
 from relaybot.config import Config, ConfigError, load_config
 from relaybot.control import Control
 from relaybot.engine import Engine
-from relaybot.formats import RelayFormat
+from relaybot.instruct import format_by_name
 from relaybot.log import get_logger
 from relaybot.moderation import ModerationChain, build_chain
 from relaybot.permissions import any_mask_matches
@@ -75,7 +75,7 @@ class Bot:
         self.moderation = moderation if moderation is not None else build_chain(config.moderation)
         self.relay = Relay(
             network=config.irc.network,
-            fmt=RelayFormat(),
+            fmt=format_by_name(config.model.format),
             model=ModelInfo(engine.count_tokens, engine.context_window),
             reply=config.reply,
             params=sampling_from(config.model),

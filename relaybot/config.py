@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
+from relaybot.instruct import FORMATS
 from relaybot.text import is_channel_name
 
 T = TypeVar("T")
@@ -163,6 +164,7 @@ class ModelConfig:
     repetition_penalty: float = 1.1
     max_batch: int = 8
     seed: int | None = None
+    format: str = "relay"  # prompt format: relay (native), chatml, llama2, mistral, llama3, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,6 +601,7 @@ def _model(section: _Section | None) -> ModelConfig:
         ),
         max_batch=section.number("max_batch", int, defaults.max_batch, 1, 256),
         seed=None if seed_value < 0 else seed_value,
+        format=section.choice("format", defaults.format, tuple(sorted(FORMATS))),
     )
     if config.max_new_tokens >= config.context_tokens:
         raise section.fail("max_new_tokens", "must be smaller than model.context_tokens")

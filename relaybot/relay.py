@@ -644,6 +644,10 @@ class Relay:
             if verdict.decision is Decision.REPLACE:
                 log.info("reply_replaced", hook=verdict.hook, reason=verdict.reason, **context)
                 text = verdict.text
+        # Two-role formats show the channel as `<nick> text` lines; the model may echo that.
+        own_prefix = f"<{speaker}>"
+        if text.lstrip().startswith(own_prefix):
+            text = text.lstrip()[len(own_prefix) :]
         # Room for "\x01ACTION \x01" too, so a line works as either a message or a /me.
         budget = self.sender.payload_budget(reply_to) - len("\x01ACTION \x01")
         max_lines = self.settings_for(key).max_lines or self.reply.max_lines

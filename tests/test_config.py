@@ -543,3 +543,10 @@ def test_moderation_hooks_keep_their_options_and_key_path(config_factory: Factor
         "moderation.hooks[0]",
     )
     assert second.options["model"].endswith("/guard") and second.where == "moderation.hooks[1]"
+
+
+def test_model_format_is_one_of_the_known_formats(config_factory: Factory):
+    assert config_factory(MINIMAL).model.format == "relay"
+    assert config_factory(MINIMAL + '[model]\nformat = "vicuna"\n').model.format == "vicuna"
+    message = config_error(config_factory, MINIMAL + '[model]\nformat = "gpt9"\n')
+    assert message.startswith("model.format: must be one of alpaca, chatml, llama2, llama3,")

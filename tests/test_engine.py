@@ -76,3 +76,12 @@ def test_a_missing_model_is_a_clear_error_without_download(tmp_path: object) -> 
 
     with pytest.raises(ModelUnavailable, match="allow_download"):
         TransformersEngine.load(ModelConfig(name="nobody/no-such-model", device="cpu"))
+
+
+def test_text_is_cut_at_the_first_plain_text_stop():
+    from relaybot.engine.transformers_engine import cut_at_stops
+
+    assert cut_at_stops("hello there\n<alice> hi", ("USER:", "\n<")) == "hello there"
+    assert cut_at_stops("a USER: b\n<x>", ("\n<", "USER:")) == "a "
+    assert cut_at_stops("nothing to cut", ("USER:",)) == "nothing to cut"
+    assert cut_at_stops("empty stops", ("",)) == "empty stops"

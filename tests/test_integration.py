@@ -264,3 +264,35 @@ def test_kick_forgets_the_channel_or_rejoins_when_configured(
             runner.wait_until(lambda: runner.turns("#relay") is None, 10, "the context to go")
             assert runner.on_reactor(lambda: "#relay" not in runner.bot.session.channels)
         alice.close()
+
+
+def test_an_instruct_format_renders_the_channel_and_the_bot_replies(
+    irc_server_factory: Callable[[str], RunningServer],
+    config_factory: Callable[[str], Config],
+    real_engine: object,
+) -> None:
+    server = irc_server_factory("miniircd")
+    config = config_factory(f"""
+[irc]
+host = "{server.host}"
+port = {server.port}
+nick = "relaybot"
+channels = ["#relay"]
+[model]
+format = "chatml"
+max_new_tokens = 48
+seed = 7
+""")
+    with BotRunner(config, real_engine) as runner:  # type: ignore[arg-type]
+        alice = RawClient.connect(server.host, server.port, "alice")
+        runner.wait_until(lambda: runner.turns("#relay") is not None, 20, "the bot to join")
+        alice.join("#relay")
+        alice.privmsg("#relay", "relaybot: what is the capital of France?")
+        reply = alice.wait_for(from_bot("relaybot", "PRIVMSG", "#relay"), REPLY_TIMEOUT)
+        text = reply.split(" :", 1)[1]
+        assert text.strip() and not text.startswith("<relaybot>")
+        prompt = runner.prompt_text("#relay")
+        assert prompt.startswith("<|im_start|>system\nYou are relaybot")
+        assert "<alice> relaybot: what is the capital of France?" in prompt
+        assert prompt.endswith("<|im_start|>assistant\n")
+        alice.close()

@@ -1097,3 +1097,11 @@ def test_cancel_tells_the_worker_to_skip_the_queued_job():
     assert cancelled == [job.job_id]
     harness.complete(job, "too late")
     assert harness.sender.sent == []
+
+
+def test_a_reply_that_echoes_the_bots_transcript_prefix_is_sent_without_it():
+    harness = make()
+    harness.join("#chan", "alice")
+    harness.say(ALICE, "#chan", "relaybot: hi")
+    harness.complete(harness.jobs[0], "<relaybot> hello alice")
+    assert harness.texts() == ["hello alice"]

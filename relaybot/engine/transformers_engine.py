@@ -210,9 +210,8 @@ class TransformersEngine:
                     (i for i, token in enumerate(new_tokens) if token in self._stop_ids),
                     len(new_tokens),
                 )
-                texts.append(
-                    self.tokenizer.decode(new_tokens[:cut], skip_special_tokens=True).strip()
-                )
+                text = self.tokenizer.decode(new_tokens[:cut], skip_special_tokens=True)
+                texts.append(cut_at_stops(text, prompts[row].stop).strip())
         return texts
 
 
@@ -306,3 +305,15 @@ def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:
     except (OSError, RuntimeError, ValueError) as exc:
         # The cache only saves start-up time; the bot runs the same without it.
         log.warning("model_cache_failed", path=str(target), error=str(exc))
+
+
+def cut_at_stops(text: str, stops: Sequence[str]) -> str:
+    """The text up to the first stop sequence (formats whose stops are plain text, such as
+    `USER:` or a new transcript line, cannot stop on token ids alone)."""
+    cut = len(text)
+    for stop in stops:
+        if stop:
+            found = text.find(stop)
+            if found >= 0:
+                cut = min(cut, found)
+    return text[:cut]
