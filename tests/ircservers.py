@@ -321,3 +321,29 @@ class RawClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def notice_to(nick: str, containing: str = "") -> Callable[[str], bool]:
+    """A NOTICE to `nick` whose text contains `containing`."""
+
+    def match(line: str) -> bool:
+        _, command, params = parse_line(line)
+        return command == "NOTICE" and params[:1] == [nick] and containing in params[-1]
+
+    return match
+
+
+def privmsg_from(nick: str, target: str) -> Callable[[str], bool]:
+    def match(line: str) -> bool:
+        source, command, params = parse_line(line)
+        return source == nick and command == "PRIVMSG" and params[:1] == [target]
+
+    return match
+
+
+def joins(nick: str, channel: str) -> Callable[[str], bool]:
+    def match(line: str) -> bool:
+        source, command, params = parse_line(line)
+        return source == nick and command == "JOIN" and params[:1] == [channel]
+
+    return match

@@ -4,12 +4,9 @@ InspIRCd the bot marks itself with bot mode and ignores users in bot mode."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,8 @@ import structlog.testing
 from relaybot.config import Config
 
 from .botrunner import BotRunner
-from .ircservers import RawClient, RunningServer, parse_line
+from .ircservers import RawClient, RunningServer, joins, parse_line
+from .processes import bot_process, log_events
 
 pytestmark = pytest.mark.integration
 LOOP_LIMIT = 3
@@ -60,25 +58,19 @@ def test_two_bots_answering_everything_stop_talking_to_each_other(
     server = irc_server_factory("ngircd")
     human = RawClient.connect(server.host, server.port, "human")
     human.join("#loop")
-    processes, logs = [], []
-    try:
+    logs = []
+    with ExitStack() as stack:
+        processes = []
         for nick in ("botone", "bottwo"):
             config = tmp_path / f"{nick}.toml"
             config.write_text(bot_toml(server, nick, tmp_path / f"state-{nick}"))
             log_path = tmp_path / f"{nick}.log"
             logs.append(log_path)
-            with log_path.open("w") as log_file:
-                processes.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "relaybot.cli", "--config", str(config)],
-                        stdout=log_file,
-                        stderr=subprocess.STDOUT,
-                        # Two model processes on a small machine: one thread each, no thrashing.
-                        env={**os.environ, "OMP_NUM_THREADS": "1"},
-                    )
-                )
+            # Two model processes on a small machine: one thread each, no thrashing.
+            env = {"OMP_NUM_THREADS": "1"}
+            processes.append(stack.enter_context(bot_process(config, log_path, env)))
         for nick in ("botone", "bottwo"):
-            human.wait_for(lambda line, n=nick: line.startswith(f":{n}!") and " JOIN " in line, 120)
+            human.wait_for(joins(nick, "#loop"), 120)
         human.privmsg("#loop", "hello bots, what do you think about the weather?")
 
         bot_lines: list[tuple[float, str]] = []
@@ -98,19 +90,15 @@ def test_two_bots_answering_everything_stop_talking_to_each_other(
         assert 2 <= len(bot_lines) <= 2 * (1 + LOOP_LIMIT), bot_lines
         for process in processes:
             assert process.poll() is None, "a bot died"
-    finally:
         for process in processes:
             process.terminate()
         for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        human.close()
+            process.wait(30)
+    human.close()
     declined = [
         event.get("reason")
         for path in logs
-        for event in (json.loads(x) for x in path.read_text().splitlines() if x[:1] == "{")
+        for event in log_events(path)
         if event["event"] in ("reply_declined", "reply_dropped_repeated")
     ]
     # What stopped them: the loop guard, or a repeated line (both are guards against loops).

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .ircservers import RawClient, RunningServer
+from .ircservers import RawClient, RunningServer, joins, privmsg_from
+from .processes import bot_process, log_events
 
 pytestmark = pytest.mark.integration
 
@@ -69,31 +68,19 @@ format = "json"
 dir = "state"
 """)
     log_path = tmp_path / "bot.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            relaybot("--config", str(config)),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ},
-        )
-        try:
-            alice = RawClient.connect(server.host, server.port, "alice")
-            alice.join("#relay")
-            alice.wait_for(lambda line: line.startswith(":relaybot!") and " JOIN " in line, 120)
-            alice.privmsg("#relay", "relaybot: hello there!")
-            alice.wait_for(
-                lambda line: line.startswith(":relaybot!") and " PRIVMSG #relay :" in line, 90
-            )
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(30) == 0
-            alice.wait_for(lambda line: line.startswith(":relaybot!") and " QUIT" in line, 10)
-            alice.close()
-        finally:
-            if process.poll() is None:
-                process.kill()
+    with bot_process(config, log_path) as process:
+        alice = RawClient.connect(server.host, server.port, "alice")
+        alice.join("#relay")
+        alice.wait_for(joins("relaybot", "#relay"), 120)
+        alice.privmsg("#relay", "relaybot: hello there!")
+        alice.wait_for(privmsg_from("relaybot", "#relay"), 90)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        alice.wait_for(lambda line: line.startswith(":relaybot!") and " QUIT" in line, 10)
+        alice.close()
     log_text = log_path.read_text()
     assert "hunter2" not in log_text
-    events = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+    events = log_events(log_path)
     names = [event["event"] for event in events]
     assert {"model_loaded", "registered", "joined", "reply_sent", "stopped"} <= set(names)
     sent = next(event for event in events if event["event"] == "reply_sent")

@@ -14,7 +14,7 @@ import structlog.testing
 from relaybot.config import Config
 
 from .botrunner import BotRunner
-from .ircservers import RawClient, RunningServer, parse_line
+from .ircservers import RawClient, RunningServer, notice_to, parse_line, privmsg_from
 
 pytestmark = pytest.mark.integration
 REPLY_TIMEOUT = 90.0
@@ -45,22 +45,6 @@ hostmasks = ["{OPERATOR_MASK}"]
 dir = "{state_dir}"
 flush_interval = 0.5
 """
-
-
-def notice_to(nick: str, containing: str = "") -> Callable[[str], bool]:
-    def match(line: str) -> bool:
-        _, command, params = parse_line(line)
-        return command == "NOTICE" and params[:1] == [nick] and containing in params[-1]
-
-    return match
-
-
-def privmsg_from(nick: str, target: str) -> Callable[[str], bool]:
-    def match(line: str) -> bool:
-        source, command, params = parse_line(line)
-        return source == nick and command == "PRIVMSG" and params[:1] == [target]
-
-    return match
 
 
 @pytest.fixture

@@ -4,52 +4,16 @@ started again, and its channels, mutes, persona, settings, ignores and context c
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .ircservers import RawClient, RunningServer, parse_line
+from .ircservers import RawClient, RunningServer, joins, notice_to, parse_line
+from .processes import bot_process, log_events
 
 pytestmark = pytest.mark.integration
-
-
-def notice_to(nick: str, containing: str) -> Callable[[str], bool]:
-    def match(line: str) -> bool:
-        _, command, params = parse_line(line)
-        return command == "NOTICE" and params[:1] == [nick] and containing in params[-1]
-
-    return match
-
-
-def joins(nick: str, channel: str) -> Callable[[str], bool]:
-    def match(line: str) -> bool:
-        source, command, params = parse_line(line)
-        return source == nick and command == "JOIN" and params[:1] == [channel]
-
-    return match
-
-
-@contextmanager
-def bot_process(config: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log_path.open("a") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "relaybot.cli", "--config", str(config)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ},
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
 
 
 def test_state_and_context_survive_kill_and_restart(
@@ -121,7 +85,7 @@ format = "json"
     oper.close()
     runtime = (tmp_path / "state" / "local" / "state.toml").read_text()
     assert "temperature = 0.7" in runtime
-    events = [json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"]
+    events = log_events(log_path)
     restored = [event for event in events if event["event"] == "state_restored"]
     assert len(restored) == 1 and restored[0]["joined"] == ["#extra"]
 
@@ -177,6 +141,6 @@ format = "json"
     alice.close()
     moved = list(state_dir.glob("state.toml.corrupt-*"))
     assert len(moved) == 1 and "not a list" in moved[0].read_text()
-    events = [json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"]
+    events = log_events(log_path)
     corrupt = next(event for event in events if event["event"] == "state_file_corrupt")
     assert corrupt["moved_to"] == str(moved[0]) and corrupt["problem"]
