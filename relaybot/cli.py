@@ -45,8 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = get_logger(component="cli", network=config.irc.network)
     log.info("starting", config=redacted(config))
     from relaybot.bot import Bot
+    from relaybot.engine.factory import load_engine
     from relaybot.engine.selection import ModelUnavailable
-    from relaybot.engine.transformers_engine import TransformersEngine
     from relaybot.moderation import build_chain
 
     try:
@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"relaybot: config error: {exc}", file=sys.stderr)
         return 2
     try:
-        engine = TransformersEngine.load(config.model)
+        engine = load_engine(config.model)
     except ModelUnavailable as exc:
         log.error("model_load_failed", error=str(exc))
         print(f"relaybot: cannot load the model: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -147,7 +148,26 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteConfig:
+    """A remote inference server: OpenAI-compatible `/v1/completions` or TGI `/generate`."""
+
+    url: str = "http://127.0.0.1:8000"
+    model: str | None = None  # the model name sent to an OpenAI-compatible server
+    api_key: Secret | None = None
+    timeout: float = 60.0  # seconds for one whole request
+    connect_timeout: float = 5.0
+    retries: int = 2  # further attempts after a connection failure or a 5xx/429
+    retry_backoff: float = 0.5  # seconds before the first retry; doubles each time
+    max_in_flight: int = 4  # requests open at once against the server
+    stream: bool = False
+    tls_verify: bool = True
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
+    engine: str = "local"  # local (transformers in this process) | openai | tgi
+    remote: RemoteConfig = RemoteConfig()
     name: str = "auto"  # auto | embedded | a model id | a local directory
     gguf_file: str | None = None
     device: str = "auto"  # auto | cpu | cuda
@@ -575,12 +595,47 @@ def _reply(section: _Section | None) -> ReplyConfig:
     return config
 
 
+def _remote(section: _Section | None) -> RemoteConfig:
+    if section is None:
+        return RemoteConfig()
+    defaults = RemoteConfig()
+    url = section.get("url", str, defaults.url).rstrip("/")
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise section.fail("url", f"expected an http:// or https:// URL, got {url!r}")
+    ca_file = section.optional_str("ca_file")
+    if ca_file is not None:
+        ca_path = Path(os.path.expandvars(ca_file)).expanduser()
+        ca_file = str(ca_path if ca_path.is_absolute() else section.base_dir / ca_path)
+    config = RemoteConfig(
+        url=url,
+        model=section.optional_str("model"),
+        api_key=section.secret("api_key"),
+        timeout=section.number("timeout", float, defaults.timeout, 0.1, 3600.0),
+        connect_timeout=section.number(
+            "connect_timeout", float, defaults.connect_timeout, 0.1, 600.0
+        ),
+        retries=section.number("retries", int, defaults.retries, 0, 20),
+        retry_backoff=section.number("retry_backoff", float, defaults.retry_backoff, 0.0, 60.0),
+        max_in_flight=section.number("max_in_flight", int, defaults.max_in_flight, 1, 1024),
+        stream=section.get("stream", bool, defaults.stream),
+        tls_verify=section.get("tls_verify", bool, defaults.tls_verify),
+        ca_file=ca_file,
+    )
+    section.finish()
+    return config
+
+
 def _model(section: _Section | None) -> ModelConfig:
     if section is None:
         return ModelConfig()
     defaults = ModelConfig()
     seed_value = section.get("seed", int, -1)
+    engine = section.choice("engine", defaults.engine, ("local", "openai", "tgi"))
+    remote = _remote(section.sub("remote"))
     config = ModelConfig(
+        engine=engine,
+        remote=remote,
         name=section.get("name", str, defaults.name) or defaults.name,
         gguf_file=section.optional_str("gguf_file"),
         device=section.choice("device", defaults.device, ("auto", "cpu", "cuda")),
