@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from relaybot.asking import Asking
 from relaybot.commands import format_duration
-from relaybot.config import Config, ConfigError, load_config
+from relaybot.config import Config, ConfigError, ModelConfig, load_config
 from relaybot.control import Control
 from relaybot.engine import Engine
+from relaybot.formats import PromptFormat, with_stops
 from relaybot.instruct import format_by_name
 from relaybot.log import get_logger
 from relaybot.moderation import ModerationChain, build_chain
@@ -73,9 +75,10 @@ class Bot:
         self.control = Control(self)
         self.gate = ReplyGate(config.policy)
         self.moderation = moderation if moderation is not None else build_chain(config.moderation)
+        fmt = prompt_format(config.model, engine)
         self.relay = Relay(
             network=config.irc.network,
-            fmt=format_by_name(config.model.format),
+            fmt=fmt,
             model=ModelInfo(engine.count_tokens, engine.context_window),
             reply=config.reply,
             params=sampling_from(config.model),
@@ -93,6 +96,18 @@ class Bot:
             on_command=self.control.handle,
             schedule=self.session.schedule,
             cancel_job=self.worker.cancel,
+        )
+        self.asking = Asking(
+            network=config.irc.network,
+            fmt=fmt,
+            count_tokens=engine.count_tokens,
+            context_window=engine.context_window,
+            params=lambda: self.relay.params,
+            submit=self.worker.submit,
+            new_job_id=self.relay.new_job_id,
+            sender=self.session,
+            check_output=self.moderation.check_output,
+            max_lines=config.reply.max_lines,
         )
         self._saved_revisions: dict[ContextKey, int] = {}
         self._restore()
@@ -169,6 +184,20 @@ class Bot:
         return written
 
     # --- operator actions (called by Control, on the reactor thread) --------------------------
+
+    def ask(self, channel: str, asker: str, question: str, reply_to: str) -> str | None:
+        """Ask the model about `channel`'s log; a message for the asker if it cannot be done."""
+        transcript = self.relay.transcript(channel)
+        if transcript is None:
+            return f"I am not in {channel}"
+        return self.asking.ask(
+            key=self._key(channel),
+            channel=transcript.name,
+            turns=transcript.turns,
+            asker=asker,
+            question=question,
+            reply_to=reply_to,
+        )
 
     def join_channel(self, name: str, key: str | None = None) -> None:
         fold = self.relay.fold
@@ -389,7 +418,13 @@ class Bot:
 
     def _completed(self, completion: Completion) -> None:
         # Called on the inference thread: hand over to the reactor thread, touch nothing.
-        self.session.call_soon(lambda: self.relay.on_completion(completion))
+        self.session.call_soon(lambda: self._dispatch(completion))
+
+    def _dispatch(self, completion: Completion) -> None:
+        if self.asking.owns(completion.job.job_id):
+            self.asking.on_completion(completion)
+        else:
+            self.relay.on_completion(completion)
 
     def run(self, *, install_signal_handlers: bool = True) -> None:
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
@@ -416,6 +451,16 @@ class Bot:
     def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
         log.info("signal_received", signal="SIGHUP")
         self.session.call_soon(self._reload_notified)
+
+
+def prompt_format(model: ModelConfig, engine: Engine) -> PromptFormat:
+    """The configured format, with the preset's or config's extra stops; `template` reads the
+    local engine's tokenizer."""
+    try:
+        fmt = format_by_name(model.format, getattr(engine, "tokenizer", None))
+    except ValueError as exc:
+        raise ConfigError(f"model.format: {exc}") from None
+    return with_stops(fmt, model.stop)
 
 
 def _without_channels(irc: object) -> object:

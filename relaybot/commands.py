@@ -57,6 +57,12 @@ COMMANDS: dict[str, CommandSpec] = {
             "export", "channel", "export [#channel]", "write the context as JSONL to the state dir"
         ),
         CommandSpec("reload", "global", "reload", "re-read the config file (as SIGHUP does)"),
+        CommandSpec(
+            "ask",
+            "channel",
+            "ask [#channel] <question>",
+            "answer a question from the channel's recent log, citing its lines",
+        ),
     )
 }
 

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import tomli_w
 
-from relaybot.instruct import FORMATS
+from relaybot.instruct import FORMAT_NAMES
+from relaybot.presets import preset_named
 from relaybot.text import is_channel_name
 
 T = TypeVar("T")
@@ -185,6 +186,8 @@ class ModelConfig:
     max_batch: int = 8
     seed: int | None = None
     format: str = "relay"  # prompt format: relay (native), chatml, llama2, mistral, llama3, ...
+    stop: tuple[str, ...] = ()  # stop strings on top of the format's own
+    qa: bool = False  # the model knows closed-context QA (BEGININPUT…): enables `ask`
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,14 +632,15 @@ def _remote(section: _Section | None) -> RemoteConfig:
 def _model(section: _Section | None) -> ModelConfig:
     if section is None:
         return ModelConfig()
-    defaults = ModelConfig()
+    name = section.get("name", str, "auto") or "auto"
+    defaults = _preset_defaults(name)
     seed_value = section.get("seed", int, -1)
     engine = section.choice("engine", defaults.engine, ("local", "openai", "tgi"))
     remote = _remote(section.sub("remote"))
     config = ModelConfig(
         engine=engine,
         remote=remote,
-        name=section.get("name", str, defaults.name) or defaults.name,
+        name=name,
         gguf_file=section.optional_str("gguf_file"),
         device=section.choice("device", defaults.device, ("auto", "cpu", "cuda")),
         dtype=section.choice("dtype", defaults.dtype, ("auto", "bfloat16", "float16", "float32")),
@@ -656,12 +660,37 @@ def _model(section: _Section | None) -> ModelConfig:
         ),
         max_batch=section.number("max_batch", int, defaults.max_batch, 1, 256),
         seed=None if seed_value < 0 else seed_value,
-        format=section.choice("format", defaults.format, tuple(sorted(FORMATS))),
+        format=section.choice("format", defaults.format, FORMAT_NAMES),
+        stop=section.str_list("stop") if section.has("stop") else defaults.stop,
+        qa=section.get("qa", bool, defaults.qa),
     )
+    if any(not stop for stop in config.stop):
+        raise section.fail("stop", "stop strings must not be empty")
     if config.max_new_tokens >= config.context_tokens:
         raise section.fail("max_new_tokens", "must be smaller than model.context_tokens")
     section.finish()
     return config
+
+
+def _preset_defaults(name: str) -> ModelConfig:
+    """The defaults a preset brings; keys written in the config still win."""
+    preset = preset_named(name)
+    if preset is None:
+        return ModelConfig()
+    sampling = preset.sampling
+    return ModelConfig(
+        name=name,
+        format=preset.format,
+        stop=preset.stop,
+        qa=preset.closed_context_qa,
+        context_tokens=preset.context_tokens,
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        min_p=sampling.min_p,
+        repetition_penalty=sampling.repetition_penalty,
+    )
 
 
 def _log(section: _Section | None) -> LogConfig:

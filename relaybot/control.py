@@ -100,7 +100,11 @@ class Control:
             self._notice(origin.nick, f"which channel? usage: {prefix} {spec.usage}")
             return
         try:
-            reply = self._run(parsed, origin, target)
+            if parsed.name == "ask":
+                # The answer goes where the question was asked; only errors come as notices.
+                reply = self._ask(parsed, origin, target or "", channel or origin.nick)
+            else:
+                reply = self._run(parsed, origin, target)
         except Exception:
             log.exception("command_failed", **context)
             reply = [f"{parsed.name} failed; see the bot's log"]
@@ -129,6 +133,17 @@ class Control:
         handler = getattr(self, f"_cmd_{command.name}")
         result: list[str] = handler(command, origin, channel or "")
         return result
+
+    def _ask(self, command: Command, origin: Origin, channel: str, reply_to: str) -> list[str]:
+        if not command.rest:
+            return [f"usage: {self.bot.config.operators.prefix} {COMMANDS['ask'].usage}"]
+        if not self.bot.config.model.qa:
+            return [
+                "ask needs a model trained for closed-context QA (the airoboros and bagel"
+                " presets); set model.qa = true to try it with this one"
+            ]
+        failure = self.bot.ask(channel, origin.nick, command.rest, reply_to)
+        return [failure] if failure else []
 
     def _cmd_help(self, command: Command, origin: Origin, channel: str) -> list[str]:
         return help_lines(

@@ -72,3 +72,24 @@ class RelayFormat:
 
     def turn_overhead(self) -> int:
         return 3
+
+
+class WithStops:
+    """A format with extra stop strings (a preset's or `model.stop`) on every prompt."""
+
+    def __init__(self, inner: PromptFormat, stops: Sequence[str]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.stops = tuple(stop for stop in stops if stop)
+
+    def render(self, turns: Sequence[Turn], speaker: str) -> Prompt:
+        prompt = self.inner.render(turns, speaker)
+        extra = tuple(stop for stop in self.stops if stop not in prompt.stop)
+        return Prompt(prompt.segments, prompt.stop + extra)
+
+    def turn_overhead(self) -> int:
+        return self.inner.turn_overhead()
+
+
+def with_stops(fmt: PromptFormat, stops: Sequence[str]) -> PromptFormat:
+    return WithStops(fmt, stops) if stops else fmt

@@ -556,6 +556,10 @@ class Relay:
         self.want_reply(key, _Wanted(transcript.name, me, me, False))
         return True
 
+    def new_job_id(self) -> int:
+        """A job id no reply uses (other kinds of job, such as `ask`, share the sequence)."""
+        return next(self._job_ids)
+
     def _start_waiting(self) -> None:
         while self._waiting and len(self._in_flight) < self.max_concurrent:
             key, wanted = self._waiting.popitem(last=False)

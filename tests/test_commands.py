@@ -75,6 +75,7 @@ def test_the_documented_commands_exist():
         "unignore",
         "export",
         "reload",
+        "ask",
     }
     assert set(COMMANDS) == expected
 

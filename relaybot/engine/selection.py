@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relaybot.config import ModelConfig
+from relaybot.presets import PRESETS, Preset, preset_named
 
 GiB = 1024**3
 RELAY_BF16 = "danlou/relay-v0.1-Mistral-Nemo-2407"
@@ -50,24 +51,24 @@ def choose_model(config: ModelConfig, cuda_free_bytes: int | None) -> ModelChoic
         raise ModelUnavailable("model.device is 'cuda' but CUDA is not available")
     device = "cpu" if config.device == "cpu" or cuda_free_bytes is None else "cuda"
     if config.name == "auto":
-        if device == "cuda" and cuda_free_bytes is not None:
-            free = cuda_free_bytes
-            if free >= 24 * GiB:
-                return ModelChoice(
-                    RELAY_BF16, None, device, "bfloat16", "none", "free VRAM >= 24 GiB"
-                )
-            if free >= 16 * GiB:
-                return ModelChoice(
-                    RELAY_8BIT, None, device, "bfloat16", "8bit", "free VRAM >= 16 GiB"
-                )
-            if free >= 12 * GiB:
-                return ModelChoice(
-                    RELAY_4BIT, None, device, "bfloat16", "4bit", "free VRAM >= 12 GiB"
-                )
+        # The reference client's choice by free VRAM: the `relay` preset's variants.
+        variant = PRESETS["relay"].variant_for(cuda_free_bytes if device == "cuda" else None)
+        if variant is not None:
+            return ModelChoice(
+                variant.source,
+                None,
+                device,
+                "bfloat16",
+                variant.quantization,
+                f"free VRAM >= {variant.min_free_vram_gib:g} GiB",
+            )
         reason = "no CUDA device" if device == "cpu" else "less than 12 GiB free VRAM"
         return _embedded(device, config, f"{reason}: using the embedded small model")
     if config.name == "embedded":
         return _embedded(device, config, "model.name = 'embedded'")
+    preset = preset_named(config.name)
+    if preset is not None:
+        return _from_preset(preset, config, device, cuda_free_bytes)
     dtype = config.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" else "float32"
@@ -75,6 +76,40 @@ def choose_model(config: ModelConfig, cuda_free_bytes: int | None) -> ModelChoic
     if quantization != "none" and device != "cuda":
         raise ModelUnavailable(f"model.quantization = '{quantization}' needs a CUDA device")
     return ModelChoice(config.name, config.gguf_file, device, dtype, quantization, "configured")
+
+
+def _from_preset(
+    preset: Preset, config: ModelConfig, device: str, cuda_free_bytes: int | None
+) -> ModelChoice:
+    """A preset's variant: by free VRAM, or the one `model.quantization` names."""
+    wanted = config.quantization
+    if wanted != "auto":
+        matching = [variant for variant in preset.variants if variant.quantization == wanted]
+        if not matching:
+            raise ModelUnavailable(f"preset {preset.name!r} has no {wanted!r} variant")
+        variant = matching[0]
+        reason = f"preset {preset.name}, model.quantization = {wanted!r}"
+    elif device == "cpu":
+        # bitsandbytes needs CUDA: the full-precision repository, in float32 unless configured.
+        variant = next(v for v in preset.variants if v.quantization == "none")
+        reason = f"preset {preset.name} on the CPU"
+    else:
+        fits = preset.variant_for(cuda_free_bytes)
+        if fits is None:
+            free = (cuda_free_bytes or 0) / GiB
+            need = preset.smallest().min_free_vram_gib
+            raise ModelUnavailable(
+                f"preset {preset.name!r} needs at least {need:g} GiB of free VRAM, "
+                f"{free:.1f} GiB is free (set model.device = 'cpu', or use a remote engine)"
+            )
+        variant = fits
+        reason = f"preset {preset.name}: free VRAM >= {variant.min_free_vram_gib:g} GiB"
+    if variant.quantization != "none" and device != "cuda":
+        raise ModelUnavailable(f"model.quantization = '{variant.quantization}' needs a CUDA device")
+    dtype = config.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    return ModelChoice(variant.source, None, device, dtype, variant.quantization, reason)
 
 
 def _embedded(device: str, config: ModelConfig, reason: str) -> ModelChoice:
