@@ -10,7 +10,7 @@ import pytest
 from relaybot.config import Config, ConfigError, ModelConfig
 from relaybot.engine.selection import ModelUnavailable, choose_model
 from relaybot.instruct import FORMAT_NAMES
-from relaybot.presets import GiB, PRESETS
+from relaybot.presets import PRESETS, GiB
 
 IRC = '[irc]\nhost = "127.0.0.1"\nnick = "bot"\n'
 
@@ -49,7 +49,7 @@ def test_preset_brings_format_sampling_stops_and_qa(
 def test_explicit_keys_win_over_the_preset(config_factory: Callable[[str], Config]) -> None:
     model = config_factory(
         IRC + '[model]\nname = "airoboros-mpt-30b-gpt4-1p4"\nformat = "chatml"\n'
-        "temperature = 0.1\nqa = false\nstop = [\"###\"]\n"
+        'temperature = 0.1\nqa = false\nstop = ["###"]\n'
     ).model
     assert (model.format, model.temperature, model.qa, model.stop) == (
         "chatml",
