@@ -8,8 +8,10 @@ Wire events become `relaybot.events` values handed to the relay.
 from __future__ import annotations
 
 import base64
+import contextlib
 import queue
 import random
+import select
 import socket
 import ssl
 import threading
@@ -248,6 +250,11 @@ class IrcSession:
         self._stop = threading.Event()
         self._quit_message = "relaybot shutting down"
         self._completions: queue.Queue[Callable[[], None]] = queue.Queue()
+        # Another thread's call_soon writes a byte here so that the loop wakes at once instead
+        # of at the end of its select timeout (up to 50 ms added to every reply otherwise).
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
         self._timers: list[tuple[float, Callable[[], None]]] = []
         self.servers = [(config.host, config.port), *config.fallback_servers]
         self._server_index = 0
@@ -324,11 +331,16 @@ class IrcSession:
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Thread-safe: run `fn` on the reactor thread at the next loop turn."""
         self._completions.put(fn)
+        # A full pipe means a wake-up is pending anyway; a closed one, that we are stopping.
+        with contextlib.suppress(OSError):
+            self._wake_write.send(b"\0")
 
     def stop(self, message: str = "relaybot shutting down") -> None:
         """Thread-safe and signal-safe: ask the loop to QUIT and return."""
         self._quit_message = message
         self._stop.set()
+        with contextlib.suppress(OSError):
+            self._wake_write.send(b"\0")
 
     # --- channels -----------------------------------------------------------------------------
 
@@ -454,7 +466,7 @@ class IrcSession:
 
     def step(self, timeout: float) -> None:
         try:
-            self.reactor.process_once(timeout)
+            self._wait_and_read(timeout)
         except Exception:
             self.log.exception("reactor_error")
         while True:
@@ -476,6 +488,20 @@ class IrcSession:
                 self.log.exception("timer_failed")
         self._check_liveness(now)
         self._flush(now)
+
+    def _wait_and_read(self, timeout: float) -> None:
+        """The reactor's process_once, also woken by call_soon from other threads."""
+        sockets = self.reactor.sockets
+        try:
+            readable, _, _ = select.select([*sockets, self._wake_read], [], [], timeout)
+        except (OSError, ValueError):
+            readable = []  # a connection closed between listing and select: next turn
+        if self._wake_read in readable:
+            with contextlib.suppress(OSError):
+                while self._wake_read.recv(4096):
+                    pass
+        self.reactor.process_data([sock for sock in readable if sock is not self._wake_read])
+        self.reactor.process_timeout()
 
     def _flush(self, now: float) -> None:
         if not (self.registered and self.connection.is_connected()):
