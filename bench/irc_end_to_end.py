@@ -17,7 +17,8 @@ One real client socket per channel joins its channel; in each round every client
     python bench/irc_end_to_end.py                      # 100 channels, instant engine
     python bench/irc_end_to_end.py --engine embedded --channels 8 --rounds 2
 
-Writes bench/results/irc_end_to_end.json and .png. The bot runs in this process (like the
+Writes bench/results/irc_end_to_end.json and .png. The bot logs JSON lines at info level, as in
+production, into a file in the run's temporary directory. The bot runs in this process (like the
 integration tests) with pacing and budgets opened up, since this measures the bot, not the
 flood limits (bench/flood_probe.py measures those).
 """
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from relaybot.config import Config, load_config  # noqa: E402
 from relaybot.engine import GenerationRequest  # noqa: E402
+from relaybot.log import configure_logging  # noqa: E402
 from tests.botrunner import BotRunner  # noqa: E402
 from tests.ircservers import RawClient, parse_line, start_server  # noqa: E402
 
@@ -273,6 +275,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = bot_config(workdir / "bot.toml", server.port, channels, args.max_new_tokens)
         engine = TimedEngine(TransformersEngine.load(config.model))
     config = bot_config(workdir / "bot.toml", server.port, channels, args.max_new_tokens)
+    # Log as in production (JSON lines, info level), into a file instead of the journal.
+    log_file = (workdir / "bot.log").open("w")
+    saved_stderr, sys.stderr = sys.stderr, log_file
+    try:
+        configure_logging("info", "json")
+    finally:
+        sys.stderr = saved_stderr
     overhead = Overhead()
     clients: dict[str, RawClient] = {}
     try:
@@ -326,6 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for client in clients.values():
             client.close()
         server.stop()
+        log_file.close()
 
     generation = engine.batch_seconds
     return {
