@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from relaybot.config import ModelConfig
 from relaybot.engine import Engine
+from relaybot.engine.selection import ModelUnavailable
 
 
-def load_engine(config: ModelConfig) -> Engine:
-    """The engine for `model.engine`; raises ModelUnavailable when it cannot be set up."""
-    from relaybot.engine.transformers_engine import TransformersEngine
+def load_engine(config: ModelConfig, *, probe: bool = True) -> Engine:
+    """The engine for `model.engine`; raises ModelUnavailable when it cannot be set up.
 
-    return TransformersEngine.load(config)
+    A remote server that is down is not a reason to stop: the probe only logs it, and
+    requests fail (and are logged) until the server comes up."""
+    if config.engine == "local":
+        from relaybot.engine.transformers_engine import TransformersEngine
+
+        return TransformersEngine.load(config)
+    if config.engine in ("openai", "tgi"):
+        from relaybot.engine.remote import OpenAICompletionsEngine, RemoteEngine, TgiEngine
+
+        kind: type[RemoteEngine] = (
+            OpenAICompletionsEngine if config.engine == "openai" else TgiEngine
+        )
+        engine = kind.from_config(config)
+        if probe:
+            engine.probe()
+        return engine
+    raise ModelUnavailable(f"unknown model.engine {config.engine!r} (local, openai or tgi)")
