@@ -1,4 +1,4 @@
-"""Command line: `relaybot --config bot.toml` runs the bot; also check-config and demo."""
+"""Command line: `relaybot --config bot.toml` runs the bot; also check-config, demo and chat."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         bot = Bot(config, engine, config_path=Path(args.config), moderation=moderation)
-    except TlsSetupError as exc:
+    except (TlsSetupError, ConfigError) as exc:
         log.error("config_error", error=str(exc))
         print(f"relaybot: config error: {exc}", file=sys.stderr)
         return 2
@@ -77,6 +77,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from relaybot.demo import run_demo
 
     return run_demo(port=args.port, channel=args.channel, interactive=not args.no_client)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from relaybot.chat import main_chat
+
+    return main_chat(
+        config_path=args.config, nick=args.nick, you=args.you, channel=args.channel, seed=args.seed
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-client", action="store_true", help="do not start the terminal client; just serve"
     )
     demo.set_defaults(func=cmd_demo)
+    chat = sub.add_parser(
+        "chat", help="talk to the model in this terminal (no IRC), with Relay's /commands"
+    )
+    chat.add_argument(
+        "--config", help="take [model] from this TOML file (default: the embedded model on CPU)"
+    )
+    chat.add_argument("--nick", default="user", help="the model's role/nick (default: user)")
+    chat.add_argument("--you", default="anon", help="your role/nick (default: anon)")
+    chat.add_argument("--channel", default="#random", help="starting channel (default: #random)")
+    chat.add_argument("--seed", type=int, help="sampling seed, for a reproducible session")
+    chat.set_defaults(func=cmd_chat)
     return parser
 
 
