@@ -588,7 +588,8 @@ class Relay:
             key=key,
             reply_to=wanted.reply_to,
             speaker=wanted.speaker,
-            request=GenerationRequest(prompt, params),
+            # The key lets the engine reuse this conversation's cached prompt prefix.
+            request=GenerationRequest(prompt, params, cache_key=key),
             log_context={
                 "network": self.network,
                 "channel": wanted.reply_to,

@@ -1,7 +1,9 @@
 """Rolling per-channel context: IRC events become Relay turns, bounded by a token budget.
 
 A context keeps a header (the bot's own join, the topic, a persona bio) that is never trimmed,
-and a rolling list of turns trimmed from the oldest when the budget is exceeded.
+and a rolling list of turns trimmed from the oldest when the budget is exceeded. Trimming drops a
+chunk of turns at once, so the start of the prompt (and an engine's cached prefix) stays the
+same across many messages instead of shifting by one turn on each.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class Transcript:
     budget: int  # tokens available for header + turns + the generation prefix
     turn_overhead: int = 3
     max_turns: int = 500
+    # Share of the rolling turns dropped at once when over budget (at least what is needed).
+    trim_fraction: float = 0.25
     header: list[Turn] = field(default_factory=list)
     topic: Turn | None = None
     _turns: deque[tuple[Turn, int]] = field(default_factory=deque)
@@ -118,13 +122,24 @@ class Transcript:
             self.revision += 1
         return dropped[::-1]
 
+    def _over(self, limit: int) -> bool:
+        return bool(self._turns) and (
+            self._header_tokens + self._turn_tokens > limit or len(self._turns) > self.max_turns
+        )
+
     def _trim(self, reserve: int) -> None:
         limit = self.budget - reserve
-        while self._turns and (
-            self._header_tokens + self._turn_tokens > limit or len(self._turns) > self.max_turns
-        ):
+        if not self._over(limit):
+            return
+        # Dropping one turn per message would change the prompt's start every time; a chunk
+        # keeps it stable until the slack it leaves is used up.
+        chunk = int(len(self._turns) * max(0.0, min(1.0, self.trim_fraction)))
+        dropped = 0
+        while self._turns and (dropped < chunk or self._over(limit)):
             _, cost = self._turns.popleft()
             self._turn_tokens -= cost
+            dropped += 1
+        self.revision += 1
 
     def turns_for(self, speaker: str, extra_reserve: int = 0) -> list[Turn]:
         """Header and as many recent turns as fit with `speaker`'s generation prefix (and

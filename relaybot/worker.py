@@ -1,7 +1,8 @@
 """The inference thread: takes immutable jobs, batches what is pending, returns completions.
 
 It never touches bot state: results go to a callback that only enqueues them for the reactor
-thread.
+thread. It also passes "forget this conversation" on to an engine that keeps per-conversation
+state (a cached KV prefix).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,8 @@ from relaybot.engine import Engine, EngineError, GenerationRequest
 from relaybot.log import get_logger
 
 log = get_logger(component="worker")
+
+_RECENT_JOBS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,34 +54,63 @@ class InferenceWorker:
         *,
         max_batch: int = 8,
         max_pending: int = 64,
+        batch_window: float = 0.01,
     ) -> None:
         self.engine = engine
         self.on_complete = on_complete
         self.max_batch = max_batch
+        # How long the first job of a batch waits for company: jobs submitted together (a
+        # burst across channels) then share one batch instead of the first running alone.
+        self.batch_window = batch_window
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._run, name="relaybot-inference", daemon=True)
         self._stopping = threading.Event()
         self._cancelled: set[int] = set()
         self._cancel_lock = threading.Lock()
+        # Conversation of each recent job, so that cancelling a job (a reset, a part) also
+        # drops the engine's state for it, even when the job has just completed.
+        self._job_keys: OrderedDict[int, tuple[str, str]] = OrderedDict()
 
     def start(self) -> None:
+        # A worker stopped earlier on this engine interrupted it for good; this one needs it
+        # generating in full again.
+        resume = getattr(self.engine, "resume", None)
+        if callable(resume):
+            resume()
         self._thread.start()
 
     def submit(self, job: Job) -> bool:
         """False when the queue is full (the caller logs and drops the request)."""
         if self._stopping.is_set():
             return False
+        with self._cancel_lock:
+            self._job_keys[job.job_id] = job.key
+            while len(self._job_keys) > _RECENT_JOBS:
+                self._job_keys.popitem(last=False)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
+            with self._cancel_lock:
+                self._job_keys.pop(job.job_id, None)
             return False
         return True
 
     def cancel(self, job_id: int) -> None:
         """Thread-safe: a job still queued is skipped, never generated (its channel was
-        reset, parted or muted). A job already generating finishes and is dropped later."""
+        reset, parted or muted). A job already generating finishes and is dropped later.
+        What the engine keeps for the job's conversation is dropped too."""
         with self._cancel_lock:
             self._cancelled.add(job_id)
+            key = self._job_keys.get(job_id)
+        if key is not None:
+            self.forget(key)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """Thread-safe: drop the engine's state for a conversation (reset, part), if it keeps
+        any. Takes effect at once, even while that conversation is generating."""
+        forget = getattr(self.engine, "forget", None)
+        if callable(forget):
+            forget(key)
 
     def _is_cancelled(self, job: Job) -> bool:
         with self._cancel_lock:
@@ -105,9 +138,14 @@ class InferenceWorker:
         if first is None:
             return []
         batch = [first]
+        deadline = time.monotonic() + self.batch_window
         while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
             try:
-                job = self._queue.get_nowait()
+                if remaining > 0:
+                    job = self._queue.get(timeout=remaining)
+                else:
+                    job = self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is None:
@@ -133,6 +171,10 @@ class InferenceWorker:
 
     def _run_batch(self, batch: list[Job]) -> None:
         started = time.monotonic()
+        each = getattr(self.engine, "generate_each", None)
+        if callable(each):
+            self._run_streaming(batch, each, started)
+            return
         try:
             texts: list[str | None] = list(self.engine.generate([job.request for job in batch]))
             error = None
@@ -146,3 +188,26 @@ class InferenceWorker:
         seconds = time.monotonic() - started
         for job, text in zip(batch, texts, strict=True):
             self.on_complete(Completion(job, text, error, seconds, len(batch)))
+
+    def _run_streaming(self, batch: list[Job], each: Callable[..., None], started: float) -> None:
+        """Each reply is handed over as soon as its row stops, not when the batch ends."""
+        delivered = [False] * len(batch)
+
+        def done(index: int, text: str) -> None:
+            if 0 <= index < len(batch) and not delivered[index]:
+                delivered[index] = True
+                seconds = time.monotonic() - started
+                self.on_complete(Completion(batch[index], text, None, seconds, len(batch)))
+
+        error = "engine returned no text for this request"
+        try:
+            each([job.request for job in batch], done)
+        except EngineError as exc:
+            error = str(exc)
+        except Exception as exc:  # an engine bug must not kill the inference thread
+            log.exception("engine_crashed", batch_size=len(batch))
+            error = f"{type(exc).__name__}: {exc}"
+        seconds = time.monotonic() - started
+        for job, was_delivered in zip(batch, delivered, strict=True):
+            if not was_delivered:
+                self.on_complete(Completion(job, None, error, seconds, len(batch)))

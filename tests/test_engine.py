@@ -85,3 +85,66 @@ def test_text_is_cut_at_the_first_plain_text_stop():
     assert cut_at_stops("a USER: b\n<x>", ("\n<", "USER:")) == "a "
     assert cut_at_stops("nothing to cut", ("USER:",)) == "nothing to cut"
     assert cut_at_stops("empty stops", ("",)) == "empty stops"
+
+
+def test_sampling_on_top_k_candidates_matches_generates_processors():
+    torch = pytest.importorskip("torch")
+    from transformers import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    from relaybot.engine.transformers_engine import _Sampler
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 500, generator=generator) * 2
+    history = torch.randint(0, 500, (3, 40), generator=generator)
+    for params in (SamplingParams(), SamplingParams(temperature=1.3, top_k=60, min_p=0.01)):
+        reference = LogitsProcessorList(
+            [
+                RepetitionPenaltyLogitsProcessor(params.repetition_penalty),
+                TemperatureLogitsWarper(params.temperature),
+                TopKLogitsWarper(params.top_k),
+                TopPLogitsWarper(params.top_p),
+                MinPLogitsWarper(params.min_p),
+            ]
+        )
+        expected = torch.softmax(reference(history, logits.clone()), dim=-1)
+        scores, candidates = _Sampler(params).candidates(history, logits.clone())
+        ours = torch.zeros_like(expected).scatter(-1, candidates, torch.softmax(scores, dim=-1))
+        assert torch.allclose(ours, expected, atol=1e-6)
+        picked = _Sampler(params)(history, logits.clone())
+        assert bool((expected.gather(-1, picked[:, None]) > 0).all())
+
+
+def test_greedy_sampling_is_argmax_after_the_repetition_penalty():
+    torch = pytest.importorskip("torch")
+    from relaybot.engine.transformers_engine import _Sampler
+
+    logits = torch.tensor([[1.0, 1.05, 0.2]])
+    history = torch.tensor([[1]])  # token 1 was seen: 1.05 / 1.1 < 1.0
+    assert _Sampler(SamplingParams(temperature=0.0))(history, logits).tolist() == [0]
+
+
+def test_generate_each_reports_every_request_once(real_engine: object) -> None:
+    engine = real_engine  # type: ignore[assignment]
+    engine.resume()  # type: ignore[attr-defined]  # a bot stopped earlier interrupted it
+    fmt = RelayFormat()
+    prompts = [
+        fmt.render([Turn("alice", f"relaybot: {q}")], "relaybot")
+        for q in ("hi", "count to twenty please", "name a colour")
+    ]
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=16)
+    other = SamplingParams(temperature=0.0, max_new_tokens=8)
+    requests = [GenerationRequest(prompts[0], greedy), GenerationRequest(prompts[1], other),
+                GenerationRequest(prompts[2], greedy)]  # fmt: skip
+    reported: list[tuple[int, str]] = []
+    engine.generate_each(requests, lambda index, text: reported.append((index, text)))  # type: ignore[attr-defined]
+    assert sorted(index for index, _ in reported) == [0, 1, 2]
+    assert dict(reported) == dict(enumerate(engine.generate(requests)))  # type: ignore[attr-defined]
+    stats = engine.last_stats  # type: ignore[attr-defined]
+    assert stats[1].generated_tokens <= 8 and stats[0].generated_tokens <= 16

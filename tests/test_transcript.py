@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from relaybot.events import (
@@ -276,3 +278,59 @@ def test_token_count_never_exceeds_budget_after_turns_for(budget: int):
         assert transcript.token_count + words("relaybot\n") + 1 <= budget
     # and no more turns were dropped than needed
     assert transcript.token_count + 7 + words("relaybot\n") + 1 > budget
+
+
+# --- trimming in chunks ------------------------------------------------------------------------
+
+
+def test_over_budget_a_quarter_of_the_turns_goes_at_once():
+    transcript = make(7 * 40)  # room for 40 turns of 7 tokens
+    transcript.add([msg(i) for i in range(40)])
+    assert len(transcript.turns) == 40
+    transcript.add([msg(40)])  # one over: a chunk of int(41 * 0.25) = 10 turns goes
+    assert transcript.turns == [msg(i) for i in range(10, 41)]
+    assert transcript.token_count == 7 * 31
+
+
+def test_the_start_of_the_context_stays_put_while_the_slack_lasts():
+    transcript = make(7 * 40)
+    transcript.set_header(bot_join_turns("relaybot", "#c"))
+    transcript.add([msg(i) for i in range(60)])
+    starts = []
+    for i in range(60, 90):
+        transcript.add([msg(i)])
+        starts.append(transcript.turns_for("relaybot")[2])
+    # 30 messages, and the first rolling turn changed only when a chunk was dropped.
+    assert len(set(starts)) <= 4
+    changes = sum(1 for a, b in itertools.pairwise(starts) if a != b)
+    assert changes <= 3
+
+
+def test_a_chunk_never_drops_less_than_needed_nor_the_header():
+    transcript = make(50)
+    transcript.set_header(bot_join_turns("relaybot", "#c"))
+    transcript.add([msg(i) for i in range(100)])
+    assert transcript.token_count <= 50
+    assert transcript.turns and transcript.turns[-1] == msg(99)
+    assert transcript.turns_for("relaybot")[:2] == bot_join_turns("relaybot", "#c")
+
+
+def test_max_turns_also_trims_in_chunks():
+    transcript = make(10_000, max_turns=20)
+    transcript.add([msg(i) for i in range(20)])
+    transcript.add([msg(20)])
+    assert transcript.turns == [msg(i) for i in range(5, 21)]  # int(21 * 0.25) = 5 dropped
+
+
+def test_trim_fraction_zero_trims_one_turn_at_a_time():
+    transcript = Transcript(name="#c", count_tokens=words, budget=7 * 40, trim_fraction=0.0)
+    transcript.add([msg(i) for i in range(41)])
+    assert transcript.turns == [msg(i) for i in range(1, 41)]
+
+
+def test_trimming_marks_the_transcript_changed():
+    transcript = make(29)
+    transcript.add([msg(i) for i in range(4)])
+    before = transcript.revision
+    transcript.turns_for("relaybot")  # the speaker prefix forces one turn out
+    assert transcript.revision > before

@@ -247,3 +247,131 @@ def test_a_cancelled_queued_job_is_never_generated(workers, engine, collector):
     completions = collector.wait_for(2)
     assert sorted(by_id(completions)) == [1, 3]
     assert ["2"] not in engine.batches
+
+
+# --- conversation state, batching window, replies as they finish --------------------------------
+
+
+class ForgettingEngine(FakeEngine):
+    """A fake engine that keeps per-conversation state and records what it is told to drop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forgotten: list[tuple[str, str]] = []
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.forgotten.append(key)
+
+
+def test_forget_reaches_an_engine_that_keeps_conversations(collector):
+    engine = ForgettingEngine()
+    worker = InferenceWorker(engine, collector)
+    worker.forget(("net", "#c"))
+    assert engine.forgotten == [("net", "#c")]
+    InferenceWorker(FakeEngine(), collector).forget(("net", "#c"))  # nothing to drop: no error
+
+
+def test_cancelling_a_job_forgets_its_conversation(collector):
+    engine = ForgettingEngine()
+    worker = InferenceWorker(engine, collector)
+    assert worker.submit(make_job(5))
+    worker.cancel(5)
+    worker.cancel(99)  # unknown job: nothing to forget
+    assert engine.forgotten == [("net", "#c5")]
+    worker.stop(timeout=TIMEOUT)
+
+
+def test_jobs_submitted_together_share_a_batch_even_when_the_worker_is_idle(
+    workers, engine, collector
+):
+    worker = new_worker(workers, engine, collector, max_batch=4)
+    worker.batch_window = 2.0  # generous: the batch goes as soon as it is full
+    worker.start()
+    for i in range(1, 5):
+        assert worker.submit(make_job(i))
+    collector.wait_for(4)
+    assert engine.batches == [["1", "2", "3", "4"]]
+
+
+class StreamingEngine:
+    """Reports row 1 at once, then waits to be released before reporting row 0 (or failing)."""
+
+    description = "streaming"
+    context_window = 2048
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.fail = False
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        raise AssertionError("the worker should use generate_each")
+
+    def generate_each(self, requests, done) -> None:
+        done(1, f"early {requests[1].prompt.text}")
+        assert self.release.wait(TIMEOUT)
+        if self.fail:
+            raise EngineError("out of memory")
+        done(0, f"late {requests[0].prompt.text}")
+
+
+def test_a_short_reply_is_handed_over_before_its_batch_ends(collector):
+    engine = StreamingEngine()
+    worker = InferenceWorker(engine, collector, max_batch=2)
+    worker.submit(make_job(1))
+    worker.submit(make_job(2))
+    worker.start()
+    try:
+        [early] = collector.wait_for(1)
+        assert (early.job.job_id, early.text, early.batch_size) == (2, "early 2", 2)
+        engine.release.set()
+        late = collector.wait_for(2)[1]
+        assert (late.job.job_id, late.text, late.error) == (1, "late 1", None)
+    finally:
+        engine.release.set()
+        worker.stop(timeout=TIMEOUT)
+
+
+def test_rows_not_reported_before_a_failure_get_the_error(collector):
+    engine = StreamingEngine()
+    engine.fail = True
+    engine.release.set()
+    worker = InferenceWorker(engine, collector, max_batch=2)
+    worker.submit(make_job(1))
+    worker.submit(make_job(2))
+    worker.start()
+    try:
+        completions = by_id(collector.wait_for(2))
+        assert completions[2].text == "early 2" and completions[2].error is None
+        assert completions[1].text is None and completions[1].error == "out of memory"
+    finally:
+        worker.stop(timeout=TIMEOUT)
+
+
+def test_starting_a_worker_resumes_an_engine_a_stopped_worker_interrupted(collector):
+    class Interruptible(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.interrupted = False
+
+        def interrupt(self) -> None:
+            self.interrupted = True
+
+        def resume(self) -> None:
+            self.interrupted = False
+
+    engine = Interruptible()
+    first = InferenceWorker(engine, collector)
+    first.start()
+    first.stop(timeout=TIMEOUT)
+    assert engine.interrupted
+    second = InferenceWorker(engine, collector)
+    second.start()
+    try:
+        assert not engine.interrupted
+        second.submit(make_job(1))
+        assert collector.wait_for(1)[0].text == "echo 1"
+    finally:
+        second.stop(timeout=TIMEOUT)

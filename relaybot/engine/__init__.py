@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +26,10 @@ class SamplingParams:
 class GenerationRequest:
     prompt: Prompt
     params: SamplingParams
+    # The conversation this prompt continues, e.g. (network, casefolded channel). An engine that
+    # keeps per-conversation state (a KV-cache prefix) reuses it for the next prompt with the
+    # same key; None keeps nothing.
+    cache_key: tuple[str, str] | None = None
 
 
 class EngineError(RuntimeError):
@@ -41,3 +45,22 @@ class Engine(Protocol):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """One completion per request, stop sequences removed."""
         ...
+
+
+class CompletesEach(Protocol):
+    """Optional for engines: report each completion as soon as it is ready."""
+
+    def generate_each(
+        self, requests: Sequence[GenerationRequest], done: Callable[[int, str], None]
+    ) -> None:
+        """Like `generate`, but calls `done(index, text)` for each request as its text is
+        ready, in any order. Raises EngineError on failure; requests not reported by then
+        have no text."""
+        ...
+
+
+class ForgetsConversations(Protocol):
+    """Optional for engines: drop what is kept for a conversation (its context was reset or
+    the bot left). Safe to call from any thread."""
+
+    def forget(self, key: tuple[str, str]) -> None: ...
