@@ -96,6 +96,7 @@ class Bot:
             on_command=self.control.handle,
             schedule=self.session.schedule,
             cancel_job=self.worker.cancel,
+            forget_cached=self.worker.forget,
         )
         self.asking = Asking(
             network=config.irc.network,

@@ -188,6 +188,8 @@ class ModelConfig:
     format: str = "relay"  # prompt format: relay (native), chatml, llama2, mistral, llama3, ...
     stop: tuple[str, ...] = ()  # stop strings on top of the format's own
     qa: bool = False  # the model knows closed-context QA (BEGININPUT…): enables `ask`
+    prefix_cache_entries: int = 32  # conversations whose KV prefix is kept (0: no reuse)
+    prefix_cache_mib: int = 1024  # memory bound for those caches
 
 
 @dataclass(frozen=True, slots=True)
@@ -663,6 +665,10 @@ def _model(section: _Section | None) -> ModelConfig:
         format=section.choice("format", defaults.format, FORMAT_NAMES),
         stop=section.str_list("stop") if section.has("stop") else defaults.stop,
         qa=section.get("qa", bool, defaults.qa),
+        prefix_cache_entries=section.number(
+            "prefix_cache_entries", int, defaults.prefix_cache_entries, 0, 100_000
+        ),
+        prefix_cache_mib=section.number("prefix_cache_mib", int, defaults.prefix_cache_mib, 1),
     )
     if any(not stop for stop in config.stop):
         raise section.fail("stop", "stop strings must not be empty")

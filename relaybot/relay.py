@@ -140,6 +140,7 @@ class Relay:
         schedule: Callable[[float, Callable[[], None]], None] | None = None,
         max_queries: int = 1000,
         cancel_job: Callable[[int], None] = lambda job_id: None,
+        forget_cached: Callable[[ContextKey], None] = lambda key: None,
     ) -> None:
         self.network = network
         self.fmt = fmt
@@ -161,6 +162,7 @@ class Relay:
         self.schedule = schedule
         self.max_queries = max_queries
         self.cancel_job = cancel_job
+        self.forget_cached = forget_cached
         self._deferred: set[ContextKey] = set()  # waiting out a cooldown
         self.transcripts: dict[ContextKey, Transcript] = {}
         # Channel members: casefolded nick -> status prefixes ("@", "+", "" ...).
@@ -215,7 +217,9 @@ class Relay:
             self.gate.forget(self._conversation(key))
 
     def cancel(self, key: ContextKey) -> None:
-        """Drop what is pending for a conversation: waiting requests and a reply in flight."""
+        """Drop what is pending for a conversation: waiting requests, a reply in flight, and
+        the engine's cached prefix (its context was reset, parted or muted)."""
+        self.forget_cached(key)
         self._wanted_again.pop(key, None)
         self._waiting.pop(key, None)
         self._deferred.discard(key)

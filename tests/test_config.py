@@ -550,3 +550,11 @@ def test_model_format_is_one_of_the_known_formats(config_factory: Factory):
     assert config_factory(MINIMAL + '[model]\nformat = "vicuna"\n').model.format == "vicuna"
     message = config_error(config_factory, MINIMAL + '[model]\nformat = "gpt9"\n')
     assert message.startswith("model.format: must be one of alpaca, chatml, llama2, llama3,")
+
+
+def test_prefix_cache_keys(config_factory) -> None:
+    irc = '[irc]\nhost = "127.0.0.1"\nnick = "bot"\n'
+    model = config_factory(irc + "[model]\nprefix_cache_entries = 0\nprefix_cache_mib = 64\n").model
+    assert (model.prefix_cache_entries, model.prefix_cache_mib) == (0, 64)
+    with pytest.raises(ConfigError, match=r"model\.prefix_cache_mib: must be at least 1"):
+        config_factory(irc + "[model]\nprefix_cache_mib = 0\n")

@@ -521,3 +521,12 @@ def test_query_reply_in_flight_survives_peer_nick_change(h: Harness):
     h.relay.handle(NickChange(ALICE, "alicia"))
     h.complete(h.jobs[0], "hi!")
     assert [sent.text for sent in h.sender.sent] == ["hi!"]
+
+
+def test_forgetting_a_conversation_drops_the_engines_cached_prefix(joined: Harness):
+    forgotten: list[tuple[str, str]] = []
+    joined.relay.forget_cached = forgotten.append
+    key = joined.relay.key("#CHAN")
+    joined.relay.cancel(key)  # what reset and mute do
+    joined.relay.forget("#chan")  # what part, kick and a lost channel do
+    assert forgotten == [key, key]

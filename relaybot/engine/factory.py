@@ -15,7 +15,11 @@ def load_engine(config: ModelConfig, *, probe: bool = True) -> Engine:
     if config.engine == "local":
         from relaybot.engine.transformers_engine import TransformersEngine
 
-        return TransformersEngine.load(config)
+        return TransformersEngine.load(
+            config,
+            prefix_cache_entries=config.prefix_cache_entries,
+            prefix_cache_bytes=config.prefix_cache_mib * 1024**2,
+        )
     if config.engine in ("openai", "tgi"):
         from relaybot.engine.remote import OpenAICompletionsEngine, RemoteEngine, TgiEngine
 
