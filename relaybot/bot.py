@@ -16,14 +16,14 @@ from relaybot.asking import Asking
 from relaybot.commands import format_duration
 from relaybot.config import Config, ConfigError, ModelConfig, load_config
 from relaybot.control import Control
-from relaybot.engine import Engine
+from relaybot.engine import Engine, sampling_from
 from relaybot.formats import PromptFormat, with_stops
 from relaybot.instruct import format_by_name
 from relaybot.log import get_logger
 from relaybot.moderation import ModerationChain, build_chain
 from relaybot.permissions import any_mask_matches
 from relaybot.policy import ReplyGate
-from relaybot.relay import Cast, ModelInfo, Relay, sampling_from
+from relaybot.relay import Cast, ModelInfo, Relay
 from relaybot.session import IrcSession
 from relaybot.state import RuntimeState, SettingValue, StateStore
 from relaybot.systemd import Notifier

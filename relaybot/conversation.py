@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relaybot.config import ModelConfig
-from relaybot.engine import Engine, GenerationRequest, SamplingParams
+from relaybot.engine import Engine, GenerationRequest, SamplingParams, sampling_from
 from relaybot.formats import EMPTY_MESSAGE, Prompt, PromptFormat, Turn, with_stops
 from relaybot.instruct import format_by_name
-from relaybot.relay import sampling_from
 from relaybot.transcript import (
     QUERY_BOT_ROLE,
     QUERY_PEER_ROLE,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from relaybot.config import ModelConfig, ReplyConfig
+from relaybot.config import ReplyConfig
 from relaybot.engine import GenerationRequest, SamplingParams
 from relaybot.events import (
     Action,
@@ -102,18 +102,6 @@ class _Wanted:
 class ModelInfo:
     count_tokens: TokenCounter
     context_window: int
-
-
-def sampling_from(config: ModelConfig) -> SamplingParams:
-    return SamplingParams(
-        temperature=config.temperature,
-        top_k=config.top_k,
-        top_p=config.top_p,
-        min_p=config.min_p,
-        repetition_penalty=config.repetition_penalty,
-        max_new_tokens=config.max_new_tokens,
-        seed=config.seed,
-    )
 
 
 class Relay:

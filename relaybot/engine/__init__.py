@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from relaybot.config import ModelConfig
 from relaybot.formats import Prompt
 
 
@@ -64,3 +65,16 @@ class ForgetsConversations(Protocol):
     the bot left). Safe to call from any thread."""
 
     def forget(self, key: tuple[str, str]) -> None: ...
+
+
+def sampling_from(config: ModelConfig) -> SamplingParams:
+    """The configured sampling settings, as the engine takes them."""
+    return SamplingParams(
+        temperature=config.temperature,
+        top_k=config.top_k,
+        top_p=config.top_p,
+        min_p=config.min_p,
+        repetition_penalty=config.repetition_penalty,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
