@@ -40,6 +40,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from relay_contexts import percentile  # noqa: E402
+
 from relaybot.config import Config, load_config  # noqa: E402
 from relaybot.engine import GenerationRequest  # noqa: E402
 from relaybot.log import configure_logging  # noqa: E402
@@ -226,20 +228,12 @@ def collect(
     return received
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def summary(values: Sequence[float]) -> dict[str, float]:
     ms = [value * 1000 for value in values]
     return {
         "count": len(ms),
-        "p50_ms": round(percentile(ms, 50), 3),
-        "p95_ms": round(percentile(ms, 95), 3),
+        "p50_ms": round(percentile(ms, 0.50), 3),
+        "p95_ms": round(percentile(ms, 0.95), 3),
         "max_ms": round(max(ms), 3) if ms else float("nan"),
         "mean_ms": round(statistics.fmean(ms), 3) if ms else float("nan"),
     }

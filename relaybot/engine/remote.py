@@ -47,6 +47,20 @@ class _StopWatch:
         return bool(piece) and any(self.text.find(stop, start) >= 0 for stop in self.stops)
 
 
+def _stream_event(data: str) -> dict[str, Any]:
+    """One SSE event's JSON object; a StreamError if it is not one or reports an error."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise StreamError(f"an event is not JSON: {data[:100]!r}") from None
+    if not isinstance(chunk, dict):
+        raise StreamError("an event is not a JSON object")
+    error = _stream_error(chunk)
+    if error is not None:
+        raise StreamError(error)
+    return chunk
+
+
 def _stream_error(chunk: dict[str, Any]) -> str | None:
     error = chunk.get("error")
     if not error:
@@ -66,15 +80,7 @@ class _OpenAIStream:
     def feed(self, data: str) -> bool:
         if data.strip() == "[DONE]":
             return True
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise StreamError(f"a chunk is not JSON: {data[:100]!r}") from None
-        if not isinstance(chunk, dict):
-            raise StreamError("a chunk is not a JSON object")
-        error = _stream_error(chunk)
-        if error is not None:
-            raise StreamError(error)
+        chunk = _stream_event(data)
         finished = False
         stopped = False
         for choice in chunk.get("choices") or ():
@@ -99,15 +105,7 @@ class _TgiStream:
         self._final: str | None = None
 
     def feed(self, data: str) -> bool:
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise StreamError(f"an event is not JSON: {data[:100]!r}") from None
-        if not isinstance(chunk, dict):
-            raise StreamError("an event is not a JSON object")
-        error = _stream_error(chunk)
-        if error is not None:
-            raise StreamError(error)
+        chunk = _stream_event(data)
         final = chunk.get("generated_text")
         if isinstance(final, str):
             self._final = final
