@@ -198,7 +198,7 @@ def naive_reply(engine: Any, prompt: Prompt, params: SamplingParams) -> tuple[st
     Returns (text, generated tokens without the stop token, prompt tokens)."""
     import torch
 
-    from relaybot.engine.transformers_engine import cut_at_stops
+    from relaybot.formats import cut_at_stops
 
     ids = (
         list(engine.bos_token_ids)

@@ -93,3 +93,15 @@ class WithStops:
 
 def with_stops(fmt: PromptFormat, stops: Sequence[str]) -> PromptFormat:
     return WithStops(fmt, stops) if stops else fmt
+
+
+def cut_at_stops(text: str, stops: Sequence[str]) -> str:
+    """The text up to the first stop sequence (formats whose stops are plain text, such as
+    `USER:` or a new transcript line, cannot stop on token ids alone)."""
+    cut = len(text)
+    for stop in stops:
+        if stop:
+            found = text.find(stop)
+            if found >= 0:
+                cut = min(cut, found)
+    return text[:cut]

@@ -1,5 +1,9 @@
 """The inference thread: takes immutable jobs, batches what is pending, returns completions.
 
+With an engine that batches continuously, jobs submitted while a batch decodes join it between
+two steps (when they share its sampling settings), and a job cancelled mid-generation leaves
+the batch at the next step.
+
 It never touches bot state: results go to a callback that only enqueues them for the reactor
 thread. It also passes "forget this conversation" on to an engine that keeps per-conversation
 state (a cached KV prefix).
@@ -11,12 +15,12 @@ import contextlib
 import queue
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from relaybot.engine import Engine, EngineError, GenerationRequest
+from relaybot.engine import Engine, EngineError, GenerationRequest, SamplingParams
 from relaybot.log import get_logger
 
 log = get_logger(component="worker")
@@ -55,6 +59,7 @@ class InferenceWorker:
         max_batch: int = 8,
         max_pending: int = 64,
         batch_window: float = 0.01,
+        continuous: bool = True,
     ) -> None:
         self.engine = engine
         self.on_complete = on_complete
@@ -62,6 +67,10 @@ class InferenceWorker:
         # How long the first job of a batch waits for company: jobs submitted together (a
         # burst across channels) then share one batch instead of the first running alone.
         self.batch_window = batch_window
+        self.continuous = continuous
+        # Jobs taken from the queue while a batch ran that could not join it (other sampling
+        # settings); they start the next batch. Inference thread only.
+        self._held: deque[Job] = deque()
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._run, name="relaybot-inference", daemon=True)
         self._stopping = threading.Event()
@@ -134,10 +143,13 @@ class InferenceWorker:
             self._thread.join(timeout)
 
     def _take_batch(self) -> list[Job]:
-        first = self._queue.get()
-        if first is None:
-            return []
-        batch = [first]
+        if self._held:
+            batch = [self._held.popleft() for _ in range(min(self.max_batch, len(self._held)))]
+        else:
+            first = self._queue.get()
+            if first is None:
+                return []
+            batch = [first]
         deadline = time.monotonic() + self.batch_window
         while len(batch) < self.max_batch:
             remaining = deadline - time.monotonic()
@@ -171,6 +183,10 @@ class InferenceWorker:
 
     def _run_batch(self, batch: list[Job]) -> None:
         started = time.monotonic()
+        continuous = getattr(self.engine, "generate_continuous", None)
+        if self.continuous and callable(continuous):
+            self._run_continuous(batch, continuous, started)
+            return
         each = getattr(self.engine, "generate_each", None)
         if callable(each):
             self._run_streaming(batch, each, started)
@@ -211,3 +227,82 @@ class InferenceWorker:
         for job, was_delivered in zip(batch, delivered, strict=True):
             if not was_delivered:
                 self.on_complete(Completion(job, None, error, seconds, len(batch)))
+
+    def _run_continuous(
+        self, batch: list[Job], generate: Callable[..., None], started: float
+    ) -> None:
+        """Like `_run_streaming`, and jobs submitted meanwhile join the running batch."""
+        feed = _QueueFeed(self, batch)
+        delivered: set[int] = set()
+
+        def done(index: int, text: str) -> None:
+            if 0 <= index < len(feed.jobs) and index not in delivered:
+                delivered.add(index)
+                seconds = time.monotonic() - feed.admitted_at[index]
+                self.on_complete(Completion(feed.jobs[index], text, None, seconds, len(feed.jobs)))
+
+        error = "engine returned no text for this request"
+        try:
+            generate([job.request for job in batch], done, feed, max_rows=self.max_batch)
+        except EngineError as exc:
+            error = str(exc)
+        except Exception as exc:  # an engine bug must not kill the inference thread
+            log.exception("engine_crashed", batch_size=len(feed.jobs))
+            error = f"{type(exc).__name__}: {exc}"
+        if feed.joined:
+            log.debug("jobs_joined_batch", count=feed.joined, batch_size=len(feed.jobs))
+        if feed.dropped_count:
+            log.info("jobs_cancelled", count=feed.dropped_count, while_generating=True)
+        now = time.monotonic()
+        for index, job in enumerate(feed.jobs):
+            if index not in delivered:
+                reason = "cancelled" if index in feed.dropped_indices else error
+                seconds = now - feed.admitted_at[index]
+                self.on_complete(Completion(job, None, reason, seconds, len(feed.jobs)))
+
+
+class _QueueFeed:
+    """The worker's queue as a running batch's source of more work (inference thread)."""
+
+    def __init__(self, worker: InferenceWorker, batch: list[Job]) -> None:
+        self.worker = worker
+        self.jobs = list(batch)
+        now = time.monotonic()
+        self.admitted_at = [now] * len(batch)
+        self.joined = 0
+        self.dropped_indices: set[int] = set()
+
+    @property
+    def dropped_count(self) -> int:
+        return len(self.dropped_indices)
+
+    def admit(self, free: int, params: SamplingParams) -> Sequence[GenerationRequest]:
+        worker = self.worker
+        if worker._held or worker._stopping.is_set():
+            return []  # let this batch drain: the held jobs go next
+        admitted: list[GenerationRequest] = []
+        while len(admitted) < free:
+            try:
+                job = worker._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                worker._stopping.set()
+                break
+            if worker._is_cancelled(job):
+                log.info("jobs_cancelled", count=1)
+                continue
+            if job.request.params != params:
+                worker._held.append(job)
+                break
+            self.jobs.append(job)
+            self.admitted_at.append(time.monotonic())
+            admitted.append(job.request)
+        self.joined += len(admitted)
+        return admitted
+
+    def dropped(self, index: int) -> bool:
+        if index >= len(self.jobs) or not self.worker._is_cancelled(self.jobs[index]):
+            return False
+        self.dropped_indices.add(index)
+        return True

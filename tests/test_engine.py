@@ -47,10 +47,10 @@ def test_generation_stops_at_the_turn_end_and_batches(real_engine: object) -> No
 
 
 def test_gguf_conversion_is_cached_for_fast_restarts(real_engine: object, tmp_path: object) -> None:
+    from relaybot.engine.loading import default_cache_dir, gguf_cache_path
     from relaybot.engine.selection import EMBEDDED_GGUF, embedded_model_dir
-    from relaybot.engine.transformers_engine import _gguf_cache_path, default_cache_dir
 
-    cached = _gguf_cache_path(default_cache_dir(), embedded_model_dir() / EMBEDDED_GGUF)
+    cached = gguf_cache_path(default_cache_dir(), embedded_model_dir() / EMBEDDED_GGUF)
     assert (cached / "config.json").is_file()
     assert any(cached.glob("*.safetensors"))
 
@@ -79,7 +79,7 @@ def test_a_missing_model_is_a_clear_error_without_download(tmp_path: object) -> 
 
 
 def test_text_is_cut_at_the_first_plain_text_stop():
-    from relaybot.engine.transformers_engine import cut_at_stops
+    from relaybot.formats import cut_at_stops
 
     assert cut_at_stops("hello there\n<alice> hi", ("USER:", "\n<")) == "hello there"
     assert cut_at_stops("a USER: b\n<x>", ("\n<", "USER:")) == "a "
@@ -98,7 +98,7 @@ def test_sampling_on_top_k_candidates_matches_generates_processors():
         TopPLogitsWarper,
     )
 
-    from relaybot.engine.transformers_engine import _Sampler
+    from relaybot.engine.decode import Sampler as _Sampler
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 500, generator=generator) * 2
@@ -123,7 +123,7 @@ def test_sampling_on_top_k_candidates_matches_generates_processors():
 
 def test_greedy_sampling_is_argmax_after_the_repetition_penalty():
     torch = pytest.importorskip("torch")
-    from relaybot.engine.transformers_engine import _Sampler
+    from relaybot.engine.decode import Sampler as _Sampler
 
     logits = torch.tensor([[1.0, 1.05, 0.2]])
     history = torch.tensor([[1]])  # token 1 was seen: 1.05 / 1.1 < 1.0

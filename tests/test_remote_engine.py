@@ -792,15 +792,15 @@ def test_from_config_keeps_the_markup_of_the_configured_format() -> None:
 
 def smollm2_tokenizer_dir() -> Path | None:
     try:
+        from relaybot.engine.loading import default_cache_dir, gguf_cache_path
         from relaybot.engine.selection import EMBEDDED_GGUF, embedded_model_dir
-        from relaybot.engine.transformers_engine import _gguf_cache_path, default_cache_dir
     except ImportError:
         return None
     try:
         directory = embedded_model_dir()
     except ModelUnavailable:
         return None
-    converted = _gguf_cache_path(default_cache_dir(), directory / EMBEDDED_GGUF)
+    converted = gguf_cache_path(default_cache_dir(), directory / EMBEDDED_GGUF)
     return converted if (converted / "tokenizer_config.json").is_file() else None
 
 

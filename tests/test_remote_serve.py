@@ -26,9 +26,9 @@ from structlog.testing import capture_logs
 
 from relaybot.config import ModelConfig, RemoteConfig
 from relaybot.engine import EngineError, GenerationRequest, SamplingParams
+from relaybot.engine.loading import default_cache_dir, gguf_cache_path
 from relaybot.engine.remote import EXTRAS_GENERATION_CONFIG, OpenAICompletionsEngine
 from relaybot.engine.selection import EMBEDDED_GGUF, ModelUnavailable, embedded_model_dir
-from relaybot.engine.transformers_engine import _gguf_cache_path, default_cache_dir
 from relaybot.formats import Prompt, RelayFormat, Segment, Turn
 
 from .ircservers import HOST, RawClient, RunningServer, free_port, joins, privmsg_from
@@ -50,7 +50,7 @@ def served_model_dir() -> Path:
         gguf = embedded_model_dir() / EMBEDDED_GGUF
     except ModelUnavailable as exc:
         pytest.skip(str(exc))
-    converted = _gguf_cache_path(default_cache_dir(), gguf)
+    converted = gguf_cache_path(default_cache_dir(), gguf)
     if not (converted / "config.json").is_file():
         from relaybot.engine.transformers_engine import TransformersEngine
 

@@ -60,6 +60,36 @@ class CompletesEach(Protocol):
         ...
 
 
+class BatchFeed(Protocol):
+    """Where a running batch gets more work: the worker's queue, seen from the engine."""
+
+    def admit(self, free: int, params: SamplingParams) -> Sequence[GenerationRequest]:
+        """Up to `free` waiting requests that decode with `params`, without blocking; they
+        join the running batch."""
+        ...
+
+    def dropped(self, index: int) -> bool:
+        """True when request `index` was cancelled and its row should stop now."""
+        ...
+
+
+class BatchesContinuously(Protocol):
+    """Optional for engines: requests join a batch that is already decoding."""
+
+    def generate_continuous(
+        self,
+        requests: Sequence[GenerationRequest],
+        done: Callable[[int, str], None],
+        feed: BatchFeed | None,
+        *,
+        max_rows: int = 8,
+    ) -> None:
+        """`generate_each`, plus requests from `feed` between decode steps (numbered on from
+        `len(requests)` in the order admitted) while the batch has fewer than `max_rows`
+        rows. Dropped requests are not reported."""
+        ...
+
+
 class ForgetsConversations(Protocol):
     """Optional for engines: drop what is kept for a conversation (its context was reset or
     the bot left). Safe to call from any thread."""

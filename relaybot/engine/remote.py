@@ -17,8 +17,7 @@ from relaybot.engine import EngineError, GenerationRequest, SamplingParams
 from relaybot.engine.remote_http import RemoteClient, RemoteRejected, StreamError
 from relaybot.engine.remote_prompt import PLAIN_TEXT_MARKUP, Neutralizer, TokenCounter, flatten
 from relaybot.engine.selection import ModelUnavailable
-from relaybot.engine.transformers_engine import cut_at_stops
-from relaybot.formats import Prompt
+from relaybot.formats import Prompt, cut_at_stops
 from relaybot.log import get_logger
 
 log = get_logger(component="engine")

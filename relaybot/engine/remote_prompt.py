@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from relaybot.config import ModelConfig
+from relaybot.engine.loading import default_cache_dir, gguf_cache_path
 from relaybot.engine.selection import EMBEDDED_GGUF, ModelUnavailable, embedded_model_dir
-from relaybot.engine.transformers_engine import _gguf_cache_path, default_cache_dir
 from relaybot.formats import Prompt
 from relaybot.log import get_logger
 
@@ -162,7 +162,7 @@ def _local_tokenizer_source(config: ModelConfig) -> tuple[str, dict[str, str]] |
         except ModelUnavailable:
             return None
         cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        converted = _gguf_cache_path(cache, directory / EMBEDDED_GGUF)
+        converted = gguf_cache_path(cache, directory / EMBEDDED_GGUF)
         if (converted / "tokenizer_config.json").is_file():
             return str(converted), {}
         return str(directory), {"gguf_file": EMBEDDED_GGUF}
