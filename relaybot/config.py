@@ -190,6 +190,11 @@ class ModelConfig:
     qa: bool = False  # the model knows closed-context QA (BEGININPUT…): enables `ask`
     prefix_cache_entries: int = 32  # conversations whose KV prefix is kept (0: no reuse)
     prefix_cache_mib: int = 1024  # memory bound for those caches
+    attention: str = "auto"  # auto (sdpa) | sdpa | eager | flash_attention_2
+    warmup: bool = True  # one small batch before joining channels: the first user waits less
+
+
+ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,6 +674,8 @@ def _model(section: _Section | None) -> ModelConfig:
             "prefix_cache_entries", int, defaults.prefix_cache_entries, 0, 100_000
         ),
         prefix_cache_mib=section.number("prefix_cache_mib", int, defaults.prefix_cache_mib, 1),
+        attention=section.choice("attention", defaults.attention, ATTENTION_CHOICES),
+        warmup=section.get("warmup", bool, defaults.warmup),
     )
     if any(not stop for stop in config.stop):
         raise section.fail("stop", "stop strings must not be empty")

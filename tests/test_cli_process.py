@@ -83,5 +83,34 @@ dir = "state"
     events = log_events(log_path)
     names = [event["event"] for event in events]
     assert {"model_loaded", "registered", "joined", "reply_sent", "stopped"} <= set(names)
+    # The memory check and the warm-up batch come before the bot is on IRC at all.
+    assert names.index("memory_plan") < names.index("engine_warmed") < names.index("registered")
     sent = next(event for event in events if event["event"] == "reply_sent")
     assert sent["network"] == "local" and sent["channel"] == "#relay" and sent["nick"] == "alice"
+
+
+def test_caches_that_cannot_fit_refuse_to_start_naming_the_keys(
+    tmp_path: Path, real_engine: object
+) -> None:
+    from relaybot.engine.memory import available_memory_bytes
+
+    # 256 sequences of 8,192 tokens at 45 KiB a token: about 90 GiB of decode cache.
+    needed = 256 * 8192 * 46080
+    available = available_memory_bytes("cpu")
+    if available is None or available > needed:
+        pytest.skip("this machine has room for the oversized cache")
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        '[irc]\nhost = "127.0.0.1"\nport = 1\nnick = "relaybot"\nchannels = ["#relay"]\n'
+        '[model]\nname = "embedded"\ndevice = "cpu"\nmax_batch = 256\ncontext_tokens = 8192\n'
+        '[state]\ndir = "state"\n'
+    )
+    result = subprocess.run(
+        relaybot("--config", str(config)), capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 3, result.stderr
+    message = result.stderr
+    assert "cannot load the model" in message
+    assert "256 sequences of 8192 tokens" in message
+    assert "model.max_batch" in message and "model.context_tokens" in message
+    assert "GiB" in message

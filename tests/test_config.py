@@ -558,3 +558,24 @@ def test_prefix_cache_keys(config_factory) -> None:
     assert (model.prefix_cache_entries, model.prefix_cache_mib) == (0, 64)
     with pytest.raises(ConfigError, match=r"model\.prefix_cache_mib: must be at least 1"):
         config_factory(irc + "[model]\nprefix_cache_mib = 0\n")
+
+
+def test_attention_and_warmup_keys(config_factory) -> None:
+    irc = '[irc]\nhost = "h"\nnick = "n"\n'
+    model = config_factory(irc).model
+    assert (model.attention, model.warmup) == ("auto", True)
+    model = config_factory(irc + '[model]\nattention = "eager"\nwarmup = false\n').model
+    assert (model.attention, model.warmup) == ("eager", False)
+    with pytest.raises(ConfigError, match=r"model\.attention"):
+        config_factory(irc + '[model]\nattention = "flash"\n')
+
+
+def test_attention_implementation_choice() -> None:
+    from relaybot.engine.loading import attention_implementation
+    from relaybot.engine.selection import ModelUnavailable
+
+    assert attention_implementation("auto", "cpu") == "sdpa"
+    assert attention_implementation("auto", "cuda") == "sdpa"
+    assert attention_implementation("eager", "cpu") == "eager"
+    with pytest.raises(ModelUnavailable, match="needs model.device cuda"):
+        attention_implementation("flash_attention_2", "cpu")

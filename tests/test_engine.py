@@ -148,3 +148,14 @@ def test_generate_each_reports_every_request_once(real_engine: object) -> None:
     assert dict(reported) == dict(enumerate(engine.generate(requests)))  # type: ignore[attr-defined]
     stats = engine.last_stats  # type: ignore[attr-defined]
     assert stats[1].generated_tokens <= 8 and stats[0].generated_tokens <= 16
+
+
+@pytest.mark.integration
+def test_warm_up_decodes_a_batch_and_keeps_nothing(real_engine: object) -> None:
+    real_engine.resume()  # type: ignore[attr-defined]
+    real_engine.prefix_cache.clear()  # type: ignore[attr-defined]
+    seconds = real_engine.warm_up(3)  # type: ignore[attr-defined]
+    stats = real_engine.last_stats  # type: ignore[attr-defined]
+    assert seconds > 0 and sorted(stats) == [0, 1, 2]
+    assert len({stat.prompt_tokens for stat in stats.values()}) == 3  # padded: mixed lengths
+    assert real_engine.prefix_cache.stats().entries == 0  # type: ignore[attr-defined]

@@ -48,7 +48,27 @@ def gguf_cache_path(cache: Path, gguf_path: Path) -> Path:
     return cache / "models" / f"{gguf_path.stem}-{key.hexdigest()[:12]}"
 
 
-def load_model(choice: ModelChoice, cache: Path, *, allow_download: bool) -> tuple[Any, Any]:
+def attention_implementation(requested: str, device: str) -> str:
+    """What `model.attention` asks transformers for. `auto` is SDPA everywhere: it runs on
+    CPU and CUDA and takes the padding mask of a mixed batch; flash attention 2 only when
+    asked for and installed, because it needs fp16/bf16 on CUDA."""
+    if requested == "auto":
+        return "sdpa"
+    if requested == "flash_attention_2":
+        if device != "cuda":
+            raise ModelUnavailable("model.attention = flash_attention_2 needs model.device cuda")
+        try:
+            import flash_attn  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError as exc:
+            raise ModelUnavailable(
+                "model.attention = flash_attention_2 needs the flash-attn package"
+            ) from exc
+    return requested
+
+
+def load_model(
+    choice: ModelChoice, cache: Path, *, allow_download: bool, attention: str = "auto"
+) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
@@ -68,7 +88,12 @@ def load_model(choice: ModelChoice, cache: Path, *, allow_download: bool) -> tup
         source, kwargs, converted = choice.source, {}, None
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, **kwargs)
-        load_kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_only, **kwargs}
+        load_kwargs: dict[str, Any] = {
+            "dtype": dtype,
+            "local_files_only": local_only,
+            "attn_implementation": attention_implementation(attention, choice.device),
+            **kwargs,
+        }
         if choice.quantization != "none":
             load_kwargs["quantization_config"] = _bitsandbytes_config(choice, source, local_only)
         if choice.device == "cuda":

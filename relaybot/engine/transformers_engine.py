@@ -23,7 +23,7 @@ from relaybot.engine.decode import Decoder, KVState, Row, StepModel
 from relaybot.engine.loading import cuda_free_bytes, default_cache_dir, load_model
 from relaybot.engine.prefix_cache import PrefixStore
 from relaybot.engine.selection import GiB, ModelChoice, ModelUnavailable, choose_model
-from relaybot.formats import Prompt, cut_at_stops
+from relaybot.formats import Prompt, Segment, cut_at_stops
 from relaybot.log import get_logger
 
 log = get_logger(component="engine")
@@ -71,7 +71,8 @@ class TransformersEngine:
         self.context_window = context_window
         self.description = (
             f"{choice.source}{'/' + choice.gguf_file if choice.gguf_file else ''} "
-            f"on {choice.device} ({choice.dtype}, quantization {choice.quantization})"
+            f"on {choice.device} ({choice.dtype}, quantization {choice.quantization}, "
+            f"attention {getattr(model.config, '_attn_implementation', None) or 'default'})"
         )
         # The fast tokenizer is shared by the reactor thread (token counting) and the
         # inference thread; Rust tokenizers raise "Already borrowed" under concurrent use.
@@ -124,7 +125,9 @@ class TransformersEngine:
             reason=choice.reason,
         )
         cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        model, tokenizer = load_model(choice, cache, allow_download=config.allow_download)
+        model, tokenizer = load_model(
+            choice, cache, allow_download=config.allow_download, attention=config.attention
+        )
         window = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 4096
         engine = cls(
             model,
@@ -163,6 +166,11 @@ class TransformersEngine:
         if not ids:
             raise ModelUnavailable("the tokenizer has neither ChatML markers nor an EOS token")
         return ids
+
+    @property
+    def reuses_prefixes(self) -> bool:
+        """Whether this model runs the stepwise decoder (and so keeps KV prefixes)."""
+        return self._stepwise
 
     @property
     def bos_token_ids(self) -> tuple[int, ...]:
@@ -255,6 +263,24 @@ class TransformersEngine:
                 )
             else:
                 self._generate_batch(requests, indices, params, done)
+
+    def warm_up(self, rows: int = 1, *, prompt_tokens: int = 64, new_tokens: int = 4) -> float:
+        """Decode one small batch of `rows` prompts of different lengths, keeping nothing, so
+        that lazy initialisation (CUDA context and kernels, allocator pools, oneDNN primitives)
+        is paid for before the bot joins channels. Returns the seconds it took."""
+        started = time.monotonic()
+        params = SamplingParams(max_new_tokens=new_tokens)
+        requests = [
+            GenerationRequest(
+                Prompt((Segment(" ".join(["warm up"] * max(1, prompt_tokens // 2 - 3 * i))),), ()),
+                params,
+            )
+            for i in range(max(1, rows))
+        ]
+        self.generate(requests)
+        seconds = time.monotonic() - started
+        log.info("engine_warmed", rows=len(requests), seconds=round(seconds, 3))
+        return seconds
 
     def interrupt(self) -> None:
         """Make a running generate() return at its next step (used at shutdown)."""
