@@ -577,5 +577,5 @@ def test_attention_implementation_choice() -> None:
     assert attention_implementation("auto", "cpu") == "sdpa"
     assert attention_implementation("auto", "cuda") == "sdpa"
     assert attention_implementation("eager", "cpu") == "eager"
-    with pytest.raises(ModelUnavailable, match="needs model.device cuda"):
+    with pytest.raises(ModelUnavailable, match=r"needs model\.device cuda"):
         attention_implementation("flash_attention_2", "cpu")

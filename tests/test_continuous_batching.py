@@ -278,7 +278,8 @@ def test_rows_that_join_mid_batch_get_the_text_they_get_alone(engine: object) ->
     stats = engine.last_stats  # type: ignore[attr-defined]
     assert stats[1].reused_tokens > 100  # the joining row continued its cached prefix
     assert feed.free_seen[0] == 3
-    assert reported == {0: alone(engine, first), 1: alone(engine, longer), 2: alone(engine, shorter)}
+    expected = [alone(engine, prompt) for prompt in (first, longer, shorter)]
+    assert reported == dict(enumerate(expected))
 
 
 @pytest.mark.integration
