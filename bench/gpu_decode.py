@@ -10,8 +10,9 @@ Reported, in one run, per precision:
   and the datasheet figure when the GPU is known), as a fraction;
 - aggregate tokens/s at 1/4/16/32 concurrent requests for: the naive baseline (`generate` once
   per request, one after another, as the reference client does), a padded batch (`generate` on
-  all requests at once, what relaybot's local engine does), and transformers' continuous
-  batching (`generate_batch`), with the speed-up over the baseline.
+  all requests at once), relaybot's own decode loop (`relaybot.engine.decode`, what the worker
+  runs, prefill included) and transformers' continuous batching (`generate_batch`), with the
+  speed-up over the baseline.
 
     python bench/gpu_decode.py                         # on a CUDA machine
     python bench/gpu_decode.py --tiny --device cpu     # a scaled-down smoke run anywhere
@@ -46,6 +47,7 @@ NEMO_SHAPE = {
     "vocab_size": 131072,
     "max_position_embeddings": 8192,
     "rope_theta": 1_000_000.0,
+    "sliding_window": None,  # Nemo attends over the whole context
 }
 TINY_SHAPE = {
     "num_hidden_layers": 2,
@@ -57,6 +59,7 @@ TINY_SHAPE = {
     "vocab_size": 1024,
     "max_position_embeddings": 2048,
     "rope_theta": 10_000.0,
+    "sliding_window": None,
 }
 # Datasheet HBM bandwidth, bytes/s.
 DATASHEET_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "L4": 0.3e12}
@@ -194,6 +197,61 @@ def continuous(model: Any, batch: list[list[int]], new_tokens: int, device: str)
     return time.perf_counter() - started
 
 
+def relaybot_decoder(
+    model: Any, batch: list[list[int]], new_tokens: int, device: str
+) -> float | None:
+    """relaybot's own decode loop (relaybot.engine.decode, what the local engine and the
+    worker run): each prompt prefilled alone, then all rows decoded together in the KV
+    buffer. None where the model's cache layout needs `generate`."""
+    import threading
+
+    import torch
+    from transformers import DynamicCache
+
+    from relaybot.engine import SamplingParams
+    from relaybot.engine.decode import Decoder, Row, StepModel
+    from relaybot.engine.transformers_engine import _stepwise_layer_count
+    from relaybot.formats import Prompt
+
+    layers = _stepwise_layer_count(model)
+    if not layers:
+        return None
+
+    def forward(**inputs: Any) -> Any:
+        return model(**inputs).logits[:, -1, :]
+
+    step_model = StepModel(
+        forward=forward,
+        layer_count=layers,
+        stop_ids=(-1,),  # random weights: decode every one of the new tokens
+        device=torch.device(device),
+        interrupted=threading.Event(),
+        decode_tail=lambda tokens: "",
+    )
+    params = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_new_tokens=new_tokens)
+    finished: list[Row] = []
+    _sync(device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        rows = []
+        for index, ids in enumerate(batch):
+            cache = DynamicCache()
+            model(
+                input_ids=torch.tensor([ids[:-1]], device=device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            rows.append(Row(index, Prompt((), ()), list(ids), None, cache=cache))
+        decoder = Decoder(
+            step_model, params, lambda row, state: finished.append(row), max_rows=len(batch)
+        )
+        decoder.run(rows)
+    _sync(device)
+    assert all(len(row.output) == new_tokens for row in finished)
+    return time.perf_counter() - started
+
+
 def run_precision(args: argparse.Namespace, precision: str, workdir: Path) -> dict[str, Any]:
     import torch
 
@@ -216,6 +274,7 @@ def run_precision(args: argparse.Namespace, precision: str, workdir: Path) -> di
             limit = bandwidth / bytes_per_step
             result[f"bandwidth_limit_tokens_per_second_{name}"] = limit
             result[f"fraction_of_limit_{name}"] = stream["decode_tokens_per_second"] / limit
+    relaybot_decoder(model, [prompt], 2, args.device)  # warm-up: its first call pays setup
     concurrency = []
     for count in args.concurrency:
         batch = prompts(count, args.prompt_tokens, shape["vocab_size"], count)
@@ -223,11 +282,14 @@ def run_precision(args: argparse.Namespace, precision: str, workdir: Path) -> di
         naive = sum(generate_padded(model, [ids], args.new_tokens, args.device) for ids in batch)
         padded = generate_padded(model, batch, args.new_tokens, args.device)
         cb = continuous(model, batch, args.new_tokens, args.device)
+        ours = relaybot_decoder(model, batch, args.new_tokens, args.device)
         row = {
             "concurrent": count,
             "naive_tokens_per_second": produced / naive,
             "padded_tokens_per_second": produced / padded,
             "padded_speedup": naive / padded,
+            "relaybot_tokens_per_second": None if ours is None else produced / ours,
+            "relaybot_speedup": None if ours is None else naive / ours,
             "continuous_tokens_per_second": None if cb is None else produced / cb,
             "continuous_speedup": None if cb is None else naive / cb,
         }
@@ -257,7 +319,8 @@ def chart(result: dict[str, Any], path: Path) -> None:
         counts = [row["concurrent"] for row in rows]
         for key, label in (
             ("naive_tokens_per_second", "naive generate, one by one"),
-            ("padded_tokens_per_second", "padded batch"),
+            ("padded_tokens_per_second", "padded batch (generate)"),
+            ("relaybot_tokens_per_second", "relaybot decode loop"),
             ("continuous_tokens_per_second", "continuous batching"),
         ):
             values = [row[key] for row in rows]
