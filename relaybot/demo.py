@@ -139,8 +139,8 @@ class TerminalClient:
 
 def run_demo(port: int, channel: str, interactive: bool) -> int:
     from relaybot.bot import Bot
+    from relaybot.engine.factory import load_engine
     from relaybot.engine.selection import ModelUnavailable
-    from relaybot.engine.transformers_engine import TransformersEngine
     from relaybot.log import configure_logging
 
     workdir = Path(tempfile.mkdtemp(prefix="relaybot-demo-"))
@@ -165,7 +165,7 @@ def run_demo(port: int, channel: str, interactive: bool) -> int:
             flush=True,
         )
         try:
-            engine = TransformersEngine.load(config.model)
+            engine = load_engine(config.model)
         except ModelUnavailable as exc:
             print(f"relaybot demo: cannot load the model: {exc}", flush=True)
             return 3
