@@ -7,13 +7,14 @@ token counting in remote_prompt.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Self
 
 from relaybot.config import ModelConfig, RemoteConfig
-from relaybot.engine import EngineError, GenerationRequest, SamplingParams
+from relaybot.engine import BatchFeed, EngineError, GenerationRequest, SamplingParams
 from relaybot.engine.remote_http import RemoteClient, RemoteRejected, StreamError
 from relaybot.engine.remote_prompt import PLAIN_TEXT_MARKUP, Neutralizer, TokenCounter, flatten
 from relaybot.engine.selection import ModelUnavailable
@@ -25,6 +26,9 @@ log = get_logger(component="engine")
 # OpenAI's API takes at most four stop sequences (TGI's default limit is four too); the rest
 # are still cut locally.
 MAX_STOPS = 4
+# How often a running batch looks for newly queued requests while its replies are out: small
+# next to any network round trip.
+_FEED_POLL_SECONDS = 0.02
 
 
 def _stops(prompt: Prompt) -> list[str]:
@@ -205,6 +209,66 @@ class RemoteEngine:
             first = str(failures[0])
             raise EngineError(f"{first} ({len(failures)} of {len(requests)} requests failed)")
         return [text or "" for text in results]
+
+    def generate_continuous(
+        self,
+        requests: Sequence[GenerationRequest],
+        done: Callable[[int, str], None],
+        feed: BatchFeed | None,
+        *,
+        max_rows: int = 8,
+    ) -> None:
+        """Each request is its own HTTP request; a reply is reported when it arrives, and
+        requests from `feed` start as soon as fewer than `max_rows` are open, without waiting
+        for the others (the server batches them). A failed request does not fail the others:
+        they are reported, and EngineError names the failures at the end. A dropped request's
+        answer is not reported (the HTTP request itself runs to its end)."""
+        finished: queue.Queue[tuple[int, str | None, BaseException | None]] = queue.Queue()
+        open_indices: set[int] = set()
+        dropped: set[int] = set()
+        failures: list[BaseException] = []
+
+        def run(index: int, request: GenerationRequest) -> None:
+            try:
+                finished.put((index, self.complete(request), None))
+            except BaseException as exc:  # handed to the inference thread
+                finished.put((index, None, exc))
+
+        def start(index: int, request: GenerationRequest) -> None:
+            open_indices.add(index)
+            thread = threading.Thread(
+                target=run, args=(index, request), name=f"relaybot-remote-{index}", daemon=True
+            )
+            thread.start()
+
+        for index, request in enumerate(requests):
+            start(index, request)
+        admitted = len(requests)
+        params = requests[0].params if requests else None
+        while open_indices:
+            try:
+                index, text, error = finished.get(timeout=_FEED_POLL_SECONDS)
+            except queue.Empty:
+                pass
+            else:
+                open_indices.discard(index)
+                if error is not None:
+                    failures.append(error)
+                elif index not in dropped:
+                    done(index, text or "")
+            if feed is None or params is None:
+                continue
+            dropped.update(index for index in open_indices if feed.dropped(index))
+            free = max_rows - len(open_indices)
+            if free > 0 and not self.client.interrupted:
+                for request in feed.admit(free, params):
+                    start(admitted, request)
+                    admitted += 1
+        for error in failures:
+            if not isinstance(error, EngineError):
+                raise error  # a bug: let the worker log it as engine_crashed
+        if failures:
+            raise EngineError(f"{failures[0]} ({len(failures)} of {admitted} requests failed)")
 
     def interrupt(self) -> None:
         """Requests in progress give up at once; later ones fail fast (used at shutdown)."""

@@ -293,6 +293,11 @@ class RemoteClient:
 
         return self._call("POST", path, body, "text/event-stream", consume)
 
+    @property
+    def interrupted(self) -> bool:
+        """True once `interrupt` was called (shutdown)."""
+        return self._interrupted.is_set()
+
     def interrupt(self) -> None:
         """Make every request in progress, and every later one, give up at once."""
         self._interrupted.set()
