@@ -214,7 +214,7 @@ class Relay:
         job_id = self._in_flight.pop(key, None)
         if job_id is not None:
             self._job_keys.pop(job_id, None)
-            self.cancel_job(job_id)  # skipped if still queued; its completion is dropped anyway
+            self.cancel_job(job_id)  # skipped if queued, stopped if decoding; reply dropped
             self._start_waiting()
 
     @staticmethod

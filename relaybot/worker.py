@@ -106,8 +106,9 @@ class InferenceWorker:
 
     def cancel(self, job_id: int) -> None:
         """Thread-safe: a job still queued is skipped, never generated (its channel was
-        reset, parted or muted). A job already generating finishes and is dropped later.
-        What the engine keeps for the job's conversation is dropped too."""
+        reset, parted or muted). A job already generating leaves its batch at the next step
+        with an engine that batches continuously; with others it finishes and its completion
+        is dropped. What the engine keeps for the job's conversation is dropped too."""
         with self._cancel_lock:
             self._cancelled.add(job_id)
             key = self._job_keys.get(job_id)
