@@ -46,6 +46,7 @@ from relay_contexts import (
     load_engine,
     naive_reply,
     now_iso,
+    save_chart,
 )
 
 from relaybot.engine import GenerationRequest, SamplingParams
@@ -276,10 +277,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     right.set_ylabel("reply latency (s)")
     right.set_title("Reply latency")
     right.legend(fontsize=8)
-    figure.suptitle(f"{result['model'].split('/')[-1]} — {result['created']}", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_chart(figure, path, f"{result['model'].split('/')[-1]} — {result['created']}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

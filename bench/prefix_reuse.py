@@ -43,6 +43,7 @@ from relay_contexts import (
     load_engine,
     now_iso,
     percentile,
+    save_chart,
 )
 
 from relaybot.engine import GenerationRequest, SamplingParams
@@ -177,14 +178,12 @@ def chart(result: dict[str, Any], path: Path) -> None:
                           ha="center", va="bottom", fontsize=9)  # fmt: skip
         axis.set_title(f"{title}: {result[kind]['speedup']}x", fontsize=10)
         axis.set_ylabel("seconds (p50)")
-    figure.suptitle(
+    save_chart(
+        figure,
+        path,
         f"{result['prompt_tokens_mean']:.0f}-token channel context, "
         f"{result['reused_tokens_mean']:.0f} tokens reused — {result['created']}",
-        fontsize=9,
     )
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -231,27 +231,67 @@ def naive_reply(engine: Any, prompt: Prompt, params: SamplingParams) -> tuple[st
 
 
 class RecordingEngine:
-    """Wraps the real engine for the worker: remembers each request's token counts."""
+    """Wraps the real engine for the worker: remembers each request's token counts, the rows
+    each batch started with and how many rows joined a running batch."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.stats: dict[int, Any] = {}
+        self.batch_sizes: list[int] = []
+        self.joined = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
 
+    def reset(self) -> None:
+        self.stats.clear()
+        self.batch_sizes.clear()
+        self.joined = 0
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        self.batch_sizes.append(len(requests))
         texts: list[str] = self.engine.generate(requests)
-        for request, stats in zip(requests, self.engine.last_stats, strict=True):
-            self.stats[id(request)] = stats
+        for index, request in enumerate(requests):
+            self.stats[id(request)] = self.engine.last_stats[index]
         return texts
 
     def generate_each(self, requests: Sequence[GenerationRequest], done: Any) -> None:
+        self.generate_continuous(requests, done, None, continuous=False)
+
+    def generate_continuous(
+        self,
+        requests: Sequence[GenerationRequest],
+        done: Any,
+        feed: Any,
+        *,
+        max_rows: int = 8,
+        continuous: bool = True,
+    ) -> None:
+        """Rows that join are numbered on after the first ones, in the order admitted."""
+        self.batch_sizes.append(len(requests))
+        order = list(requests)
+        recorder = self
+
+        class Feed:
+            def admit(self, free: int, params: Any) -> Sequence[GenerationRequest]:
+                admitted = feed.admit(free, params)
+                order.extend(admitted)
+                recorder.joined += len(admitted)
+                return admitted
+
+            def dropped(self, index: int) -> bool:
+                return bool(feed.dropped(index))
+
         def recorded(index: int, text: str) -> None:
-            self.stats[id(requests[index])] = self.engine.last_stats[index]
+            self.stats[id(order[index])] = self.engine.last_stats[index]
             done(index, text)
 
-        self.engine.generate_each(requests, recorded)
+        if not continuous:
+            self.engine.generate_each(requests, recorded)
+            return
+        self.engine.generate_continuous(
+            requests, recorded, Feed() if feed is not None else None, max_rows=max_rows
+        )
 
 
 def load_engine(context_tokens: int, **kwargs: Any) -> Any:
@@ -300,3 +340,13 @@ def host_info() -> dict[str, Any]:
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def save_chart(figure: Any, path: Path, title: str) -> None:
+    """Title, lay out, write (PNG) and free a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

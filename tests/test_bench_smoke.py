@@ -67,3 +67,22 @@ def test_prefix_reuse_quick(tmp_path: Path) -> None:
         assert timing["reuse_p50_s"] > 0 and timing["full_prefill_p50_s"] > 0
         assert timing["speedup"] > 0
     assert {"speedup", "met_first_token", "met_reply"} <= set(result["target"])
+
+
+def test_staggered_arrivals_quick(tmp_path: Path) -> None:
+    result = run_script("staggered_arrivals.py", tmp_path, "--channels", "3", "--baseline")
+    assert result["benchmark"] == "staggered_arrivals"
+    arrivals = result["arrivals_s"]
+    assert isinstance(arrivals, list) and len(arrivals) == 3 and arrivals == sorted(arrivals)
+    modes = result["modes"]
+    assert isinstance(modes, dict)
+    assert list(modes) == ["continuous", "batch-at-a-time", "naive"]
+    for stats in modes.values():
+        assert stats["replies"] == 3 and len(stats["requests"]) == 3
+        assert stats["generated_tokens"] > 0 and stats["tokens_per_s"] > 0
+        assert 0 < stats["latency_p50_s"] <= stats["latency_p95_s"] <= stats["latency_max_s"]
+        assert stats["latency_max_s"] <= stats["makespan_s"]
+    assert modes["batch-at-a-time"]["joined_running_batch"] == 0
+    speedup = result["speedup_continuous_over_batch_at_a_time"]
+    assert speedup["latency_p50"] > 0 and speedup["latency_p95"] > 0
+    assert result["settings"]["sampling"]["temperature"] == 0.3
