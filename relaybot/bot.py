@@ -444,14 +444,25 @@ class Bot:
     def stop(self) -> None:
         self.session.stop()
 
+    # A signal handler runs between two bytecodes of the main thread, which may be holding
+    # any lock just then (the log writer's, for one: logging from the handler deadlocked the
+    # bot when SIGTERM arrived mid-log line). So handlers only hand the work to the loop.
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("signal_received", signal=signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        self.session.call_soon(lambda: self._stop_for_signal(name))
+
+    def _stop_for_signal(self, name: str) -> None:
+        log.info("signal_received", signal=name)
         self.notifier.stopping()
         self.session.stop()
 
     def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        self.session.call_soon(self._hangup)
+
+    def _hangup(self) -> None:
         log.info("signal_received", signal="SIGHUP")
-        self.session.call_soon(self._reload_notified)
+        self._reload_notified()
 
 
 def prompt_format(model: ModelConfig, engine: Engine) -> PromptFormat:

@@ -8,8 +8,8 @@ Wire events become `relaybot.events` values handed to the relay.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
-import queue
 import random
 import select
 import socket
@@ -249,7 +249,9 @@ class IrcSession:
         self._own_host: str | None = None
         self._stop = threading.Event()
         self._quit_message = "relaybot shutting down"
-        self._completions: queue.Queue[Callable[[], None]] = queue.Queue()
+        # A deque, not a queue.Queue: append and popleft take no Python-level lock, so
+        # call_soon is safe from a signal handler that interrupted this very loop.
+        self._completions: collections.deque[Callable[[], None]] = collections.deque()
         # Another thread's call_soon writes a byte here so that the loop wakes at once instead
         # of at the end of its select timeout (up to 50 ms added to every reply otherwise).
         self._wake_read, self._wake_write = socket.socketpair()
@@ -329,8 +331,8 @@ class IrcSession:
     # --- cross-thread hand-over --------------------------------------------------------------
 
     def call_soon(self, fn: Callable[[], None]) -> None:
-        """Thread-safe: run `fn` on the reactor thread at the next loop turn."""
-        self._completions.put(fn)
+        """Thread-safe and signal-safe: run `fn` on the reactor thread at the next loop turn."""
+        self._completions.append(fn)
         # A full pipe means a wake-up is pending anyway; a closed one, that we are stopping.
         with contextlib.suppress(OSError):
             self._wake_write.send(b"\0")
@@ -471,8 +473,8 @@ class IrcSession:
             self.log.exception("reactor_error")
         while True:
             try:
-                fn = self._completions.get_nowait()
-            except queue.Empty:
+                fn = self._completions.popleft()
+            except IndexError:
                 break
             try:
                 fn()
