@@ -9,8 +9,9 @@ gets alone, and that a cancelled row leaves without text and without a stale cac
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -111,13 +112,24 @@ def stepping() -> tuple[SteppingEngine, Completions]:
     return SteppingEngine(), Completions()
 
 
+@contextlib.contextmanager
+def started(worker: InferenceWorker, engine: SteppingEngine) -> Iterator[None]:
+    """Run the worker; at the end let any step still gated run, then stop it."""
+    worker.start()
+    try:
+        yield
+    finally:
+        for _ in range(8):
+            engine.step_gate.release()
+        worker.stop(timeout=TIMEOUT)
+
+
 def test_a_job_submitted_mid_batch_joins_it_and_finishes_first(stepping) -> None:
     engine, completions = stepping
     engine.steps_for = {"1": 6, "2": 2}
     worker = InferenceWorker(engine, completions, max_batch=4, batch_window=0)
     worker.submit(make_job(1))
-    worker.start()
-    try:
+    with started(worker, engine):
         engine.run_steps(1)
         worker.submit(make_job(2))
         engine.run_steps(3)  # job 2 joins after step 1 and needs 2 more steps
@@ -127,18 +139,13 @@ def test_a_job_submitted_mid_batch_joins_it_and_finishes_first(stepping) -> None
         second = completions.wait_for(2)[1]
         assert (second.job.job_id, second.text) == (1, "echo 1")
         assert engine.calls == [["1", "2"]]  # one batch: job 2 never waited for job 1
-    finally:
-        for _ in range(8):
-            engine.step_gate.release()
-        worker.stop(timeout=TIMEOUT)
 
 
 def test_a_job_with_other_settings_waits_for_the_next_batch(stepping) -> None:
     engine, completions = stepping
     worker = InferenceWorker(engine, completions, max_batch=4, batch_window=0)
     worker.submit(make_job(1))
-    worker.start()
-    try:
+    with started(worker, engine):
         engine.run_steps(1)
         worker.submit(make_job(2, OTHER))
         worker.submit(make_job(3))  # behind the held job: it waits too, keeping the order
@@ -149,10 +156,6 @@ def test_a_job_with_other_settings_waits_for_the_next_batch(stepping) -> None:
         assert sorted(c.job.job_id for c in done) == [1, 2, 3]
         assert engine.calls[0] == ["1"]
         assert engine.calls[1] == ["2", "3"]
-    finally:
-        for _ in range(8):
-            engine.step_gate.release()
-        worker.stop(timeout=TIMEOUT)
 
 
 def test_a_job_cancelled_while_generating_leaves_the_batch(stepping) -> None:
@@ -161,18 +164,13 @@ def test_a_job_cancelled_while_generating_leaves_the_batch(stepping) -> None:
     worker = InferenceWorker(engine, completions, max_batch=4, batch_window=0)
     worker.submit(make_job(1))
     worker.submit(make_job(2))
-    worker.start()
-    try:
+    with started(worker, engine):
         engine.run_steps(1)
         worker.cancel(2)
         engine.run_steps(4)
         done = completions.wait_for(2)
         results = {c.job.job_id: (c.text, c.error) for c in done}
         assert results == {1: ("echo 1", None), 2: (None, "cancelled")}
-    finally:
-        for _ in range(8):
-            engine.step_gate.release()
-        worker.stop(timeout=TIMEOUT)
 
 
 def test_a_full_batch_admits_nobody_until_a_row_leaves(stepping) -> None:
@@ -181,18 +179,13 @@ def test_a_full_batch_admits_nobody_until_a_row_leaves(stepping) -> None:
     worker = InferenceWorker(engine, completions, max_batch=2, batch_window=0.2)
     worker.submit(make_job(1))
     worker.submit(make_job(2))
-    worker.start()
-    try:
+    with started(worker, engine):
         engine.run_steps(1)
         worker.submit(make_job(3))
         engine.run_steps(1)  # job 1 leaves at this step; job 3 takes its row
         assert engine.calls == [["1", "2", "3"]]
         engine.run_steps(1)
         assert [c.job.job_id for c in completions.wait_for(2)] == [1, 3]
-    finally:
-        for _ in range(8):
-            engine.step_gate.release()
-        worker.stop(timeout=TIMEOUT)
 
 
 def test_the_worker_can_be_told_not_to_batch_continuously(stepping) -> None:
