@@ -183,15 +183,15 @@ class InferenceWorker:
                 self._run_batch(live)
 
     def _run_batch(self, batch: list[Job]) -> None:
-        started = time.monotonic()
         continuous = getattr(self.engine, "generate_continuous", None)
         if self.continuous and callable(continuous):
-            self._run_continuous(batch, continuous, started)
+            self._run_continuous(batch, continuous)
             return
         each = getattr(self.engine, "generate_each", None)
         if callable(each):
-            self._run_streaming(batch, each, started)
+            self._run_streaming(batch, each)
             return
+        started = time.monotonic()
         try:
             texts: list[str | None] = list(self.engine.generate([job.request for job in batch]))
             error = None
@@ -206,33 +206,17 @@ class InferenceWorker:
         for job, text in zip(batch, texts, strict=True):
             self.on_complete(Completion(job, text, error, seconds, len(batch)))
 
-    def _run_streaming(self, batch: list[Job], each: Callable[..., None], started: float) -> None:
+    def _run_streaming(self, batch: list[Job], each: Callable[..., None]) -> None:
         """Each reply is handed over as soon as its row stops, not when the batch ends."""
-        delivered = [False] * len(batch)
 
-        def done(index: int, text: str) -> None:
-            if 0 <= index < len(batch) and not delivered[index]:
-                delivered[index] = True
-                seconds = time.monotonic() - started
-                self.on_complete(Completion(batch[index], text, None, seconds, len(batch)))
+        def without_feed(requests: Any, done: Any, feed: Any, *, max_rows: int) -> None:
+            each(requests, done)
 
-        error = "engine returned no text for this request"
-        try:
-            each([job.request for job in batch], done)
-        except EngineError as exc:
-            error = str(exc)
-        except Exception as exc:  # an engine bug must not kill the inference thread
-            log.exception("engine_crashed", batch_size=len(batch))
-            error = f"{type(exc).__name__}: {exc}"
-        seconds = time.monotonic() - started
-        for job, was_delivered in zip(batch, delivered, strict=True):
-            if not was_delivered:
-                self.on_complete(Completion(job, None, error, seconds, len(batch)))
+        self._run_continuous(batch, without_feed)
 
-    def _run_continuous(
-        self, batch: list[Job], generate: Callable[..., None], started: float
-    ) -> None:
-        """Like `_run_streaming`, and jobs submitted meanwhile join the running batch."""
+    def _run_continuous(self, batch: list[Job], generate: Callable[..., None]) -> None:
+        """Each reply is handed over as soon as its row stops, and jobs submitted meanwhile
+        join the running batch when the engine takes them from the feed."""
         feed = _QueueFeed(self, batch)
         delivered: set[int] = set()
 
@@ -252,8 +236,8 @@ class InferenceWorker:
             error = f"{type(exc).__name__}: {exc}"
         if feed.joined:
             log.debug("jobs_joined_batch", count=feed.joined, batch_size=len(feed.jobs))
-        if feed.dropped_count:
-            log.info("jobs_cancelled", count=feed.dropped_count, while_generating=True)
+        if feed.dropped_indices:
+            log.info("jobs_cancelled", count=len(feed.dropped_indices), while_generating=True)
         now = time.monotonic()
         for index, job in enumerate(feed.jobs):
             if index not in delivered:
@@ -272,10 +256,6 @@ class _QueueFeed:
         self.admitted_at = [now] * len(batch)
         self.joined = 0
         self.dropped_indices: set[int] = set()
-
-    @property
-    def dropped_count(self) -> int:
-        return len(self.dropped_indices)
 
     def admit(self, free: int, params: SamplingParams) -> Sequence[GenerationRequest]:
         worker = self.worker

@@ -183,32 +183,9 @@ class RemoteEngine:
             return []
         if len(requests) == 1:
             return [self.complete(requests[0])]
-        results: list[str | None] = [None] * len(requests)
-        errors: list[BaseException | None] = [None] * len(requests)
-
-        def run(index: int) -> None:
-            try:
-                results[index] = self.complete(requests[index])
-            except BaseException as exc:  # handed to the calling thread below
-                errors[index] = exc
-
-        threads = [
-            threading.Thread(target=run, args=(index,), name=f"relaybot-remote-{index}")
-            for index in range(len(requests))
-        ]
-        for thread in threads:
-            thread.daemon = True
-            thread.start()
-        for thread in threads:
-            thread.join()
-        failures = [error for error in errors if error is not None]
-        for error in failures:
-            if not isinstance(error, EngineError):
-                raise error  # a bug: let the worker log it as engine_crashed
-        if failures:
-            first = str(failures[0])
-            raise EngineError(f"{first} ({len(failures)} of {len(requests)} requests failed)")
-        return [text or "" for text in results]
+        results = [""] * len(requests)
+        self.generate_continuous(requests, results.__setitem__, None, max_rows=len(requests))
+        return results
 
     def generate_continuous(
         self,

@@ -9,10 +9,11 @@ on every start costs tens of seconds.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,7 +256,7 @@ class TransformersEngine:
         groups: dict[SamplingParams, list[int]] = {}
         for index, request in enumerate(requests):
             groups.setdefault(request.params, []).append(index)
-        counter = _Counter(len(requests))
+        counter = itertools.count(len(requests))
         for params, indices in groups.items():
             if self._stepwise:
                 self._generate_stepwise(
@@ -324,7 +325,7 @@ class TransformersEngine:
         params: SamplingParams,
         done: Callable[[int, str], None],
         feed: BatchFeed | None,
-        counter: _Counter,
+        counter: Iterator[int],
         max_rows: int,
     ) -> None:
         """Prefill what each prompt does not share with its conversation's cached prefix, then
@@ -364,7 +365,7 @@ class TransformersEngine:
             assert feed is not None
             arrivals = feed.admit(free, params)
             return prefilled(
-                [self._row(counter.take(), request, key_for(request)) for request in arrivals]
+                [self._row(next(counter), request, key_for(request)) for request in arrivals]
             )
 
         def dropped(row: Row) -> bool:
@@ -557,15 +558,3 @@ def _split_head(model: Any) -> tuple[Any, Any]:
         return decoder, weight.detach().t().contiguous()
     except (AttributeError, TypeError):
         return None, None
-
-
-class _Counter:
-    """Numbers for admitted requests, continuing after the first batch's."""
-
-    def __init__(self, start: int) -> None:
-        self._next = start
-
-    def take(self) -> int:
-        value = self._next
-        self._next += 1
-        return value
