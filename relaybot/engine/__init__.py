@@ -97,6 +97,21 @@ class ForgetsConversations(Protocol):
     def forget(self, key: tuple[str, str]) -> None: ...
 
 
+class ReportsDegradation(Protocol):
+    """Optional for engines: a reason when the engine runs without a capability it should
+    have (the fast decode path), '' when it runs as designed. Shown in `!relay status` and
+    the systemd STATUS, not only logged."""
+
+    @property
+    def degraded(self) -> str: ...
+
+
+def degradation(engine: object) -> str:
+    """The engine's `degraded` reason, '' for engines that do not report one."""
+    reason = getattr(engine, "degraded", "")
+    return reason if isinstance(reason, str) else ""
+
+
 def sampling_from(config: ModelConfig) -> SamplingParams:
     """The configured sampling settings, as the engine takes them."""
     return SamplingParams(

@@ -69,6 +69,7 @@ class StepModel:
 
     forward: Callable[..., Any]  # model inputs -> logits of each row's last position
     layer_count: int
+    cache_argument: str  # the name the model's forward takes its KV cache under
     stop_ids: tuple[int, ...]
     device: Any
     interrupted: threading.Event
@@ -201,8 +202,8 @@ class Decoder:
             input_ids=self.tokens.unsqueeze(1),
             attention_mask=mask,
             position_ids=self.positions.unsqueeze(1),
-            past_key_values=self.cache,
             use_cache=True,
+            **{self.model.cache_argument: self.cache},
         )
         chosen = self.sample(self.history[:, :filled], logits)
         self.history[:, filled] = chosen
@@ -317,6 +318,54 @@ class Sampler:
         if candidates is not None:
             picked = candidates.gather(-1, picked)
         return picked[:, 0]
+
+
+@dataclass(frozen=True, slots=True)
+class StepwiseSupport:
+    """Whether the decode loop can drive a model, and how to hand it the cache."""
+
+    layer_count: int  # KV layers; 0 when the loop cannot drive the model
+    cache_argument: str  # "cache" from transformers 5.24 on, "past_key_values" before
+    reason: str = ""  # why not, when it cannot
+
+    @property
+    def available(self) -> bool:
+        return self.layer_count > 0
+
+
+def stepwise_support(model: Any) -> StepwiseSupport:
+    """The decode loop needs plain full-attention KV layers and a forward that takes explicit
+    positions and a cache; anything else (sliding windows, recurrent state) goes through
+    `generate`. transformers renamed the forward's cache argument in 5.24, so the name is read
+    off the signature rather than assumed."""
+    import inspect
+
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    def unavailable(reason: str, argument: str = "past_key_values") -> StepwiseSupport:
+        return StepwiseSupport(0, argument, reason)
+
+    try:
+        parameters = set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError) as exc:
+        return unavailable(f"forward() has no readable signature ({exc})")
+    argument = next((name for name in ("cache", "past_key_values") if name in parameters), "")
+    if not argument:
+        return unavailable("forward() takes no KV cache argument (cache or past_key_values)")
+    missing = {"position_ids", "logits_to_keep"} - parameters
+    if missing:
+        return unavailable(f"forward() lacks {', '.join(sorted(missing))}", argument)
+    if getattr(model.config, "is_encoder_decoder", False):
+        return unavailable("encoder-decoder model", argument)
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        return unavailable(f"no dynamic cache for this config ({exc})", argument)
+    kinds = sorted({type(layer).__name__ for layer in layers if type(layer) is not DynamicLayer})
+    if not layers or kinds:
+        return unavailable(f"cache layers other than full attention: {kinds}", argument)
+    return StepwiseSupport(len(layers), argument)
 
 
 def _buffer_cache(layers: list[Any]) -> Any:

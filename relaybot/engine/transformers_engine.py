@@ -20,7 +20,7 @@ from typing import Any
 
 from relaybot.config import ModelConfig
 from relaybot.engine import BatchFeed, EngineError, GenerationRequest, SamplingParams
-from relaybot.engine.decode import Decoder, KVState, Row, StepModel
+from relaybot.engine.decode import Decoder, KVState, Row, StepModel, stepwise_support
 from relaybot.engine.loading import cuda_free_bytes, default_cache_dir, load_model
 from relaybot.engine.prefix_cache import PrefixStore
 from relaybot.engine.selection import GiB, ModelChoice, ModelUnavailable, choose_model
@@ -87,17 +87,24 @@ class TransformersEngine:
         self.prefix_cache: PrefixStore[KVState] = PrefixStore(
             prefix_cache_entries, prefix_cache_bytes
         )
-        self._layer_count = _stepwise_layer_count(model)
-        self._stepwise = self._layer_count > 0
+        self.stepwise = stepwise_support(model)
+        self._stepwise = self.stepwise.available
         split: tuple[Any, Any] = _split_head(model) if self._stepwise else (None, None)
         self._decoder, self._head = split
         if not self._stepwise:
-            log.info("prefix_reuse_unavailable", reason="model needs generate() (cache layout)")
+            # Loud on purpose: without the decode loop there is no prefix reuse and no
+            # continuous batching, and replies to busy channels get several times slower.
+            log.warning(
+                "fast_path_unavailable",
+                reason=self.stepwise.reason,
+                effect="no prefix reuse, no continuous batching: plain generate() per batch",
+            )
         self.last_stats: dict[int, RowStats] = {}
         self._stop_texts = {str(tokenizer.convert_ids_to_tokens(i)) for i in self._stop_ids}
         self._step_model = StepModel(
             forward=self._next_logits,
-            layer_count=self._layer_count,
+            layer_count=self.stepwise.layer_count,
+            cache_argument=self.stepwise.cache_argument,
             stop_ids=tuple(self._stop_ids),
             device=model.device,
             interrupted=self._interrupted,
@@ -167,6 +174,12 @@ class TransformersEngine:
         if not ids:
             raise ModelUnavailable("the tokenizer has neither ChatML markers nor an EOS token")
         return ids
+
+    @property
+    def degraded(self) -> str:
+        if self._stepwise:
+            return ""
+        return f"decode fast path off ({self.stepwise.reason}): no prefix reuse or batching"
 
     @property
     def reuses_prefixes(self) -> bool:
@@ -427,7 +440,7 @@ class TransformersEngine:
             inputs = {
                 "input_ids": torch.tensor([row.ids[row.reused : end]], device=device),
                 "position_ids": torch.arange(row.reused, end, device=device).unsqueeze(0),
-                "past_key_values": row.cache,
+                self.stepwise.cache_argument: row.cache,
                 "use_cache": True,
             }
             # Only the cache is wanted here: no logits at all where the model can skip them.
@@ -510,29 +523,6 @@ class TransformersEngine:
             )
             finished = Row(index, prompts[row], encoded[row], None, output=new_tokens[:cut])
             self._report(finished, done)
-
-
-def _stepwise_layer_count(model: Any) -> int:
-    """The number of KV layers, or 0 when the stepwise decoder cannot drive this model: it
-    needs plain full-attention layers and a forward that takes explicit positions; anything
-    else (sliding windows, recurrent state) goes through generate."""
-    import inspect
-
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    try:
-        parameters = inspect.signature(model.forward).parameters
-        if not {"position_ids", "past_key_values", "logits_to_keep"} <= set(parameters):
-            return 0
-        if getattr(model.config, "is_encoder_decoder", False):
-            return 0
-        layers = DynamicCache(config=model.config).layers
-    except (AttributeError, TypeError, ValueError, KeyError):
-        return 0
-    if not layers or not all(type(layer) is DynamicLayer for layer in layers):
-        return 0
-    return len(layers)
 
 
 # Causal LMs whose logits are exactly `lm_head(decoder(...))`, with no bias, scaling or capping.
