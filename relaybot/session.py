@@ -42,10 +42,16 @@ from relaybot.events import (
     Topic,
 )
 from relaybot.log import get_logger
-from relaybot.outbox import Outbox, Outgoing
+from relaybot.outbox import MAX_LINE_BYTES, Outbox, Outgoing
 from relaybot.permissions import glob_match
 from relaybot.reconnect import Backoff, Liveness
-from relaybot.text import casefold, is_channel_name, privmsg_payload_budget, safe_line
+from relaybot.text import (
+    casefold,
+    is_channel_name,
+    privmsg_payload_budget,
+    reply_lines,
+    safe_line,
+)
 
 log = get_logger(component="session")
 
@@ -72,6 +78,11 @@ MAX_TRACKED_USERS = 50_000
 SASL_CHUNK = 400
 # A server line longer than this without a newline is garbage; drop it instead of buffering.
 MAX_BUFFERED_BYTES = 64 * 1024
+# How long one write may wait for the kernel to take a line. A peer that takes nothing for
+# this long is a dead link; the PING check alone would need ping_interval + ping_timeout.
+SEND_TIMEOUT = 10.0
+# Lines one send_message/send_notice may become when its text is longer than a line.
+MAX_LINES_PER_TEXT = 8
 _CHANNEL_GONE = {
     "bannedfromchan": "banned",
     "inviteonlychan": "invite only",
@@ -115,6 +126,9 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
             self.socket = connect_factory(self.server_address)
         except OSError as exc:
             raise irc.client.ServerConnectionError(f"Couldn't connect to socket: {exc}") from exc
+        # Non-blocking reads: select() may report a TLS socket readable when only part of a
+        # record has arrived, and a blocking read would then wait for the rest forever.
+        self.socket.settimeout(0.0)
         self.connected = True
         self.reactor._on_connect(self.socket)
         # CAP LS before NICK/USER so the server holds registration until CAP END.
@@ -125,13 +139,46 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
             self.send_raw(line)
         return self
 
+    def send_raw(self, string: str) -> bool:
+        """Write one line. Never raises: a line that cannot be written (no connection, a
+        write error, a peer that takes nothing for SEND_TIMEOUT) is False, and a failed
+        write drops the connection, which the session turns into a reconnect."""
+        sock = self.socket
+        if sock is None:
+            log.info("line_not_sent", reason="not connected", command=string.split(" ", 1)[0])
+            return False
+        data = string.encode("utf-8", "replace") + b"\r\n"
+        if len(data) > MAX_LINE_BYTES or any(c in string for c in "\r\n\0"):
+            # Callers split and sanitise; this is the last guard, not a path.
+            log.error("line_not_sent", reason="malformed", command=string.split(" ", 1)[0])
+            return False
+        try:
+            # While disconnecting (the QUIT), do not wait on a link that already failed.
+            sock.settimeout(SEND_TIMEOUT if self.connected else 0.5)
+            sock.sendall(data)
+        except (OSError, ValueError) as exc:
+            if self.connected:
+                log.warning("write_failed", error=str(exc) or type(exc).__name__)
+                self.disconnect("Connection lost")
+            return False
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sock.settimeout(0.0)
+        return True
+
     def process_data(self) -> None:
+        data = b""
         try:
             reader = getattr(self.socket, "read", self.socket.recv)
             data = reader(2**14)
             # TLS may hold more decrypted bytes than select() can see.
             while isinstance(self.socket, ssl.SSLSocket) and self.socket.pending():
                 data += self.socket.read(self.socket.pending())
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            # Part of a TLS record, or nothing after all: wait for the rest. A peer that
+            # never sends it is caught by the PING check, not by a blocked thread.
+            if not data:
+                return
         except (OSError, ValueError):
             self.disconnect("Connection reset by peer")
             return
@@ -303,19 +350,36 @@ class IrcSession:
         action: bool = False,
         on_sent: Callable[[], None] | None = None,
     ) -> None:
-        body = safe_line(text)
-        target = safe_line(target).split(" ")[0]
-        if not body or not _single_target(target):
-            return
-        if action:
-            body = f"\x01ACTION {body}\x01"
-        self._queue(f"PRIVMSG {target} :{body}", target, on_sent)
+        """Queue `text` as PRIVMSG lines: sanitised, and split where it is longer than a line
+        (`on_sent` runs once, after the last of them is written)."""
+        self._queue_text("PRIVMSG", target, text, on_sent, action=action)
 
     def send_notice(self, target: str, text: str) -> None:
-        body = safe_line(text)
+        self._queue_text("NOTICE", target, text, None)
+
+    def _queue_text(
+        self,
+        command: str,
+        target: str,
+        text: str,
+        on_sent: Callable[[], None] | None,
+        *,
+        action: bool = False,
+    ) -> None:
         target = safe_line(target).split(" ")[0]
-        if body and _single_target(target):
-            self._queue(f"NOTICE {target} :{body}", target, None)
+        if not _single_target(target):
+            return
+        wrapper = ("\x01ACTION ", "\x01") if action else ("", "")
+        # NOTICE is shorter than PRIVMSG, so the PRIVMSG budget fits both.
+        budget = self.payload_budget(target) - len("".join(wrapper))
+        if budget < 16:
+            self.log.warning("line_dropped_target_too_long", target=target[:64])
+            return
+        lines = reply_lines(text, budget, MAX_LINES_PER_TEXT)
+        for index, line in enumerate(lines):
+            last = index == len(lines) - 1
+            body = f"{wrapper[0]}{line}{wrapper[1]}"
+            self._queue(f"{command} {target} :{body}", target, on_sent if last else None)
 
     def _queue(self, line: str, target: str, on_sent: Callable[[], None] | None) -> None:
         if not (self.registered and self.connection.is_connected()):
@@ -467,6 +531,8 @@ class IrcSession:
         self._shutdown()
 
     def step(self, timeout: float) -> None:
+        """One loop turn. Nothing a connection does may end the loop: every stage is
+        guarded, so a fault is a logged error and, at worst, a reconnect."""
         try:
             self._wait_and_read(timeout)
         except Exception:
@@ -488,8 +554,11 @@ class IrcSession:
                 fn()
             except Exception:
                 self.log.exception("timer_failed")
-        self._check_liveness(now)
-        self._flush(now)
+        for stage in (self._check_liveness, self._flush):
+            try:
+                stage(now)
+            except Exception:
+                self.log.exception("reactor_error", stage=stage.__name__)
 
     def _wait_and_read(self, timeout: float) -> None:
         """The reactor's process_once, also woken by call_soon from other threads."""
@@ -508,8 +577,12 @@ class IrcSession:
     def _flush(self, now: float) -> None:
         if not (self.registered and self.connection.is_connected()):
             return
-        for item in self.outbox.due(now):
-            self.connection.send_raw(item.line)
+        due = self.outbox.due(now)
+        for written, item in enumerate(due):
+            if not self.connection.send_raw(item.line):
+                # Not written, so never recorded as said; the disconnect dropped the rest.
+                self.log.warning("unsent_lines_dropped", count=len(due) - written)
+                return
             if item.on_sent is not None:
                 item.on_sent()
 

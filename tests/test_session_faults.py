@@ -1,0 +1,215 @@
+"""Link faults at the session, over real loopback sockets: a reset while the outbox flushes,
+lines longer than IRC allows, and a TLS peer that stops in the middle of a record. The loop
+survives each one, and a line that was not written is never reported as sent."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import structlog.testing
+
+from relaybot.config import IrcConfig
+from relaybot.session import IrcSession
+
+from .certs import CertPair, make_ca, make_cert
+from .scripted import ScriptedServer
+
+
+def _session(port: int, **changes: object) -> IrcSession:
+    config = IrcConfig(
+        host="127.0.0.1",
+        port=port,
+        nick="relaybot",
+        reconnect_min=0.2,
+        reconnect_max=0.5,
+        **changes,  # type: ignore[arg-type]
+    )
+    return IrcSession(config, on_event=lambda event: None, on_forget=lambda name: None)
+
+
+def _step_until(session: IrcSession, done: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session.step(0.05)
+        if done():
+            return
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _registered(server: ScriptedServer, session: IrcSession) -> None:
+    session._try_connect()
+    server.accept()
+    server.wait_for(b"USER ", 10)
+    server.send(b":irc.test 001 relaybot :Welcome\r\n")
+    _step_until(session, lambda: session.registered, 10, "registration")
+
+
+def _reset(conn: socket.socket) -> None:
+    """Close with an RST instead of a FIN."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
+def test_a_reset_while_the_outbox_flushes_is_a_reconnect_and_nothing_unsent_counts() -> None:
+    server = ScriptedServer()
+    session = _session(server.port)
+    _registered(server, session)
+    sent: list[int] = []
+    for index in range(12):
+        session.send_message("#c", f"line {index}", on_sent=lambda index=index: sent.append(index))
+    _step_until(session, lambda: len(sent) >= 5, 10, "the first burst")  # burst = 5 lines
+    assert server.conn is not None
+    server.wait_for(b"PRIVMSG #c :line 4", 5)
+    received = sum(b"PRIVMSG #c :" in line for line in server.received)
+    _reset(server.conn)
+    time.sleep(0.3)  # the RST has arrived; the next write meets it
+    with structlog.testing.capture_logs() as logs:
+        # Straight to the flush, as when the reset lands between the read and the write.
+        session._flush(session.clock() + 60.0)
+        _step_until(session, lambda: session._reconnect_pending, 5, "a reconnect")
+    assert not session.connection.is_connected()
+    assert sent == list(range(received)), "a line that was never written counted as sent"
+    assert any(entry["event"] == "write_failed" for entry in logs)
+    # And it comes back.
+    _step_until(session, lambda: session.connects == 2, 10, "the second connect")
+    server.accept(timeout=10)
+    server.wait_for(b"CAP LS 302", 10)
+    server.close()
+
+
+def test_text_longer_than_a_line_goes_out_as_several_lines_of_at_most_512_bytes() -> None:
+    server = ScriptedServer()
+    session = _session(server.port)
+    _registered(server, session)
+    words = [f"#channel-{index:03d} (muted 10m)" for index in range(40)]
+    status = "model embedded on cpu; channels: " + ", ".join(words)
+    done = threading.Event()
+    session.send_notice("oper", status)
+    session.send_message("#c", "x" * 1400, on_sent=done.set)
+    session.send_notice("oper", f"unknown command {'y' * 600!r}")
+    _step_until(session, done.is_set, 20, "the long message")
+    server.wait_for(b"NOTICE oper :unknown command", 10)
+    assert session.connection.is_connected()
+    lines = [line for line in server.received if line.startswith((b"NOTICE", b"PRIVMSG"))]
+    assert all(len(line) + 2 <= 512 for line in lines)
+    notices = [line.split(b" :", 1)[1].decode() for line in lines if line.startswith(b"NOTICE")]
+    assert " ".join(notices[: len(notices) - 2]).startswith("model embedded")
+    joined = " ".join(notices)
+    assert all(word in joined for word in words)
+    privmsgs = [line.split(b" :", 1)[1] for line in lines if line.startswith(b"PRIVMSG")]
+    assert b"".join(privmsgs) == b"x" * 1400
+    server.close()
+
+
+# --- TLS: a peer that stops in the middle of a record -------------------------------------
+
+
+class StallingTlsServer:
+    """Completes the TLS handshake, sends one whole line and then half of the next record,
+    and then sends nothing at all."""
+
+    def __init__(self, pair: CertPair) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(pair.cert, pair.key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.stalled = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        held: list[socket.socket] = []
+        while not self._stop.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            held.append(raw)
+            raw.settimeout(5)
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = self.context.wrap_bio(incoming, outgoing, server_side=True)
+            try:
+                self._handshake(raw, tls, incoming, outgoing)
+                tls.write(b":irc.test NOTICE * :hello\r\n")
+                raw.sendall(outgoing.read())
+                tls.write(b":irc.test 001 relaybot :Welcome\r\n")
+                record = outgoing.read()
+                raw.sendall(record[: len(record) // 2])  # and never the rest
+            except (OSError, ssl.SSLError):
+                continue
+            self.stalled.set()
+        for sock in held:
+            sock.close()
+
+    @staticmethod
+    def _handshake(
+        raw: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO
+    ) -> None:
+        for _ in range(50):
+            try:
+                tls.do_handshake()
+                raw.sendall(outgoing.read())
+                return
+            except ssl.SSLWantReadError:
+                pending = outgoing.read()
+                if pending:
+                    raw.sendall(pending)
+                data = raw.recv(65536)
+                if not data:
+                    raise ConnectionError("closed during the handshake") from None
+                incoming.write(data)
+        raise ConnectionError("handshake did not finish")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.listener.close()
+
+
+@pytest.fixture
+def stalling_tls(tmp_path: Path) -> Iterator[tuple[StallingTlsServer, CertPair]]:
+    ca = make_ca(tmp_path, "ca")
+    server = StallingTlsServer(make_cert(tmp_path, "server", ca=ca))
+    yield server, ca
+    server.close()
+
+
+def test_a_tls_peer_that_stops_mid_record_does_not_hang_the_loop(
+    stalling_tls: tuple[StallingTlsServer, CertPair],
+) -> None:
+    server, ca = stalling_tls
+    session = _session(
+        server.port, tls=True, ca_file=str(ca.cert), ping_interval=1.0, ping_timeout=1.0
+    )
+    session._try_connect()
+    assert server.stalled.wait(10)
+    longest: list[float] = []
+
+    def loop() -> None:
+        # Every turn returns although half a record sits in the socket; the PING check then
+        # sees the silence and connects again.
+        deadline = time.monotonic() + 15
+        while server.connections < 2 and time.monotonic() < deadline:
+            started = time.monotonic()
+            session.step(0.05)
+            longest.append(time.monotonic() - started)
+
+    with structlog.testing.capture_logs() as logs:
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        thread.join(20)
+    assert not thread.is_alive(), "the loop blocked on a TLS read"
+    assert max(longest) < 2.0
+    assert server.connections >= 2
+    assert any(entry["event"] == "registration_timeout" for entry in logs)
