@@ -6,6 +6,7 @@ environment, and are wrapped so that logging a config never prints them.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 import urllib.parse
@@ -112,7 +113,9 @@ class PolicyConfig:
     channel_burst: int = 5
     channel_per_minute: float = 10.0
     cooldown: float = 2.0  # seconds between two replies in one conversation
-    max_concurrent: int = 4  # replies being generated at once, all conversations together
+    # Replies being generated at once, all conversations together. A file that leaves it out
+    # gets model.max_batch, so that every reply that may run can share one decode batch.
+    max_concurrent: int = 8
     max_waiting: int = 64  # conversations waiting for a generation slot
     ignore_bots: bool = True  # ignore lines tagged `bot` and users in bot mode
     loop_limit: int = 10  # replies in a row to one nick with nobody else speaking
@@ -246,6 +249,11 @@ class _Section:
     def fail(self, name: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.key(name)}: {problem}")
 
+    def resolve(self, value: str) -> Path:
+        """A path as written in the config: `$VAR` and `~` expanded, relative to the file."""
+        path = Path(os.path.expandvars(value)).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
     def has(self, name: str) -> bool:
         return name in self.table
 
@@ -258,6 +266,9 @@ class _Section:
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise self.fail(name, f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            # TOML has nan and inf literals; no key means either (nan even passes range checks).
+            raise self.fail(name, f"must be a finite number, got {value}")
         return value
 
     def required(self, name: str, kind: type[T]) -> T:
@@ -315,9 +326,7 @@ class _Section:
         if file_name and env_name:
             raise self.fail(file_key, f"give either {file_key} or {env_key}, not both")
         if file_name:
-            path = Path(os.path.expandvars(file_name))
-            if not path.is_absolute():
-                path = self.base_dir / path
+            path = self.resolve(file_name)
             try:
                 text = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
@@ -399,7 +408,7 @@ def _irc(section: _Section) -> IrcConfig:
         port=section.number("port", int, 6697 if tls else 6667, 1, 65535),
         tls=tls,
         tls_verify=section.get("tls_verify", bool, True),
-        ca_file=section.optional_str("ca_file"),
+        ca_file=_path(section, "ca_file"),
         password=section.secret("password"),
         alt_nicks=alt_nicks,
         username=section.optional_str("username"),
@@ -428,13 +437,6 @@ def _irc(section: _Section) -> IrcConfig:
     external = config.sasl is not None and config.sasl.mechanism == "EXTERNAL"
     if external and not (config.tls and config.client_cert_file):
         raise section.fail("sasl.mechanism", "EXTERNAL needs irc.tls and irc.client_cert_file")
-    if config.ca_file is not None:
-        ca_path = Path(config.ca_file)
-        if not ca_path.is_absolute():
-            ca_path = section.base_dir / ca_path
-        if not ca_path.is_file():
-            raise section.fail("ca_file", f"{ca_path} is not a readable file")
-        config = _replace(config, ca_file=str(ca_path))
     section.finish()
     return config
 
@@ -450,13 +452,12 @@ def _servers(section: _Section, name: str) -> tuple[tuple[str, int], ...]:
 
 
 def _path(section: _Section, name: str) -> str | None:
+    """An optional file (CA bundle, certificate, key) that must exist and be readable."""
     value = section.optional_str(name)
     if value is None:
         return None
-    path = Path(os.path.expandvars(value)).expanduser()
-    if not path.is_absolute():
-        path = section.base_dir / path
-    if not path.is_file():
+    path = section.resolve(value)
+    if not path.is_file() or not os.access(path, os.R_OK):
         raise section.fail(name, f"{path} is not a readable file")
     return str(path)
 
@@ -487,6 +488,12 @@ def _flood(section: _Section | None) -> FloodConfig:
     return config
 
 
+def matches_anyone(glob: str, separators: str = "") -> bool:
+    """True when `glob` is nothing but IRC wildcards (`*`, `?`) and `separators`: it names
+    nobody in particular, so as an operator entry it would trust whoever comes along."""
+    return not glob.strip().translate(dict.fromkeys(map(ord, "*?" + separators)))
+
+
 def _masks(section: _Section, name: str) -> tuple[str, ...]:
     masks = section.str_list(name)
     for index, mask in enumerate(masks):
@@ -497,10 +504,11 @@ def _masks(section: _Section, name: str) -> tuple[str, ...]:
     return masks
 
 
-def _policy(section: _Section | None) -> PolicyConfig:
+def _policy(section: _Section | None, batch: int) -> PolicyConfig:
+    """`batch`: model.max_batch, the default for max_concurrent."""
     if section is None:
-        return PolicyConfig()
-    d = PolicyConfig()
+        return PolicyConfig(max_concurrent=batch)
+    d = PolicyConfig(max_concurrent=batch)
     config = PolicyConfig(
         user_burst=section.number("user_burst", int, d.user_burst, 1),
         user_per_minute=section.number("user_per_minute", float, d.user_per_minute, 0.0),
@@ -531,13 +539,19 @@ def _operators(section: _Section | None) -> OperatorConfig:
         hostmasks=_masks(section, "hostmasks"),
         channel_ops=section.get("channel_ops", bool, False),
     )
+    for index, account in enumerate(config.accounts):
+        if matches_anyone(account.removeprefix("$a:")):
+            raise section.fail(
+                f"accounts[{index}]",
+                f"{account!r} matches any account, so it would make every logged-in user "
+                "an operator",
+            )
     for index, mask in enumerate(config.hostmasks):
         if "!" not in mask or "@" not in mask:
             raise section.fail(
                 f"hostmasks[{index}]", f"{mask!r} must be a full nick!user@host glob"
             )
-        user_host = mask.split("!", 1)[1]
-        if not user_host.replace("*", "").replace("?", "").replace("@", "").strip():
+        if matches_anyone(mask.split("!", 1)[1], separators="@"):
             raise section.fail(
                 f"hostmasks[{index}]",
                 f"{mask!r} matches any user@host, so it would trust a nick alone",
@@ -565,8 +579,7 @@ def _moderation(section: _Section | None) -> ModerationConfig:
         model = options.get("model")
         if use.strip() == "classifier" and isinstance(model, str) and model:
             # A local model directory is relative to the config file, like every other path.
-            path = Path(os.path.expandvars(model)).expanduser()
-            options["model"] = str(path if path.is_absolute() else section.base_dir / path)
+            options["model"] = str(section.resolve(model))
         hooks.append(ModerationHookConfig(use.strip(), options, where))
     config = ModerationConfig(
         hooks=tuple(hooks), timeout=section.number("timeout", float, 2.0, 0.01, 600.0)
@@ -580,10 +593,7 @@ def _state(section: _Section | None) -> StateConfig:
         return StateConfig()
     directory = section.optional_str("dir")
     if directory is not None:
-        path = Path(os.path.expandvars(directory)).expanduser()
-        if not path.is_absolute():
-            path = section.base_dir / path
-        directory = str(path)
+        directory = str(section.resolve(directory))
     config = StateConfig(
         dir=directory,
         flush_interval=section.number("flush_interval", float, 10.0, 0.1, 3600.0),
@@ -605,20 +615,35 @@ def _reply(section: _Section | None) -> ReplyConfig:
     return config
 
 
+def _remote_url(section: _Section, default: str) -> str:
+    """The server's base URL, checked as the HTTP client will read it (remote_http.Target)."""
+    url = section.get("url", str, default).rstrip("/")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise section.fail("url", f"must not contain spaces or control characters, got {url!r}")
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        usable = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+    except ValueError:  # such as an unclosed [IPv6 address
+        usable = False
+    if not usable:
+        raise section.fail("url", f"expected an http:// or https:// URL, got {url!r}")
+    try:
+        port = parsed.port  # None when the URL gives none (80 or 443 then)
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        raise section.fail("url", f"the port must be a number from 1 to 65535, got {url!r}")
+    if parsed.query or parsed.fragment or url.endswith(("?", "#")):
+        raise section.fail("url", f"must not have a query or fragment, got {url!r}")
+    return url
+
+
 def _remote(section: _Section | None) -> RemoteConfig:
     if section is None:
         return RemoteConfig()
     defaults = RemoteConfig()
-    url = section.get("url", str, defaults.url).rstrip("/")
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise section.fail("url", f"expected an http:// or https:// URL, got {url!r}")
-    ca_file = section.optional_str("ca_file")
-    if ca_file is not None:
-        ca_path = Path(os.path.expandvars(ca_file)).expanduser()
-        ca_file = str(ca_path if ca_path.is_absolute() else section.base_dir / ca_path)
     config = RemoteConfig(
-        url=url,
+        url=_remote_url(section, defaults.url),
         model=section.optional_str("model"),
         api_key=section.secret("api_key"),
         timeout=section.number("timeout", float, defaults.timeout, 0.1, 3600.0),
@@ -630,7 +655,7 @@ def _remote(section: _Section | None) -> RemoteConfig:
         max_in_flight=section.number("max_in_flight", int, defaults.max_in_flight, 1, 1024),
         stream=section.get("stream", bool, defaults.stream),
         tls_verify=section.get("tls_verify", bool, defaults.tls_verify),
-        ca_file=ca_file,
+        ca_file=_path(section, "ca_file"),
     )
     section.finish()
     return config
@@ -717,23 +742,18 @@ def _log(section: _Section | None) -> LogConfig:
     return config
 
 
-def _replace(obj: T, **changes: Any) -> T:
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
-
-
 def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
     root = _Section(data, "", base_dir)
     irc_section = root.sub("irc")
     if irc_section is None:
         raise ConfigError("irc: missing (required table with at least host and nick)")
+    model = _model(root.sub("model"))
     config = Config(
         irc=_irc(irc_section),
         reply=_reply(root.sub("reply")),
-        model=_model(root.sub("model")),
+        model=model,
         log=_log(root.sub("log")),
-        policy=_policy(root.sub("policy")),
+        policy=_policy(root.sub("policy"), model.max_batch),
         operators=_operators(root.sub("operators")),
         moderation=_moderation(root.sub("moderation")),
         state=_state(root.sub("state")),

@@ -579,3 +579,181 @@ def test_attention_implementation_choice() -> None:
     assert attention_implementation("eager", "cpu") == "eager"
     with pytest.raises(ModelUnavailable, match=r"needs model\.device cuda"):
         attention_implementation("flash_attention_2", "cpu")
+
+
+# --- what cannot work is refused at load -------------------------------------------------------
+
+FLOAT_KEYS = (
+    "model.temperature",
+    "model.top_p",
+    "model.remote.timeout",
+    "irc.ping_interval",
+    "irc.rejoin_delay",
+    "irc.connect_timeout",
+    "irc.flood.interval",
+    "reply.chance",
+    "policy.cooldown",
+    "policy.user_per_minute",
+    "moderation.timeout",
+    "state.flush_interval",
+)
+
+
+def _with_key(dotted: str, value: str) -> str:
+    table, _, leaf = dotted.rpartition(".")
+    if table == "irc":
+        return MINIMAL + f"{leaf} = {value}\n"
+    return MINIMAL + f"[{table}]\n{leaf} = {value}\n"
+
+
+@pytest.mark.parametrize("value", ["nan", "+nan", "-nan", "inf", "+inf", "-inf"])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_non_finite_floats_are_refused(config_factory: Factory, key: str, value: str):
+    message = config_error(config_factory, _with_key(key, value))
+    assert message.startswith(f"{key}: must be a finite number, got ")
+
+
+def test_finite_floats_still_load(config_factory: Factory):
+    config = config_factory(_with_key("irc.ping_interval", "30.5"))
+    assert config.irc.ping_interval == 30.5
+    assert config_factory(_with_key("reply.chance", "1")).reply.chance == 1.0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://host:99999/v1",
+        "http://host:abc/v1",
+        "http://host:0/v1",
+        "http://host:-1/v1",
+        "ftp://host/v1",
+        "host:8000",
+        "http:///v1",
+        "http://",
+        "http://host:8000/v1?key=x",
+        "http://host:8000/v1#frag",
+        "http://ho st:8000/v1",
+        "http://[::1/v1",
+        "http://[::1]:8000:9/v1",
+    ],
+)
+def test_remote_url_is_validated_at_load(config_factory: Factory, url: str):
+    message = config_error(config_factory, MINIMAL + f'[model.remote]\nurl = "{url}"\n')
+    assert message.startswith("model.remote.url: ")
+    assert repr(url.rstrip("/")) in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://host:8000/v1", "https://host/v1/", "http://[::1]:65535", "http://127.0.0.1:1"],
+)
+def test_good_remote_urls_load(config_factory: Factory, url: str):
+    config = config_factory(MINIMAL + f'[model.remote]\nurl = "{url}"\n')
+    assert config.model.remote.url == url.rstrip("/")
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize("url", ["http://host:99999/v1", "http://host:abc/v1"])
+def test_cli_bad_remote_url_exits_2_naming_the_key(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture, command: str, url: str
+):
+    path = write_config(MINIMAL + f'[model]\nengine = "openai"\n[model.remote]\nurl = "{url}"\n')
+    argv = (
+        ["check-config", str(path)] if command == "check-config" else ["run", "--config", str(path)]
+    )
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "config error: model.remote.url:" in err
+    assert "OK" not in out
+
+
+def test_remote_ca_file_must_exist(config_factory: Factory, tmp_path: Path):
+    message = config_error(config_factory, MINIMAL + '[model.remote]\nca_file = "nope.pem"\n')
+    assert message.startswith("model.remote.ca_file: ")
+    assert str(tmp_path / "nope.pem") in message
+    (tmp_path / "dir.pem").mkdir()
+    message = config_error(config_factory, MINIMAL + '[model.remote]\nca_file = "dir.pem"\n')
+    assert message.startswith("model.remote.ca_file: ")
+
+
+def test_remote_ca_file_resolved_and_kept(config_factory: Factory, tmp_path: Path):
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    config = config_factory(MINIMAL + '[model.remote]\nca_file = "ca.pem"\n')
+    assert config.model.remote.ca_file == str(tmp_path / "ca.pem")
+
+
+def test_cli_check_config_missing_remote_ca_file(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture
+):
+    path = write_config(MINIMAL + '[model.remote]\nca_file = "nope.pem"\n')
+    assert main(["check-config", str(path)]) == 2
+    assert "model.remote.ca_file:" in capsys.readouterr().err
+
+
+def test_irc_ca_file_expands_home_and_variables(
+    config_factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    home = tmp_path / "home"
+    (home / "certs").mkdir(parents=True)
+    (home / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("RELAYBOT_TEST_CERTS", str(home / "certs"))
+    config = config_factory(MINIMAL + 'ca_file = "~/certs/ca.pem"\n', subdir="conf")
+    assert config.irc.ca_file == str(home / "certs" / "ca.pem")
+    config = config_factory(MINIMAL + 'ca_file = "$RELAYBOT_TEST_CERTS/ca.pem"\n', subdir="conf")
+    assert config.irc.ca_file == str(home / "certs" / "ca.pem")
+    config = config_factory(MINIMAL + 'ca_file = "${RELAYBOT_TEST_CERTS}/ca.pem"\n', subdir="conf")
+    assert config.irc.ca_file == str(home / "certs" / "ca.pem")
+
+
+@pytest.mark.parametrize("table", ["[irc]", "[model.remote]"])
+def test_every_file_path_key_expands_alike(
+    config_factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table: str
+):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    body = 'ca_file = "~/ca.pem"\n'
+    toml = MINIMAL + body if table == "[irc]" else MINIMAL + f"{table}\n{body}"
+    config = config_factory(toml)
+    got = config.irc.ca_file if table == "[irc]" else config.model.remote.ca_file
+    assert got == str(tmp_path / "home" / "ca.pem")
+
+
+@pytest.mark.parametrize("account", ["*", "?*", "**", "*?*", "*??", "$a:*", "$a:?*", "?", "??"])
+def test_catch_all_operator_accounts_are_refused(config_factory: Factory, account: str):
+    message = config_error(
+        config_factory, MINIMAL + f'[operators]\naccounts = ["alice", "{account}"]\n'
+    )
+    assert message.startswith(f"operators.accounts[1]: {account!r} matches any account")
+
+
+@pytest.mark.parametrize("account", ["alice", "ops-*", "*-admin", "$a:bob", "a?ice"])
+def test_narrow_operator_accounts_load(config_factory: Factory, account: str):
+    config = config_factory(MINIMAL + f'[operators]\naccounts = ["{account}"]\n')
+    assert config.operators.accounts == (account,)
+
+
+@pytest.mark.parametrize("mask", ["*!*@*", "nick!*@*", "?!?*@*?", "*!**@**"])
+def test_catch_all_hostmasks_still_refused(config_factory: Factory, mask: str):
+    message = config_error(config_factory, MINIMAL + f'[operators]\nhostmasks = ["{mask}"]\n')
+    assert message.startswith(f"operators.hostmasks[0]: {mask!r} matches any user@host")
+
+
+def test_max_concurrent_follows_max_batch_unless_set(
+    config_factory: Callable[[str], Config],
+) -> None:
+    base = '[irc]\nhost = "irc.example.org"\nnick = "bot"\n'
+    assert config_factory(base).policy.max_concurrent == config_factory(base).model.max_batch
+    assert config_factory(base + "[model]\nmax_batch = 16\n").policy.max_concurrent == 16
+    both = base + "[model]\nmax_batch = 16\n[policy]\nmax_concurrent = 2\n"
+    assert config_factory(both).policy.max_concurrent == 2
+
+
+def test_the_shipped_example_lets_every_reply_share_one_batch() -> None:
+    from pathlib import Path
+
+    from relaybot.config import load_config
+
+    example = load_config(Path(__file__).resolve().parent.parent / "config.example.toml")
+    assert example.policy.max_concurrent >= example.model.max_batch
