@@ -66,7 +66,7 @@ class Asking:
         new_job_id: Callable[[], int],
         sender: AnswerSender,
         check_output: Callable[[str, ModerationContext], Verdict] | None,
-        max_lines: int,
+        max_lines: Callable[[], int],
     ) -> None:
         self.network = network
         self.fmt = fmt
@@ -147,7 +147,7 @@ class Asking:
                 return
             if verdict.decision is Decision.REPLACE:
                 text = verdict.text
-        lines = reply_lines(text, self.sender.payload_budget(question.reply_to), self.max_lines)
+        lines = reply_lines(text, self.sender.payload_budget(question.reply_to), self.max_lines())
         for line in lines:
             if line.startswith("/"):
                 continue  # never a command, as with replies

@@ -107,8 +107,9 @@ class Bot:
             submit=self.worker.submit,
             new_job_id=self.relay.new_job_id,
             sender=self.session,
-            check_output=self.moderation.check_output,
-            max_lines=config.reply.max_lines,
+            # Through `self`, so that a reload's new chain and limits apply here too.
+            check_output=lambda text, context: self.moderation.check_output(text, context),
+            max_lines=lambda: self.config.reply.max_lines,
         )
         self._saved_revisions: dict[ContextKey, int] = {}
         self._restore()
@@ -329,8 +330,9 @@ class Bot:
             if changed
         ]
         self.config = new
-        self.moderation = moderation
+        old_moderation, self.moderation = self.moderation, moderation
         self.relay.moderation = moderation
+        old_moderation.close()
         self.relay.reply = new.reply
         self.relay.params = sampling_from(new.model) if not needs_restart else self.relay.params
         self.relay.max_concurrent = new.policy.max_concurrent
@@ -444,6 +446,7 @@ class Bot:
         finally:
             self.notifier.stopping()
             self.worker.stop(timeout=10.0)
+            self.moderation.close()
             written = self.flush_contexts()
             log.info("contexts_saved", count=written)
 

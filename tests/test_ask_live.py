@@ -5,6 +5,7 @@ strangers are refused; a model not trained for it is explained."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,46 @@ def test_ask_is_explained_when_the_model_was_not_trained_for_it(
         alice.privmsg("#lab", "!relay ask #nowhere anything?")
         alice.wait_for(notice_to("alice", "needs a model trained"), 10)
         assert fixed.requests == 0
+
+
+def test_after_a_reload_answers_go_through_the_new_moderation_and_max_lines(
+    miniircd: RunningServer, config_factory: Callable[[str], Config], tmp_path: Path
+) -> None:
+    config_path = tmp_path / "bot.toml"
+    config_path.write_text(_config(miniircd, qa=True))
+    fixed = FixedEngine("the build server is in rack 4\nrack 4 is by the door\nbring a badge")
+    config = config_factory(config_path.read_text())
+    with (
+        BotRunner(config, fixed, config_path=config_path) as runner,
+        RawClient.connect(miniircd.host, miniircd.port, "alice") as alice,
+    ):
+        runner.wait_until(lambda: runner.turns("#lab") is not None, 20, "the bot to join")
+        alice.join("#lab")
+        alice.privmsg("#lab", "the build server moved to rack 4")
+        runner.wait_for_turn("#lab", "the build server moved to rack 4")
+        alice.privmsg("#lab", "!relay ask where is the build server?")
+        first = alice.wait_for(privmsg_from("relaybot", "#lab"), 30)
+        assert "rack 4" in parse_line(first)[2][-1]
+        old_chain = runner.bot.moderation
+
+        config_path.write_text(
+            _config(miniircd, qa=True).replace("max_lines = 2", "max_lines = 1")
+            + '[[moderation.hooks]]\nuse = "words"\nwords = ["badge"]\n'
+        )
+        assert runner.on_reactor(runner.bot.reload).startswith("config reloaded")
+        assert runner.bot.moderation is not old_chain
+        assert old_chain._worker is None  # closed, its hook thread stopped
+
+        # The answer's third line names a blocked word: the whole answer is withheld.
+        seen = len(alice.lines)
+        alice.privmsg("#lab", "!relay ask where is the build server?")
+        runner.wait_until(lambda: fixed.requests == 2, 20, "the second question")
+        # Then an answer without it, longer than one IRC line: one line now (max_lines = 1).
+        fixed.text = "the build server is in rack 4 " + "by the door " * 60
+        alice.privmsg("#lab", "!relay ask where is the build server?")
+        alice.wait_for(lambda line: "rack 4" in line and privmsg_from("relaybot", "#lab")(line), 30)
+        with contextlib.suppress(TimeoutError):
+            alice.wait_for(lambda line: False, 1.5)  # anything still on its way
+        answers = [line for line in alice.lines[seen:] if privmsg_from("relaybot", "#lab")(line)]
+        assert len(answers) == 1, answers
+        assert "badge" not in answers[0]

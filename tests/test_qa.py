@@ -129,7 +129,7 @@ def _asking(
         new_job_id=lambda: next(ids),
         sender=sender,
         check_output=check,
-        max_lines=2,
+        max_lines=lambda: 2,
     )
 
 
