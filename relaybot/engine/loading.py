@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from relaybot.engine.selection import ModelChoice, ModelUnavailable
-from relaybot.log import get_logger
+from relaybot.log import get_logger, route_library_logs
 
 log = get_logger(component="engine")
 
@@ -72,6 +72,8 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
+    # Their records through relaybot's root handler, not their own plain-text one.
+    route_library_logs()
     # Progress bars would land in the journal as garbage lines.
     transformers_logging.disable_progress_bar()
 

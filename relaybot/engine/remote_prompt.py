@@ -18,7 +18,7 @@ from relaybot.config import ModelConfig
 from relaybot.engine.loading import default_cache_dir, gguf_cache_path
 from relaybot.engine.selection import EMBEDDED_GGUF, ModelUnavailable, embedded_model_dir
 from relaybot.formats import Prompt
-from relaybot.log import get_logger
+from relaybot.log import get_logger, route_library_logs
 
 log = get_logger(component="engine")
 
@@ -145,6 +145,7 @@ class TokenCounter:
         try:
             from transformers import AutoTokenizer
 
+            route_library_logs()
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **kwargs)
         except Exception as exc:  # any failure only costs precision: fall back to estimating
             log.info("remote_tokenizer_unavailable", source=source, error=str(exc)[:300])

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from relaybot.log import route_library_logs
 from relaybot.moderation.builtins import (
     APPLY_TO,
     DirectionalModerator,
@@ -74,6 +75,7 @@ class ClassifierModerator(DirectionalModerator):
             pipeline,
         )
 
+        route_library_logs()
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             network = AutoModelForSequenceClassification.from_pretrained(
