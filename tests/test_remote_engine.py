@@ -7,8 +7,10 @@ TGI is only tested here: there is no TGI server to run on this machine.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -115,16 +117,36 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+class KeepAliveHandler(Handler):
+    """HTTP/1.1: the connection stays open for the next request (send_json sends a length)."""
+
+    protocol_version = "HTTP/1.1"
+
+
 class FakeServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, respond: Callable[[Handler, Seen], None]) -> None:
-        super().__init__((HOST, 0), Handler)
+    def __init__(
+        self,
+        respond: Callable[[Handler, Seen], None],
+        *,
+        keep_alive: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__((HOST, 0), KeepAliveHandler if keep_alive else Handler)
+        if tls is not None:
+            # The handshake happens on the handler's thread, at its first read.
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+        self.scheme = "https" if tls is not None else "http"
         self.respond = respond
         self.lock = threading.Lock()
         self.seen: list[Seen] = []
         self.active = 0
         self.max_active = 0
+        self.connections = 0  # TCP connections accepted
+        self.connections_closed = 0
         self.release = threading.Event()  # set at teardown: blocked scripts end
         self.client_went_away = threading.Event()
         self.thread = threading.Thread(
@@ -132,9 +154,22 @@ class FakeServer(ThreadingHTTPServer):
         )
         self.thread.start()
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self.connections += 1
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        with self.lock:
+            self.connections_closed += 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a refused TLS handshake, a client that hung up: not the test's output
+
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.server_address[1]}"
+        return f"{self.scheme}://{HOST}:{self.server_address[1]}"
 
     def posts(self) -> list[Seen]:
         with self.lock:
@@ -147,11 +182,11 @@ class FakeServer(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[Handler, Seen], None]], FakeServer]]:
+def serve() -> Iterator[Callable[..., FakeServer]]:
     servers: list[FakeServer] = []
 
-    def start(respond: Callable[[Handler, Seen], None]) -> FakeServer:
-        server = FakeServer(respond)
+    def start(respond: Callable[[Handler, Seen], None], **options: Any) -> FakeServer:
+        server = FakeServer(respond, **options)
         servers.append(server)
         return server
 
@@ -401,6 +436,40 @@ def test_429_honours_retry_after(serve: Any) -> None:
     started = time.monotonic()
     assert openai(server.url, retry_backoff=0.01).generate([request()]) == ["ok"]
     assert time.monotonic() - started >= 0.4
+
+
+def busy_until(code: int, *, date_header: bool) -> Callable[[Handler, Seen], None]:
+    """`code` with Retry-After as an HTTP-date two seconds ahead (whole seconds: one to two
+    seconds after the response's own Date); `date_header` False leaves Date out, so that the
+    client measures from its own clock."""
+
+    def respond(handler: Handler, seen: Seen) -> None:
+        data = json.dumps({"detail": "busy"}).encode()
+        until = email.utils.formatdate(time.time() + 2, usegmt=True)
+        if date_header:
+            handler.send_response(code)  # adds Date
+        else:
+            handler.send_response_only(code)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("Retry-After", until)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return respond
+
+
+@pytest.mark.parametrize(("code", "date_header"), [(503, True), (429, False)])
+def test_retry_after_as_an_http_date_is_honoured(serve: Any, code: int, date_header: bool) -> None:
+    server = serve(Script([busy_until(code, date_header=date_header), answer_with("ok")]))
+    started = time.monotonic()
+    with capture_logs() as logs:
+        assert openai(server.url, retry_backoff=0.01).generate([request()]) == ["ok"]
+    elapsed = time.monotonic() - started
+    assert 0.95 <= elapsed < 5.0
+    [failed] = [entry for entry in logs if entry["event"] == "remote_request_failed"]
+    assert 0.95 <= failed["retry_in"] <= 3.0
+    assert len(server.posts()) == 2
 
 
 def test_gives_up_on_5xx_after_the_configured_retries(serve: Any) -> None:
@@ -705,6 +774,126 @@ def test_tgi_streaming_uses_the_final_text(serve: Any) -> None:
 
     server = serve(stream)
     assert tgi(server.url, stream=True).generate([request()]) == ["Hi!"]
+
+
+@pytest.mark.parametrize("eol", ["\r\n", "\r"], ids=["crlf", "cr"])
+def test_streams_with_crlf_or_cr_line_endings_are_read(serve: Any, eol: str) -> None:
+    """The SSE spec lets CRLF, LF or a lone CR end a line."""
+    first = json.dumps(chunk(" one"), indent=1).split("\n")  # one event, many data lines
+    lines = [
+        ": a comment",
+        "event: message",
+        "",
+        *(f"data: {line}" for line in first),
+        "",
+        "data: " + json.dumps(chunk(" two")),
+        "",
+        "data: [DONE]",
+        "",
+    ]
+    raw = (eol.join(lines) + eol).encode()
+
+    def stream(handler: Handler, seen: Seen) -> None:
+        handler.start_events()
+        # In small pieces, so that line endings are split between writes.
+        for start in range(0, len(raw), 5):
+            handler.wfile.write(raw[start : start + 5])
+            handler.wfile.flush()
+
+    server = serve(stream)
+    assert openai(server.url, stream=True, retries=0).generate([request()]) == ["one two"]
+    assert len(server.posts()) == 1
+
+
+# --- connections ---------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_sequential_requests_reuse_one_kept_alive_connection(serve: Any) -> None:
+    server = serve(answer_with("ok"), keep_alive=True)
+    engine = openai(server.url)
+    assert engine.generate([request()]) == ["ok"]
+    assert engine.generate([request()]) == ["ok"]
+    assert len(server.posts()) == 2
+    assert server.connections == 1
+    assert server.posts()[1].headers.get("Connection") != "close"
+    # Shutting down closes the connection kept for a next request.
+    engine.interrupt()
+    assert wait_for(lambda: server.connections_closed == 1)
+
+
+def test_a_kept_alive_connection_the_server_closed_is_not_reused(serve: Any) -> None:
+    def answer_then_close(handler: Handler, seen: Seen) -> None:
+        handler.send_json(200, completion("ok"))  # HTTP/1.1 without Connection: close
+        handler.close_connection = True
+
+    server = serve(answer_then_close, keep_alive=True)
+    engine = openai(server.url)
+    assert engine.generate([request()]) == ["ok"]
+    assert wait_for(lambda: server.connections_closed == 1)
+    with capture_logs() as logs:
+        assert engine.generate([request()]) == ["ok"]
+    assert server.connections == 2
+    assert not [entry for entry in logs if entry["event"] == "remote_request_failed"]
+
+
+def test_a_slow_name_lookup_is_bounded_by_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow-dns.test":
+            release.wait(10)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    url = "http://slow-dns.test:8000"
+    started = time.monotonic()
+    try:
+        with pytest.raises(EngineError) as caught:
+            openai(url, connect_timeout=0.5, retries=0).generate([request()])
+        elapsed = time.monotonic() - started
+        # A request timeout shorter than the connect timeout bounds the lookup too.
+        with pytest.raises(EngineError, match=r"cannot resolve slow-dns\.test within 0\.3 s"):
+            openai(url, connect_timeout=1.0, timeout=0.3, retries=0).generate([request()])
+    finally:
+        release.set()
+    assert str(caught.value) == (
+        f"remote server {url} unreachable: cannot resolve slow-dns.test within 0.5 s (1 attempt)"
+    )
+    assert 0.45 <= elapsed < 2.0
+
+
+def test_https_trusts_the_ca_file_and_refuses_an_unknown_certificate(
+    serve: Any, tmp_path: Path
+) -> None:
+    from .certs import make_ca, make_cert
+
+    ca = make_ca(tmp_path / "pki")
+    leaf = make_cert(tmp_path / "pki", "server", ca=ca)  # for IP:127.0.0.1
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(leaf.cert, leaf.key)
+    server = serve(answer_with("secure"), tls=context, keep_alive=True)
+    assert server.url.startswith("https://")
+    assert openai(server.url, ca_file=str(ca.cert)).generate([request()]) == ["secure"]
+    # The system's CAs do not know it: refused at once, never retried.
+    with pytest.raises(
+        EngineError, match=r"unreachable: TLS certificate verification failed: .*\(1 attempt\)"
+    ):
+        openai(server.url, retries=2).generate([request()])
+    assert openai(server.url, tls_verify=False).generate([request()]) == ["secure"]
+    assert len(server.posts()) == 2
 
 
 # --- interruption --------------------------------------------------------------------------

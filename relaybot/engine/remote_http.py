@@ -1,25 +1,38 @@
-"""HTTP transport for the remote engines: one POST with a deadline, retries with backoff, a
-shared bound on requests in flight, interruption at shutdown, and Server-Sent Events reading.
+"""HTTP policy for the remote engines: one request with a deadline, retries with backoff, a
+shared bound on requests in flight, interruption at shutdown, bounded answers and Server-Sent
+Events reading, and what each failure means.
 
-Standard library only (http.client), so a bot that talks to a remote server needs nothing more.
+HTTP is httpx (one client per server, so connections are kept alive and reused) and SSE parsing
+is httpx-sse. The network layer under httpx (deadline-bounded DNS, connect and TLS, and sockets
+that `interrupt` can wake) is remote_network's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
+import email.utils
 import json
-import socket
 import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, Protocol, TypeVar
+
+import httpcore
+import httpx
+import httpx_sse
 
 from relaybot.config import RemoteConfig
 from relaybot.engine import EngineError
+from relaybot.engine.remote_network import (
+    Interrupted,
+    Network,
+    Transport,
+    UntrustedCertificate,
+    describe,
+)
 from relaybot.log import get_logger
 
 log = get_logger(component="engine")
@@ -33,6 +46,9 @@ BACKOFF_CAP = 30.0  # seconds; also caps a server's Retry-After
 DETAIL_CHARS = 300
 SLOT_POLL = 0.05  # how often a request waiting for a slot looks at the interrupt flag
 PROBE_TIMEOUT = 5.0  # a start-up probe must not hold the bot up for a whole request timeout
+# Idle connections are dropped after this many seconds: under uvicorn's 5 s keep-alive (vLLM,
+# `transformers serve`), so that a connection is rarely reused just as the server closes it.
+KEEPALIVE_EXPIRY = 4.0
 
 
 class RemoteRejected(EngineError):
@@ -74,18 +90,21 @@ class _AttemptFailed(Exception):
     ) -> None:
         super().__init__(cause)
         self.cause = cause
-        self.kind = (
-            kind  # connect | lost | status | rejected | timeout | answer | busy | interrupted
-        )
+        # connect | lost | status | rejected | timeout | answer | busy | interrupted
+        self.kind = kind
         self.retryable = retryable
         self.status = status
         self.detail = detail
         self.retry_after = retry_after
 
 
+def _interrupted() -> _AttemptFailed:
+    return _AttemptFailed("interrupted", kind="interrupted", retryable=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where the server is: `url` as configured, split for http.client."""
+    """Where the server is: `url` as configured, split into its parts."""
 
     url: str
     tls: bool
@@ -119,33 +138,48 @@ class Target:
         default = 443 if self.tls else 80
         return host if self.port == default else f"{host}:{self.port}"
 
+    @property
+    def origin(self) -> str:
+        """scheme://host[:port], without the user information or the path of `url`."""
+        return f"{'https' if self.tls else 'http'}://{self.host_header}"
+
 
 def _attempts(count: int) -> str:
     return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ConnectionResetError | http.client.RemoteDisconnected):
-        return "the server closed the connection"
-    if isinstance(exc, BrokenPipeError):
-        return "the server stopped reading"
-    if isinstance(exc, http.client.IncompleteRead):
-        return "the answer was cut off"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror[:1].lower() + exc.strerror[1:]
-    return str(exc) or type(exc).__name__
+def _http_date(value: str) -> float | None:
+    """An HTTP-date ("Wed, 21 Oct 2026 07:28:00 GMT", or the obsolete RFC 850 and asctime
+    forms) as a Unix time; None when it is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000", or no zone at all: HTTP-dates are always GMT
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
-def _retry_after(value: str | None) -> float | None:
+def _retry_after(
+    value: str | None, date: str | None = None, now: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds, or an HTTP-date. A date is
+    measured against the response's own Date header when it has one (the server's clock on
+    both sides: no skew between the machines), else against this machine's clock."""
     if not value:
         return None
+    value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
-        return None  # the HTTP-date form: fall back to our own backoff
-    return max(0.0, seconds)
+        pass
+    else:
+        return max(0.0, seconds)
+    when = _http_date(value)
+    if when is None:
+        return None  # neither form: fall back to our own backoff
+    reference = _http_date(date) if date else None
+    return max(0.0, when - (now() if reference is None else reference))
 
 
 def error_detail(raw: bytes, redact: Callable[[str], str] = str) -> str:
@@ -169,56 +203,74 @@ def error_detail(raw: bytes, redact: Callable[[str], str] = str) -> str:
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
 
 
-class _Response:
-    """An open response whose every read is bounded by the attempt's deadline."""
+# --- responses -----------------------------------------------------------------------------
 
-    def __init__(self, response: http.client.HTTPResponse, arm: Callable[[], None]) -> None:
+
+class _EventBytes(httpx.SyncByteStream):
+    """An event stream's body, bounded (MAX_BODY_BYTES in all, MAX_LINE_BYTES a line) and
+    ended with a blank line, so that the last event of a server that leaves that out is
+    still read."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        total = 0
+        line = 0
+        for chunk in self._chunks:
+            total += len(chunk)
+            if total > MAX_BODY_BYTES:
+                raise _AttemptFailed(
+                    f"the answer is larger than {MAX_BODY_BYTES} bytes",
+                    kind="answer",
+                    retryable=False,
+                )
+            end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+            line = line + len(chunk) if end < 0 else len(chunk) - end - 1
+            if line > MAX_LINE_BYTES:
+                raise _AttemptFailed("a streamed line is too long", kind="answer", retryable=False)
+            yield chunk
+        yield b"\n\n"
+
+
+class _Response:
+    """An open response; reading it is bounded by the attempt's deadline (see remote_network)."""
+
+    def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self._arm = arm
 
     @property
     def status(self) -> int:
-        return int(self._response.status)
+        return self._response.status_code
 
     def body(self, limit: int = MAX_BODY_BYTES) -> bytes:
         chunks: list[bytes] = []
         size = 0
-        while True:
-            self._arm()
-            chunk = self._response.read1(65536)
-            if not chunk:
-                missing = self._response.length
-                if missing:  # read1 reports a connection closed early as a quiet end
-                    raise http.client.IncompleteRead(b"".join(chunks), missing)
-                return b"".join(chunks)
+        for chunk in self._response.iter_bytes():
             size += len(chunk)
             if size > limit:
                 raise _AttemptFailed(
                     f"the answer is larger than {limit} bytes", kind="answer", retryable=False
                 )
             chunks.append(chunk)
+        return b"".join(chunks)
 
     def events(self) -> Iterator[str]:
-        """The `data` of each Server-Sent Event (multi-line data joined with newlines)."""
-        data: list[str] = []
-        while True:
-            self._arm()
-            line = self._response.readline(MAX_LINE_BYTES)
-            if not line:
-                if data:  # some servers end the stream without the final blank line
-                    yield "\n".join(data)
-                return
-            if not line.endswith(b"\n") and len(line) >= MAX_LINE_BYTES:
-                raise _AttemptFailed("a streamed line is too long", kind="answer", retryable=False)
-            text = line.decode("utf-8", "replace").rstrip("\r\n")
-            if not text:
-                if data:
-                    yield "\n".join(data)
-                    data = []
-            elif text.startswith("data:"):
-                value = text[5:]
-                data.append(value[1:] if value.startswith(" ") else value)
-            # `event:`, `id:`, `retry:` and `:` comments carry nothing the engines use.
+        """The `data` of each Server-Sent Event (multi-line data joined with newlines); lines
+        may end in \\r\\n, \\n or \\r. Events without data carry nothing the engines use."""
+        content_type = self._response.headers.get("Content-Type", "")
+        body = _EventBytes(self._response.iter_bytes())  # already decoded: no Content-Encoding
+        source = httpx_sse.EventSource(
+            httpx.Response(self.status, headers={"Content-Type": content_type}, stream=body)
+        )
+        try:
+            for event in source.iter_sse():
+                if event.data:
+                    yield event.data
+        except httpx_sse.SSEError as exc:
+            raise _AttemptFailed(
+                f"the answer is not an event stream: {exc}", kind="answer", retryable=False
+            ) from None
 
 
 class RemoteClient:
@@ -238,9 +290,29 @@ class RemoteClient:
         self._ssl = self._ssl_context() if self.target.tls else None
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self._interrupted = threading.Event()
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         self._secret = config.api_key.value if config.api_key is not None else ""
+        self._network = Network(clock, self._interrupted)
+        # One pool for the client's life: connections are kept alive and reused. It never
+        # needs more connections than the slots let requests in.
+        pool = httpcore.ConnectionPool(
+            ssl_context=self._ssl,
+            max_connections=config.max_in_flight,
+            max_keepalive_connections=config.max_in_flight,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+            network_backend=self._network,
+        )
+        self._http = httpx.Client(
+            transport=Transport(pool),
+            # No proxies, netrc or SSL_* variables from the environment: the config says
+            # where the server is and how to trust it.
+            trust_env=False,
+            follow_redirects=False,
+            # identity: the byte limits below then bound what is held in memory.
+            headers={"User-Agent": "relaybot", "Accept-Encoding": "identity"},
+        )
+        self._users = 0  # attempts using _http; the last one out after interrupt closes it
+        self._users_lock = threading.Lock()
+        self._closed = False
 
     @property
     def url(self) -> str:
@@ -299,14 +371,11 @@ class RemoteClient:
         return self._interrupted.is_set()
 
     def interrupt(self) -> None:
-        """Make every request in progress, and every later one, give up at once."""
+        """Make every request in progress, and every later one, give up at once; the
+        connections are closed once the last request in progress has given up."""
         self._interrupted.set()
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            # Shutting the socket down wakes a thread blocked reading it; closing is its job.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        self._network.shutdown_all()
+        self._close_when_idle()
 
     def probe(self, paths: Sequence[str]) -> None:
         """Log whether the server answers (start-up only: it never raises)."""
@@ -364,7 +433,7 @@ class RemoteClient:
             except _AttemptFailed as failed:
                 failure = failed
             if self._interrupted.is_set():
-                failure = self._interrupted_failure()
+                failure = _interrupted()
             will_retry = failure.retryable and attempt < attempts
             delay = self._delay(attempt, failure) if will_retry else None
             if failure.kind == "rejected":
@@ -393,7 +462,7 @@ class RemoteClient:
             if delay is None:
                 break
             if self._interrupted.wait(delay):
-                failure = self._interrupted_failure()
+                failure = _interrupted()
                 break
         assert failure is not None
         raise self._final_error(failure, attempt)
@@ -406,35 +475,33 @@ class RemoteClient:
 
     def _final_error(self, failure: _AttemptFailed, attempts: int) -> EngineError:
         url = self.url
+        if failure.kind == "interrupted":
+            return EngineError(f"remote request to {url} interrupted (shutting down)")
         if failure.kind == "rejected":
             return RemoteRejected(
                 f"remote server {url} rejected the request: {failure.cause}",
                 failure.status or 0,
                 failure.detail,
             )
-        messages = {
-            "connect": f"remote server {url} unreachable: {failure.cause}",
-            "lost": f"remote server {url} failed: {failure.cause}",
-            "status": f"remote server {url} failed: {failure.cause}",
-            "timeout": f"remote server {url} timed out: {failure.cause}",
-            "answer": f"remote server {url} sent an unusable answer: {failure.cause}",
-            "busy": f"remote server {url} busy: {failure.cause}",
-            "interrupted": f"remote request to {url} interrupted (shutting down)",
-        }
-        message = messages[failure.kind]
+        what = {
+            "connect": "unreachable",
+            "lost": "failed",
+            "status": "failed",
+            "timeout": "timed out",
+            "answer": "sent an unusable answer",
+            "busy": "busy",
+        }[failure.kind]
+        message = f"remote server {url} {what}: {failure.cause}"
         if failure.kind in ("connect", "lost", "status"):
             message += f" ({_attempts(attempts)})"
         return EngineError(message)
-
-    def _interrupted_failure(self) -> _AttemptFailed:
-        return _AttemptFailed("interrupted", kind="interrupted", retryable=False)
 
     def _take_slot(self) -> None:
         """Wait for one of the `max_in_flight` slots, shared by every batch of this engine."""
         give_up = self._clock() + self.config.timeout
         while not self._slots.acquire(timeout=SLOT_POLL):
             if self._interrupted.is_set():
-                raise self._interrupted_failure()
+                raise _interrupted()
             if self._clock() >= give_up:
                 raise _AttemptFailed(
                     f"all {self.config.max_in_flight} request slots stayed busy for "
@@ -454,73 +521,90 @@ class RemoteClient:
         consume: Callable[[_Response], T],
         limit: float,
     ) -> T:
-        if self._interrupted.is_set():
-            raise self._interrupted_failure()
-        deadline = self._clock() + limit
-        sock = self._connect(deadline)
-
-        def arm() -> None:
-            if self._interrupted.is_set():
-                raise self._interrupted_failure()
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise self._timeout_failure(limit)
-            sock.settimeout(remaining)
-
-        response: http.client.HTTPResponse | None = None
+        self._enter()
+        # httpx's timeouts are per operation; the Network holds the whole attempt to `limit`.
+        timeout = httpx.Timeout(
+            connect=min(self.config.connect_timeout, limit), read=limit, write=limit, pool=limit
+        )
         try:
-            connection = http.client.HTTPConnection(self.target.host, self.target.port)
-            connection.sock = sock  # our socket: connected under our timeouts, interruptible
-            arm()
-            connection.request(method, path, body=payload, headers=self._headers(accept, payload))
-            arm()
-            response = connection.getresponse()
-            if not 200 <= response.status < 300:
-                raise self._status_failure(response, arm)
-            return consume(_Response(response, arm))
-        except _AttemptFailed:
-            raise
-        except TimeoutError:
-            raise self._timeout_failure(limit) from None
-        except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+            with (
+                self._network.deadline(limit),
+                self._http.stream(
+                    method,
+                    self.target.origin + path,
+                    content=payload,
+                    headers=self._headers(accept, payload),
+                    timeout=timeout,
+                ) as response,
+            ):
+                if not 200 <= response.status_code < 300:
+                    raise self._status_failure(response)
+                return consume(_Response(response))
+        except Interrupted:
+            raise _interrupted() from None
+        except UntrustedCertificate as exc:  # configuration: retrying cannot fix it
+            raise _AttemptFailed(str(exc), kind="connect", retryable=False) from None
+        except (httpx.ConnectTimeout, httpx.ConnectError) as exc:
+            raise _AttemptFailed(self.redact(str(exc)), kind="connect", retryable=True) from None
+        except httpx.TimeoutException:
             raise _AttemptFailed(
-                f"connection lost: {_describe(exc)}", kind="lost", retryable=True
+                f"no complete answer within {limit:g} s", kind="timeout", retryable=False
+            ) from None
+        except httpx.TransportError as exc:
+            raise _AttemptFailed(
+                f"connection lost: {self.redact(describe(exc))}", kind="lost", retryable=True
+            ) from None
+        except httpx.DecodingError as exc:
+            raise _AttemptFailed(
+                f"the answer cannot be decoded: {self.redact(str(exc))}",
+                kind="answer",
+                retryable=False,
+            ) from None
+        except OSError as exc:  # from the sockets, past httpcore unmapped
+            raise _AttemptFailed(
+                f"connection lost: {describe(exc)}", kind="lost", retryable=True
             ) from None
         finally:
-            self._forget(sock)
-            if response is not None:
-                response.close()
-            sock.close()
+            self._leave()
+
+    def _enter(self) -> None:
+        with self._users_lock:
+            if self._interrupted.is_set():
+                raise _interrupted()
+            self._users += 1
+
+    def _leave(self) -> None:
+        with self._users_lock:
+            self._users -= 1
+        if self._interrupted.is_set():
+            self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        with self._users_lock:
+            if self._users or self._closed:
+                return
+            self._closed = True
+        self._http.close()
 
     def _headers(self, accept: str, payload: bytes | None) -> dict[str, str]:
-        headers = {
-            "Host": self.target.host_header,
-            "Accept": accept,
-            "User-Agent": "relaybot",
-            "Connection": "close",
-        }
+        headers = {"Accept": accept}
         if payload is not None:
             headers["Content-Type"] = "application/json"
         if self._secret:
             headers["Authorization"] = f"Bearer {self._secret}"
         return headers
 
-    def _timeout_failure(self, limit: float) -> _AttemptFailed:
-        return _AttemptFailed(
-            f"no complete answer within {limit:g} s", kind="timeout", retryable=False
-        )
-
-    def _status_failure(
-        self, response: http.client.HTTPResponse, arm: Callable[[], None]
-    ) -> _AttemptFailed:
-        status = response.status
+    def _status_failure(self, response: httpx.Response) -> _AttemptFailed:
+        status = response.status_code
         try:
-            detail = error_detail(_Response(response, arm).body(MAX_ERROR_BODY_BYTES), self.redact)
+            detail = error_detail(_Response(response).body(MAX_ERROR_BODY_BYTES), self.redact)
         except _AttemptFailed:
             detail = ""
         cause = f"HTTP {status}" + (f": {detail}" if detail else "")
         if status == 429 or status >= 500:
-            retry_after = _retry_after(response.getheader("Retry-After"))
+            retry_after = _retry_after(
+                response.headers.get("Retry-After"), response.headers.get("Date")
+            )
             return _AttemptFailed(
                 cause,
                 kind="status",
@@ -530,76 +614,6 @@ class RemoteClient:
                 retry_after=retry_after,
             )
         return _AttemptFailed(cause, kind="rejected", retryable=False, status=status, detail=detail)
-
-    def _connect(self, deadline: float) -> socket.socket:
-        timeout = max(0.001, min(self.config.connect_timeout, deadline - self._clock()))
-        host, port = self.target.host, self.target.port
-        try:
-            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise _AttemptFailed(
-                f"cannot resolve {host}: {exc.strerror}", kind="connect", retryable=True
-            ) from None
-        cause = "no address"
-        for family, kind, proto, _name, address in addresses:
-            sock = socket.socket(family, kind, proto)
-            self._remember(sock)
-            try:
-                sock.settimeout(timeout)
-                sock.connect(address)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except TimeoutError:
-                cause = f"no connection within {timeout:g} s"
-            except OSError as exc:
-                cause = _describe(exc)
-            else:
-                return self._secure(sock) if self._ssl is not None else sock
-            self._forget(sock)
-            sock.close()
-            if self._interrupted.is_set():
-                raise self._interrupted_failure()
-        raise _AttemptFailed(cause, kind="connect", retryable=True)
-
-    def _secure(self, sock: socket.socket) -> socket.socket:
-        assert self._ssl is not None
-        self._forget(sock)
-        wrapped = self._ssl.wrap_socket(
-            sock, server_hostname=self.target.host, do_handshake_on_connect=False
-        )
-        # Registered before the handshake, so that interrupt() can cut that short too.
-        self._remember(wrapped)
-        try:
-            wrapped.do_handshake()
-        except ssl.SSLCertVerificationError as exc:
-            self._forget(wrapped)
-            wrapped.close()
-            # A certificate problem is configuration: retrying cannot fix it.
-            raise _AttemptFailed(
-                f"TLS certificate verification failed: {exc.verify_message or exc}",
-                kind="connect",
-                retryable=False,
-            ) from None
-        except TimeoutError:
-            self._forget(wrapped)
-            wrapped.close()
-            raise _AttemptFailed(
-                "TLS handshake timed out", kind="connect", retryable=True
-            ) from None
-        except (OSError, ssl.SSLError) as exc:
-            self._forget(wrapped)
-            wrapped.close()
-            raise _AttemptFailed(
-                f"TLS handshake failed: {_describe(exc)}", kind="connect", retryable=True
-            ) from None
-        return wrapped
-
-    def _remember(self, sock: socket.socket) -> None:
-        with self._open_lock:
-            self._open.add(sock)
-
-    def _forget(self, sock: socket.socket) -> None:
-        with self._open_lock:
-            self._open.discard(sock)
 
 
 def _status_only(response: _Response) -> int:
