@@ -113,6 +113,8 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
         if self.is_connected():
             self.disconnect("Changing servers")
         self.buffer = self.buffer_class()
+        # A line being discarded belonged to the old connection: the new one starts clean.
+        self._discarding = False
         self.handlers: dict[str, Any] = {}
         self.real_server_name = ""
         self.real_nickname = nickname
