@@ -851,7 +851,9 @@ class IrcSession:
         self._reconnect_later()
 
     def _on_error(self, event: Any) -> None:
-        self.log.warning("server_error", message=event.target)
+        # The server answers our own QUIT with ERROR: expected while stopping, not a fault.
+        level = self.log.info if self._stop.is_set() else self.log.warning
+        level("server_error", message=event.target)
 
     # channel events
 
