@@ -42,12 +42,14 @@ class Outgoing:
     """One line to write (without CRLF), what to call once written, and its target.
 
     `target` is the casefolded channel or nick used for fairness; "" means
-    connection-level.
+    connection-level. `on_lost` is called when the line was written but the connection died
+    before the server confirmed it (relaybot.delivery).
     """
 
     line: str
     on_sent: Callable[[], None] | None = None
     target: str = ""
+    on_lost: Callable[[], object] | None = None
 
 
 class Outbox:

@@ -7,6 +7,7 @@ membership (to route QUIT and NICK), and which conversations have a reply in fli
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import random as random_module
 import time
@@ -73,6 +74,7 @@ class Sender(Protocol):
         *,
         action: bool = False,
         on_sent: Callable[[], None] | None = None,
+        on_lost: Callable[[], object] | None = None,
     ) -> None: ...
 
     def drop_queued(self, target: str) -> int: ...
@@ -151,7 +153,11 @@ class Relay:
         self.max_queries = max_queries
         self.cancel_job = cancel_job
         self.forget_cached = forget_cached
-        self._deferred: set[ContextKey] = set()  # waiting out a cooldown
+        # Conversations waiting out a cooldown, each with the token of its one live timer; a
+        # reply that starts there by any path consumes the entry, and a timer whose token is
+        # no longer there has nothing left to answer.
+        self._deferred: dict[ContextKey, int] = {}
+        self._deferral_tokens = itertools.count(1)
         self.transcripts: dict[ContextKey, Transcript] = {}
         # Channel members: casefolded nick -> status prefixes ("@", "+", "" ...).
         self.members: dict[ContextKey, dict[str, str]] = {}
@@ -210,7 +216,7 @@ class Relay:
         self.forget_cached(key)
         self._wanted_again.pop(key, None)
         self._waiting.pop(key, None)
-        self._deferred.discard(key)
+        self._deferred.pop(key, None)
         job_id = self._in_flight.pop(key, None)
         if job_id is not None:
             self._job_keys.pop(job_id, None)
@@ -503,10 +509,10 @@ class Relay:
             if reason == "cooldown" and self.schedule is not None:
                 # Someone asked while the last reply was still fresh: answer a little later.
                 if key not in self._deferred:
-                    self._deferred.add(key)
+                    token = self._deferred[key] = next(self._deferral_tokens)
                     self.schedule(
                         self.gate.cooldown_left(conversation) + 0.01,
-                        lambda: self._after_cooldown(key, wanted),
+                        lambda: self._after_cooldown(key, wanted, token),
                     )
                 return
             if reason is not None:
@@ -526,10 +532,12 @@ class Relay:
             return
         self._start(key, wanted)
 
-    def _after_cooldown(self, key: ContextKey, wanted: _Wanted) -> None:
-        if key not in self._deferred:
-            return  # cancelled meanwhile (reset, part, mute)
-        self._deferred.discard(key)
+    def _after_cooldown(self, key: ContextKey, wanted: _Wanted, token: int) -> None:
+        if self._deferred.get(key) != token:
+            # Cancelled meanwhile (reset, part, mute), or a reply that started since has
+            # answered the lines this request was for: nothing new to answer.
+            return
+        del self._deferred[key]
         transcript = self.transcripts.get(key)
         if transcript is not None:
             self.want_reply(key, dataclasses.replace(wanted, reply_to=transcript.name))
@@ -591,6 +599,10 @@ class Relay:
         if self.submit(job):
             self._in_flight[key] = job.job_id
             self._job_keys[job.job_id] = key
+            # At most one pending reply per conversation: this one answers every line so far,
+            # so a request still deferred or waiting for a slot there is consumed.
+            self._deferred.pop(key, None)
+            self._waiting.pop(key, None)
             log.info("reply_requested", job=job.job_id, **job.log_context)
         else:
             log.warning("reply_dropped_queue_full", **job.log_context)
@@ -661,8 +673,7 @@ class Relay:
             return
         recent.append(normalised)
         self.reply_times.append(self.wall_clock())
-        sent = self._send_lines(reply_to, transcript, speaker, lines, context)
-        log.info("reply_sent", lines=sent, seconds=round(seconds, 3), **context)
+        self._send_lines(reply_to, transcript, speaker, lines, context, seconds)
 
     def _send_lines(
         self,
@@ -671,27 +682,45 @@ class Relay:
         speaker: str,
         lines: Sequence[str],
         context: dict[str, object],
-    ) -> int:
-        sent = 0
+        seconds: float,
+    ) -> None:
+        """Queue the reply's lines; each enters the transcript when it is written (and leaves
+        it again if the connection dies before the server confirmed it), and `reply_sent` is
+        logged when the last one is written (never for lines that are dropped)."""
+        outgoing: list[tuple[str, bool, Turn]] = []
         for line in lines:
             if line.startswith("/me "):
                 body = line[len("/me ") :].strip()
-                self.sender.send_message(
-                    reply_to,
-                    body,
-                    action=True,
-                    on_sent=_adder(transcript, Turn(SYSTEM, f"* {speaker} {body}")),
-                )
+                outgoing.append((body, True, Turn(SYSTEM, f"* {speaker} {body}")))
             elif line.startswith("/"):
                 # The model imitating an IRC command: never sent as one, and not as text either.
                 log.info("reply_line_dropped_command", line=line[:80], **context)
-                continue
             else:
-                self.sender.send_message(
-                    reply_to, line, on_sent=_adder(transcript, Turn(speaker, line))
-                )
-            sent += 1
-        return sent
+                outgoing.append((line, False, Turn(speaker, line)))
+        if not outgoing:
+            log.info("reply_empty", seconds=round(seconds, 3), **context)
+            return
+        written = 0
+
+        def on_sent(turn: Turn, last: bool) -> Callable[[], None]:
+            def written_now() -> None:
+                nonlocal written
+                transcript.add([turn])
+                written += 1
+                if last:
+                    log.info("reply_sent", lines=written, seconds=round(seconds, 3), **context)
+
+            return written_now
+
+        for index, (text, action, turn) in enumerate(outgoing):
+            last = index == len(outgoing) - 1
+            self.sender.send_message(
+                reply_to,
+                text,
+                action=action,
+                on_sent=on_sent(turn, last),
+                on_lost=functools.partial(transcript.retract, turn),
+            )
 
     def saved_contexts(self) -> list[tuple[ContextKey, SavedContext]]:
         """Channel contexts as plain values, for the state store (queries are not saved)."""
@@ -715,7 +744,3 @@ class Relay:
                 )
             )
         return result
-
-
-def _adder(transcript: Transcript, turn: Turn) -> Callable[[], None]:
-    return lambda: transcript.add([turn])

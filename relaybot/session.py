@@ -26,6 +26,7 @@ from jaraco.stream.buffer import LenientDecodingLineBuffer
 
 from relaybot import ircmsg, tls
 from relaybot.config import ChannelConfig, IrcConfig
+from relaybot.delivery import Delivery
 from relaybot.events import (
     Action,
     Invite,
@@ -280,6 +281,8 @@ class IrcSession:
                 max_queued=flood.max_queued,
             )
         )
+        self.delivery = Delivery()
+        self._ack_item: Outgoing | None = None
         self.reactor = irc.client.Reactor()
         self.reactor.connection_class = BotConnection
         self.connection: BotConnection = self.reactor.server()
@@ -351,13 +354,15 @@ class IrcSession:
         *,
         action: bool = False,
         on_sent: Callable[[], None] | None = None,
+        on_lost: Callable[[], object] | None = None,
     ) -> None:
-        """Queue `text` as PRIVMSG lines: sanitised, and split where it is longer than a line
-        (`on_sent` runs once, after the last of them is written)."""
-        self._queue_text("PRIVMSG", target, text, on_sent, action=action)
+        """Queue `text` as PRIVMSG lines: sanitised, and split where it is longer than a line.
+        `on_sent` runs once the last of them is written; `on_lost` if the connection then
+        dies before the server confirmed them (see relaybot.delivery)."""
+        self._queue_text("PRIVMSG", target, text, on_sent, on_lost, action=action)
 
     def send_notice(self, target: str, text: str) -> None:
-        self._queue_text("NOTICE", target, text, None)
+        self._queue_text("NOTICE", target, text, None, None)
 
     def _queue_text(
         self,
@@ -365,6 +370,7 @@ class IrcSession:
         target: str,
         text: str,
         on_sent: Callable[[], None] | None,
+        on_lost: Callable[[], object] | None,
         *,
         action: bool = False,
     ) -> None:
@@ -381,15 +387,16 @@ class IrcSession:
         for index, line in enumerate(lines):
             last = index == len(lines) - 1
             body = f"{wrapper[0]}{line}{wrapper[1]}"
-            self._queue(f"{command} {target} :{body}", target, on_sent if last else None)
+            line = f"{command} {target} :{body}"
+            self._queue(Outgoing(line, on_sent if last else None, self._fold(target), on_lost))
 
-    def _queue(self, line: str, target: str, on_sent: Callable[[], None] | None) -> None:
+    def _queue(self, item: Outgoing) -> None:
         if not (self.registered and self.connection.is_connected()):
             # Never held for a later connection: the channel may not be ours by then.
-            self.log.warning("line_dropped_disconnected", channel=target)
+            self.log.warning("line_dropped_disconnected", channel=item.target)
             return
-        if not self.outbox.push(Outgoing(line, on_sent, self._fold(target))):
-            self.log.warning("outbox_full_line_dropped", channel=target)
+        if not self.outbox.push(item):
+            self.log.warning("outbox_full_line_dropped", channel=item.target)
 
     def drop_queued(self, target: str) -> int:
         return len(self.outbox.drop_target(self._fold(target)))
@@ -585,13 +592,36 @@ class IrcSession:
                 # Not written, so never recorded as said; the disconnect dropped the rest.
                 self.log.warning("unsent_lines_dropped", count=len(due) - written)
                 return
+            if item is self._ack_item:
+                self._ack_item = None
+                self.delivery.ack_written()
+                continue
             if item.on_sent is not None:
                 item.on_sent()
+            if item.on_lost is not None:
+                self.delivery.written(item.on_lost, now)
+        token = self.delivery.want_ack(now)
+        if token is not None:
+            # Paced like any line, so that confirming costs flood budget, never a kill.
+            self._ack_item = Outgoing(f"PING :{token}")
+            if not self.outbox.push(self._ack_item):
+                self._ack_item = None
+                self.log.warning("delivery_check_dropped", reason="outbox full")
+
+    def _confirm_before_quit(self, deadline: float) -> None:
+        """At shutdown: one PING, so that lines the server has are kept, not retracted."""
+        token = self.delivery.want_ack(self.clock(), at_once=True)
+        if token is None or not self.connection.send_raw(f"PING :{token}"):
+            return
+        self.delivery.ack_written()
+        while len(self.delivery) and self.connection.is_connected() and self.clock() < deadline:
+            self.reactor.process_once(0.1)
 
     def _shutdown(self) -> None:
         if self.connection.is_connected():
             try:
                 self._flush(self.clock() + 3600)
+                self._confirm_before_quit(self.clock() + 2.0)
                 self.connection.quit(self._quit_message)
                 # Give the server a moment to read the QUIT before the socket closes.
                 deadline = self.clock() + 2.0
@@ -624,6 +654,9 @@ class IrcSession:
         if len(self.accounts) >= MAX_TRACKED_USERS:
             self.accounts.pop(next(iter(self.accounts)))
         self.accounts[self._fold(nick)] = account if account not in (None, "", "*", "0") else None
+
+    def _on_pong(self, event: Any) -> None:
+        self.delivery.confirm(event.arguments[-1] if event.arguments else (event.target or ""))
 
     def _on_ping(self, event: Any) -> None:
         token = safe_line(event.target or "")[:400] or "relaybot"
@@ -843,6 +876,16 @@ class IrcSession:
         dropped = self.outbox.clear()
         if dropped:
             self.log.warning("unsent_lines_dropped", count=len(dropped))
+        self._ack_item = None
+        retractions = self.delivery.lost()
+        if retractions:
+            # Written, but the server never confirmed them: no longer counted as said.
+            self.log.warning("unconfirmed_lines_retracted", count=len(retractions))
+        for retract in retractions:
+            try:
+                retract()
+            except Exception:
+                self.log.exception("retract_failed")
         for channel in self.channels.values():
             channel.joined = False
         if self._stop.is_set():

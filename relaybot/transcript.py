@@ -106,6 +106,18 @@ class Transcript:
         self.revision += 1
         self._trim(reserve=0)
 
+    def retract(self, turn: Turn) -> bool:
+        """Remove this very turn (the newest entry that is it): a line the server never
+        confirmed. False when it is gone already (trimmed or cleared)."""
+        for index in range(len(self._turns) - 1, -1, -1):
+            if self._turns[index][0] is turn:
+                _, cost = self._turns[index]
+                del self._turns[index]
+                self._turn_tokens -= cost
+                self.revision += 1
+                return True
+        return False
+
     def clear(self) -> None:
         self._turns.clear()
         self._turn_tokens = 0

@@ -41,6 +41,11 @@ class ScriptedServer:
             self._buffer += data
             *lines, self._buffer = self._buffer.split(b"\r\n")
             self.received.extend(lines)
+            for line in lines:
+                # Like any server, confirm the bot's delivery checks (relaybot.delivery);
+                # its liveness PINGs stay the script's business.
+                if line.startswith(b"PING :relaybot-ack-"):
+                    self.conn.sendall(b":irc.test PONG irc.test :" + line[6:] + b"\r\n")
         raise AssertionError(f"{needle!r} not received; got {self.received[-10:]!r}")
 
     def close(self) -> None:

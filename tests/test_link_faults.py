@@ -314,13 +314,6 @@ def test_frozen_link_mid_reply_is_noticed_and_the_bot_comes_back(
     assert all(line in late_story for line in lost), lost
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="A write the kernel accepted counts as said: lines written into a frozen link before "
-    "the ping check notices (here up to 10 s of the paced reply) enter the context although the "
-    "channel never saw them. Needs delivery confirmation (echo-message), a follow-up issue.",
-)
 def test_frozen_link_records_no_line_the_channel_never_saw(
     frozen_outcome: FrozenOutcome,
 ) -> None:

@@ -67,6 +67,7 @@ class FakeSender:
         *,
         action: bool = False,
         on_sent: Callable[[], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.sent.append(Sent(target, text, action))
         if on_sent is not None:
@@ -734,6 +735,76 @@ def test_a_request_during_cooldown_is_answered_once_it_passes():
     timers[0][1]()
     assert len(harness.jobs) == 2
     assert "relaybot: two, again" in harness.jobs[1].request.prompt.text
+
+
+@pytest.mark.parametrize("completed_before_the_timer", [True, False])
+def test_a_deferred_request_is_consumed_by_a_reply_that_starts_before_its_timer(
+    completed_before_the_timer: bool,
+):
+    """q1 comes during the cooldown (deferred); q2 comes once the cooldown is over but before
+    the deferral's timer has run, and starts a reply that answers both. The stale timer must
+    then do nothing: no second reply, no second charge, no new deferral."""
+    timers: list[tuple[float, Callable[[], None]]] = []  # (due on harness.clock, callback)
+    harness = make(
+        policy=PolicyConfig(cooldown=2.0),
+        schedule=lambda delay, fn: timers.append((harness.clock.now + delay, fn)),
+    )
+
+    def run_timers(until: float) -> None:
+        while due := sorted((t for t in timers if t[0] <= until), key=lambda t: t[0]):
+            timers.remove(due[0])
+            harness.clock.now = max(harness.clock.now, due[0][0])
+            due[0][1]()
+        harness.clock.now = max(harness.clock.now, until)
+
+    start = harness.clock.now
+    harness.join("#chan", "alice", "bob")
+    harness.say(ALICE, "#chan", "relaybot: one")
+    harness.complete(harness.jobs[0], "answer one")
+    harness.clock.now = start + 1.0
+    harness.say(ALICE, "#chan", "relaybot: q1")  # during the cooldown: deferred
+    assert len(harness.jobs) == 1 and len(timers) == 1
+    harness.clock.now = start + 2.005  # the cooldown is over; the timer (2.01) has not run
+    harness.say(BOB, "#chan", "relaybot: q2")
+    assert len(harness.jobs) == 2
+    answer = harness.jobs[1]
+    assert "relaybot: q1" in answer.request.prompt.text
+    assert "relaybot: q2" in answer.request.prompt.text
+    if completed_before_the_timer:
+        harness.complete(answer, "answer to both")
+    run_timers(start + 2.01)
+    if not completed_before_the_timer:
+        harness.complete(answer, "answer to both")
+    run_timers(start + 60.0)  # whatever got scheduled meanwhile, and long past any cooldown
+    assert len(harness.jobs) == 2
+    assert harness.texts() == ["answer one", "answer to both"]
+    assert timers == []
+    assert harness.relay.in_flight() == 0 and harness.relay.waiting() == 0
+    harness.say(ALICE, "#chan", "relaybot: q3")  # a genuinely new line is answered
+    assert len(harness.jobs) == 3
+    assert "relaybot: q3" in harness.jobs[2].request.prompt.text
+
+
+def test_a_reply_started_by_retry_consumes_the_deferred_request():
+    timers: list[tuple[float, Callable[[], None]]] = []
+    harness = make(
+        policy=PolicyConfig(cooldown=2.0),
+        schedule=lambda delay, fn: timers.append((delay, fn)),
+    )
+    harness.join("#chan", "alice")
+    harness.say(ALICE, "#chan", "relaybot: one")
+    harness.complete(harness.jobs[0], "answer one")
+    harness.clock.now += 1.0
+    harness.say(ALICE, "#chan", "relaybot: two")  # deferred
+    assert harness.relay.retry("#chan")  # ungated: starts now, and sees "two"
+    assert len(harness.jobs) == 2
+    harness.complete(harness.jobs[1], "a better answer")
+    harness.clock.now += 1.01
+    timers.pop(0)[1]()
+    harness.clock.now += 60.0
+    while timers:
+        timers.pop(0)[1]()
+    assert len(harness.jobs) == 2
 
 
 def test_a_deferred_request_is_dropped_when_the_channel_is_reset_meanwhile():

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from structlog.testing import capture_logs
 
 from relaybot.config import ReplyConfig
 from relaybot.engine import SamplingParams
@@ -47,6 +48,7 @@ class FakeSender:
     deliver_now: bool = True
     sent: list[Sent] = field(default_factory=list)
     pending: list[Callable[[], None]] = field(default_factory=list)
+    unconfirmed: list[Callable[[], None]] = field(default_factory=list)  # their on_lost
 
     def payload_budget(self, target: str) -> int:
         return privmsg_payload_budget(self.nick, target, BOT.user, BOT.host)
@@ -58,8 +60,11 @@ class FakeSender:
         *,
         action: bool = False,
         on_sent: Callable[[], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.sent.append(Sent(target, text, action))
+        if on_lost is not None:
+            self.unconfirmed.append(on_lost)
         if on_sent is not None:
             if self.deliver_now:
                 on_sent()
@@ -293,6 +298,85 @@ def test_reply_enters_transcript_only_when_sent(joined: Harness):
     assert Turn("relaybot", "hi alice") not in joined.context("#chan")
     joined.sender.flush()
     assert joined.context("#chan")[-1] == Turn("relaybot", "hi alice")
+
+
+def test_lines_the_server_never_confirmed_leave_the_transcript(joined: Harness):
+    joined.say(ALICE, "#chan", "relaybot: hello")
+    joined.complete(joined.jobs[0], "hi alice\nnice to see you")
+    joined.say(BOB, "#chan", "hi all")
+    assert joined.context("#chan")[-3:] == [
+        Turn("relaybot", "hi alice"),
+        Turn("relaybot", "nice to see you"),
+        Turn("bob", "hi all"),
+    ]
+    # The connection died before the server confirmed the second line (newest first).
+    joined.sender.unconfirmed.pop()()
+    assert joined.context("#chan")[-2:] == [Turn("relaybot", "hi alice"), Turn("bob", "hi all")]
+
+
+def sent_events(logs: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [entry for entry in logs if entry["event"] == "reply_sent"]
+
+
+def test_reply_sent_is_logged_when_the_last_line_is_written(joined: Harness):
+    joined.sender.deliver_now = False
+    joined.say(ALICE, "#chan", "relaybot: hello")
+    job = joined.jobs[0]
+    with capture_logs() as logs:
+        joined.complete(job, "hi alice\n/join #evil\nnice to see you")
+        assert len(joined.sender.sent) == 2 and len(joined.sender.pending) == 2
+        assert sent_events(logs) == []  # queued, not written
+        joined.sender.pending.pop(0)()  # the first line is written
+        assert sent_events(logs) == []
+        assert joined.context("#chan")[-1] == Turn("relaybot", "hi alice")
+        joined.sender.flush()  # and the last
+    assert sent_events(logs) == [
+        {
+            "event": "reply_sent",
+            "log_level": "info",
+            "component": "relay",
+            "lines": 2,
+            "seconds": 0.01,
+            "job": job.job_id,
+            "network": NET,
+            "channel": "#chan",
+            "nick": "alice",
+        }
+    ]
+    assert joined.context("#chan")[-2:] == [
+        Turn("relaybot", "hi alice"),
+        Turn("relaybot", "nice to see you"),
+    ]
+
+
+def test_reply_whose_lines_are_dropped_is_not_logged_as_sent(joined: Harness):
+    joined.sender.deliver_now = False
+    joined.say(ALICE, "#chan", "relaybot: hello")
+    with capture_logs() as logs:
+        joined.complete(joined.jobs[0], "hi alice\nnice to see you")
+        joined.sender.pending.pop(0)()  # the first line is written; shutdown drops the rest
+        joined.sender.pending.clear()
+    assert sent_events(logs) == []
+    assert joined.context("#chan")[-1] == Turn("relaybot", "hi alice")
+    assert Turn("relaybot", "nice to see you") not in joined.context("#chan")
+
+
+def test_reply_never_written_is_not_logged_as_sent(joined: Harness):
+    joined.sender.deliver_now = False
+    joined.say(ALICE, "#chan", "relaybot: hello")
+    with capture_logs() as logs:
+        joined.complete(joined.jobs[0], "/me waves")
+        joined.sender.pending.clear()
+    assert joined.sender.sent == [Sent("#chan", "waves", True)]
+    assert sent_events(logs) == []
+    assert joined.context("#chan")[-1] == Turn("alice", "relaybot: hello")
+
+
+def test_reply_written_at_once_is_logged_as_sent(joined: Harness):
+    joined.say(ALICE, "#chan", "relaybot: hello")
+    with capture_logs() as logs:
+        joined.complete(joined.jobs[0], "/me waves\nhi")
+    assert [entry["lines"] for entry in sent_events(logs)] == [2]
 
 
 def test_reply_respects_max_lines():

@@ -4,6 +4,7 @@ survives each one, and a line that was not written is never reported as sent."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
@@ -57,7 +58,19 @@ def _reset(conn: socket.socket) -> None:
     conn.close()
 
 
-def test_a_reset_while_the_outbox_flushes_is_a_reconnect_and_nothing_unsent_counts() -> None:
+def _serving(server: ScriptedServer, seconds: float) -> threading.Thread:
+    """The server reads (and so confirms the bot's delivery checks) in the background."""
+
+    def read() -> None:
+        with contextlib.suppress(AssertionError, OSError):
+            server.wait_for(b"\0never\0", seconds)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_reset_while_the_outbox_flushes_is_a_reconnect_and_nothing_unwritten_counts() -> None:
     server = ScriptedServer()
     session = _session(server.port)
     _registered(server, session)
@@ -67,7 +80,7 @@ def test_a_reset_while_the_outbox_flushes_is_a_reconnect_and_nothing_unsent_coun
     _step_until(session, lambda: len(sent) >= 5, 10, "the first burst")  # burst = 5 lines
     assert server.conn is not None
     server.wait_for(b"PRIVMSG #c :line 4", 5)
-    received = sum(b"PRIVMSG #c :" in line for line in server.received)
+    written = sum(b"PRIVMSG #c :" in line for line in server.received)
     _reset(server.conn)
     time.sleep(0.3)  # the RST has arrived; the next write meets it
     with structlog.testing.capture_logs() as logs:
@@ -75,12 +88,42 @@ def test_a_reset_while_the_outbox_flushes_is_a_reconnect_and_nothing_unsent_coun
         session._flush(session.clock() + 60.0)
         _step_until(session, lambda: session._reconnect_pending, 5, "a reconnect")
     assert not session.connection.is_connected()
-    assert sent == list(range(received)), "a line that was never written counted as sent"
+    assert sent == list(range(written)), "a line that was never written counted as written"
     assert any(entry["event"] == "write_failed" for entry in logs)
     # And it comes back.
     _step_until(session, lambda: session.connects == 2, 10, "the second connect")
     server.accept(timeout=10)
     server.wait_for(b"CAP LS 302", 10)
+    server.close()
+
+
+def test_lines_the_server_never_confirmed_are_retracted_when_the_link_dies() -> None:
+    server = ScriptedServer()
+    session = _session(server.port)
+    session.delivery.delay = 0.2  # the confirming PING 0.2 s after a line, not 5 s
+    _registered(server, session)
+    said: list[str] = []
+
+    def say(text: str) -> None:
+        session.send_message(
+            "#c", text, on_sent=lambda: said.append(text), on_lost=lambda: said.remove(text)
+        )
+
+    for text in ("one", "two", "three"):
+        say(text)
+    reader = _serving(server, 3.0)  # the server reads, and answers the PING after them
+    _step_until(session, lambda: len(said) == 3 and not len(session.delivery), 10, "confirmed")
+    reader.join()
+    # Two more are written, but the server reads nothing more before the link dies.
+    say("four")
+    say("five")
+    _step_until(session, lambda: len(said) == 5, 5, "written")
+    with structlog.testing.capture_logs() as logs:
+        assert server.conn is not None
+        _reset(server.conn)
+        _step_until(session, lambda: not session.connection.is_connected(), 10, "the drop")
+    assert said == ["one", "two", "three"]
+    assert [e["count"] for e in logs if e["event"] == "unconfirmed_lines_retracted"] == [2]
     server.close()
 
 
@@ -94,8 +137,11 @@ def test_text_longer_than_a_line_goes_out_as_several_lines_of_at_most_512_bytes(
     session.send_notice("oper", status)
     session.send_message("#c", "x" * 1400, on_sent=done.set)
     session.send_notice("oper", f"unknown command {'y' * 600!r}")
-    _step_until(session, done.is_set, 20, "the long message")
+    _step_until(session, lambda: len(session.outbox) == 0, 30, "every line written")
     server.wait_for(b"NOTICE oper :unknown command", 10)
+    reader = _serving(server, 3.0)
+    _step_until(session, done.is_set, 10, "the long message confirmed")
+    reader.join()
     assert session.connection.is_connected()
     lines = [line for line in server.received if line.startswith((b"NOTICE", b"PRIVMSG"))]
     assert all(len(line) + 2 <= 512 for line in lines)

@@ -334,3 +334,15 @@ def test_trimming_marks_the_transcript_changed():
     before = transcript.revision
     transcript.turns_for("relaybot")  # the speaker prefix forces one turn out
     assert transcript.revision > before
+
+
+def test_retract_removes_that_very_turn_and_its_cost() -> None:
+    transcript = Transcript("#c", lambda text: len(text.split()), budget=1000)
+    first, same_text, other = Turn("bot", "hi there"), Turn("bot", "hi there"), Turn("a", "yo")
+    transcript.add([first, other, same_text])
+    tokens = transcript.token_count
+    assert transcript.retract(first)
+    # An equal turn that is another line stays: only the retracted line goes.
+    assert transcript.turns == [other, same_text] and transcript.turns[1] is same_text
+    assert transcript.token_count == tokens - transcript._cost(first)
+    assert not transcript.retract(first)
