@@ -383,12 +383,14 @@ class IrcSession:
         if budget < 16:
             self.log.warning("line_dropped_target_too_long", target=target[:64])
             return
-        lines = reply_lines(text, budget, MAX_LINES_PER_TEXT)
-        for index, line in enumerate(lines):
-            last = index == len(lines) - 1
-            body = f"{wrapper[0]}{line}{wrapper[1]}"
-            line = f"{command} {target} :{body}"
-            self._queue(Outgoing(line, on_sent if last else None, self._fold(target), on_lost))
+        pieces = reply_lines(text, budget, MAX_LINES_PER_TEXT)
+        folded = self._fold(target)
+        for index, piece in enumerate(pieces):
+            line = f"{command} {target} :{wrapper[0]}{piece}{wrapper[1]}"
+            if index < len(pieces) - 1:
+                self._queue(Outgoing(line, target=folded))
+            else:  # the last piece confirms the ones before it
+                self._queue(Outgoing(line, on_sent, folded, on_lost))
 
     def _queue(self, item: Outgoing) -> None:
         if not (self.registered and self.connection.is_connected()):
