@@ -672,7 +672,6 @@ class Relay:
             log.info("reply_empty", seconds=round(seconds, 3), **context)
             return
         recent.append(normalised)
-        self.reply_times.append(self.wall_clock())
         self._send_lines(reply_to, transcript, speaker, lines, context, seconds)
 
     def _send_lines(
@@ -708,6 +707,7 @@ class Relay:
                 transcript.add([turn])
                 written += 1
                 if last:
+                    self.reply_times.append(self.wall_clock())
                     log.info("reply_sent", lines=written, seconds=round(seconds, 3), **context)
 
             return written_now
