@@ -47,10 +47,21 @@ class Delivery:
         self._covers = -1
         return self._token
 
+    @property
+    def awaiting_pong(self) -> bool:
+        """A PING was written and its PONG has not come yet."""
+        return self._token is not None and self._covers >= 0
+
     def ack_written(self) -> None:
         """The pending PING was written: it confirms every line written so far."""
         if self._token is not None:
             self._covers = len(self._unconfirmed)
+
+    def ack_dropped(self) -> None:
+        """The pending PING will never be written (the outbox refused it): forget it, so that
+        the next flush asks for another."""
+        if self._token is not None and self._covers < 0:
+            self._token = None
 
     def confirm(self, token: str) -> int:
         """A PONG: how many lines its PING confirmed (0 for any other token)."""

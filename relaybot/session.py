@@ -199,6 +199,8 @@ class BotConnection(irc.client.ServerConnection):  # type: ignore[misc]
             self._discarding = False
         self.buffer.feed(data)
         for line in self.buffer:
+            if not self.connected:
+                break  # a handler's write failed: the rest belongs to a dead connection
             if not line.strip():
                 continue
             try:
@@ -591,6 +593,10 @@ class IrcSession:
         due = self.outbox.due(now)
         for written, item in enumerate(due):
             if not self.connection.send_raw(item.line):
+                if self.connection.is_connected():  # refused as malformed: only this line
+                    if item is self._ack_item:
+                        self._drop_ack()
+                    continue
                 # Not written, so never recorded as said; the disconnect dropped the rest.
                 self.log.warning("unsent_lines_dropped", count=len(due) - written)
                 return
@@ -601,22 +607,32 @@ class IrcSession:
             if item.on_sent is not None:
                 item.on_sent()
             if item.on_lost is not None:
-                self.delivery.written(item.on_lost, now)
-        token = self.delivery.want_ack(now)
+                self.delivery.written(item.on_lost, self.clock())
+        # The real clock: a shutdown flushes with a time far ahead, and must not queue a PING
+        # that no later flush would write.
+        token = self.delivery.want_ack(self.clock())
         if token is not None:
             # Paced like any line, so that confirming costs flood budget, never a kill.
             self._ack_item = Outgoing(f"PING :{token}")
             if not self.outbox.push(self._ack_item):
-                self._ack_item = None
+                self._drop_ack()
                 self.log.warning("delivery_check_dropped", reason="outbox full")
 
+    def _drop_ack(self) -> None:
+        self._ack_item = None
+        self.delivery.ack_dropped()
+
     def _confirm_before_quit(self, deadline: float) -> None:
-        """At shutdown: one PING, so that lines the server has are kept, not retracted."""
-        token = self.delivery.want_ack(self.clock(), at_once=True)
-        if token is None or not self.connection.send_raw(f"PING :{token}"):
-            return
-        self.delivery.ack_written()
+        """At shutdown, before QUIT: PING until the server has confirmed every line written,
+        so that lines it has are kept in the saved contexts, not retracted."""
+        if self._ack_item is not None:  # queued, never written: ask again directly
+            self._drop_ack()
         while len(self.delivery) and self.connection.is_connected() and self.clock() < deadline:
+            if not self.delivery.awaiting_pong:
+                token = self.delivery.want_ack(self.clock(), at_once=True)
+                if token is None or not self.connection.send_raw(f"PING :{token}"):
+                    return
+                self.delivery.ack_written()
             self.reactor.process_once(0.1)
 
     def _shutdown(self) -> None:

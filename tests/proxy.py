@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -33,7 +34,7 @@ POLL = 0.05  # seconds; the longest any proxy thread waits before it looks at it
 JOIN_TIMEOUT = 5.0
 
 
-def _rst_close(sock: socket.socket) -> None:
+def rst_close(sock: socket.socket) -> None:
     """Close with an RST instead of a FIN."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -155,7 +156,7 @@ class _Link:
             self.closed = True
         for sock in (self.client, self.upstream):
             if rst:
-                _rst_close(sock)
+                rst_close(sock)
             else:
                 sock.close()
 
@@ -203,7 +204,7 @@ class FaultProxy:
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
-                _rst_close(client)
+                rst_close(client)
                 continue
             with self._lock:
                 if self._stop.is_set():
@@ -292,3 +293,24 @@ class FaultProxy:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def tls_handshake(
+    raw: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO
+) -> None:
+    """Server side of a TLS handshake over memory BIOs, so that a test controls every byte
+    that goes out afterwards (half a record, say)."""
+    for _ in range(50):
+        try:
+            tls.do_handshake()
+            raw.sendall(outgoing.read())
+            return
+        except ssl.SSLWantReadError:
+            pending = outgoing.read()
+            if pending:
+                raw.sendall(pending)
+            data = raw.recv(65536)
+            if not data:
+                raise ConnectionError("closed during the handshake") from None
+            incoming.write(data)
+    raise ConnectionError("handshake did not finish")

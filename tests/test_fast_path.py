@@ -34,6 +34,8 @@ def test_the_pinned_transformers_runs_the_decode_loop_on_the_embedded_model(
     forward = set(inspect.signature(engine.model.forward).parameters)
     support = engine.stepwise
     assert support.available, f"fast path off: {support.reason}"
+    # transformers 5.24 renamed the forward's cache argument; the loop must follow it.
+    assert support.cache_argument == _cache_argument_of_this_transformers()
     assert support.cache_argument in forward
     assert engine.reuses_prefixes and engine.degraded == ""
     # The loop really runs: a second prompt extending the first reuses its cached prefix.
@@ -45,6 +47,13 @@ def test_the_pinned_transformers_runs_the_decode_loop_on_the_embedded_model(
     engine.generate([GenerationRequest(fmt.render(turns, "relaybot"), params, key)])
     assert engine.last_stats[0].reused_tokens > 0
     engine.forget(key)
+
+
+def _cache_argument_of_this_transformers() -> str:
+    import transformers
+    from packaging.version import Version
+
+    return "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
 
 
 def _tiny(kind: str, **extra: Any) -> Any:
@@ -89,7 +98,7 @@ def test_the_cache_argument_is_read_off_the_forward_signature() -> None:
     model = _tiny("Llama")
     support = stepwise_support(model)
     assert support.available and support.layer_count == 2
-    assert support.cache_argument in inspect.signature(model.forward).parameters
+    assert support.cache_argument == _cache_argument_of_this_transformers()
     older = stepwise_support(PastKeyValuesForward(model))
     assert older.available and older.cache_argument == "past_key_values"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from relaybot.config import IrcConfig
 from relaybot.session import IrcSession
 
 from .certs import CertPair, make_ca, make_cert
+from .proxy import rst_close, tls_handshake
 from .scripted import ScriptedServer
 
 
@@ -52,12 +52,6 @@ def _registered(server: ScriptedServer, session: IrcSession) -> None:
     _step_until(session, lambda: session.registered, 10, "registration")
 
 
-def _reset(conn: socket.socket) -> None:
-    """Close with an RST instead of a FIN."""
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.close()
-
-
 def _serving(server: ScriptedServer, seconds: float) -> threading.Thread:
     """The server reads (and so confirms the bot's delivery checks) in the background."""
 
@@ -81,7 +75,7 @@ def test_a_reset_while_the_outbox_flushes_is_a_reconnect_and_nothing_unwritten_c
     assert server.conn is not None
     server.wait_for(b"PRIVMSG #c :line 4", 5)
     written = sum(b"PRIVMSG #c :" in line for line in server.received)
-    _reset(server.conn)
+    rst_close(server.conn)
     time.sleep(0.3)  # the RST has arrived; the next write meets it
     with structlog.testing.capture_logs() as logs:
         # Straight to the flush, as when the reset lands between the read and the write.
@@ -120,7 +114,7 @@ def test_lines_the_server_never_confirmed_are_retracted_when_the_link_dies() -> 
     _step_until(session, lambda: len(said) == 5, 5, "written")
     with structlog.testing.capture_logs() as logs:
         assert server.conn is not None
-        _reset(server.conn)
+        rst_close(server.conn)
         _step_until(session, lambda: not session.connection.is_connected(), 10, "the drop")
     assert said == ["one", "two", "three"]
     assert [e["count"] for e in logs if e["event"] == "unconfirmed_lines_retracted"] == [2]
@@ -186,7 +180,7 @@ class StallingTlsServer:
             incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
             tls = self.context.wrap_bio(incoming, outgoing, server_side=True)
             try:
-                self._handshake(raw, tls, incoming, outgoing)
+                tls_handshake(raw, tls, incoming, outgoing)
                 tls.write(b":irc.test NOTICE * :hello\r\n")
                 raw.sendall(outgoing.read())
                 tls.write(b":irc.test 001 relaybot :Welcome\r\n")
@@ -197,25 +191,6 @@ class StallingTlsServer:
             self.stalled.set()
         for sock in held:
             sock.close()
-
-    @staticmethod
-    def _handshake(
-        raw: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO
-    ) -> None:
-        for _ in range(50):
-            try:
-                tls.do_handshake()
-                raw.sendall(outgoing.read())
-                return
-            except ssl.SSLWantReadError:
-                pending = outgoing.read()
-                if pending:
-                    raw.sendall(pending)
-                data = raw.recv(65536)
-                if not data:
-                    raise ConnectionError("closed during the handshake") from None
-                incoming.write(data)
-        raise ConnectionError("handshake did not finish")
 
     def close(self) -> None:
         self._stop.set()
@@ -259,3 +234,35 @@ def test_a_tls_peer_that_stops_mid_record_does_not_hang_the_loop(
     assert max(longest) < 2.0
     assert server.connections >= 2
     assert any(entry["event"] == "registration_timeout" for entry in logs)
+
+
+def test_stopping_soon_after_speaking_keeps_the_lines_the_server_confirms() -> None:
+    server = ScriptedServer()
+    session = _session(server.port)
+    _registered(server, session)
+    retracted: list[str] = []
+    session.send_message("#c", "goodbye", on_lost=lambda: retracted.append("goodbye"))
+    _step_until(session, lambda: len(session.delivery) == 1, 5, "the line written")
+    reader = _serving(server, 4.0)  # the server reads, and answers PINGs, while we stop
+    session.stop()
+    session._shutdown()
+    reader.join()
+    assert retracted == []
+    commands = [line.split(b" ")[0] for line in server.received]
+    assert commands.index(b"PING") < commands.index(b"QUIT")
+    server.close()
+
+
+def test_both_pong_forms_confirm() -> None:
+    import irc.client
+
+    session = _session(6667)
+    for event in (
+        irc.client.Event("pong", "irc.test", "irc.test", ["relaybot-ack-1"]),  # :srv PONG srv :t
+        irc.client.Event("pong", "irc.test", "relaybot-ack-2", []),  # PONG :t
+    ):
+        session.delivery.written(lambda: None, now=0.0)
+        assert session.delivery.want_ack(10.0) is not None
+        session.delivery.ack_written()
+        session._on_pong(event)
+        assert len(session.delivery) == 0
