@@ -14,7 +14,7 @@ Answering one at a time scores about 1; perfect batching with no cost per row sc
 Figures move with the machine's load and with sampled reply lengths: the script runs several
 rounds and reports each.
 
-    python bench/shipped_batching.py                  # 8 channels, 3 lone replies, 2 rounds
+    python bench/shipped_batching.py                  # 8 channels, 5 lone replies, 2 rounds
     python bench/shipped_batching.py --channels 8 --rounds 3
 
 Writes bench/results/shipped_batching.json.
@@ -23,6 +23,7 @@ Writes bench/results/shipped_batching.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +62,50 @@ def shipped_config(port: int, channels: list[str], state: Path) -> str:
     return tomli_w.dumps(data)
 
 
-def first_answer(client: RawClient, channel: str, timeout: float) -> float:
+def answered(channel: str) -> Callable[[str], bool]:
     def answer(line: str) -> bool:
         source, command, params = parse_line(line)
         return source == BOT and command == "PRIVMSG" and params[:1] == [channel]
 
-    client.wait_for(answer, timeout)
-    return time.monotonic()
+    return answer
+
+
+def joined(channel: str) -> Callable[[str], bool]:
+    def join(line: str) -> bool:
+        """The bot joining after the client, or already there when the client joined."""
+        source, command, params = parse_line(line)
+        if command == "353" and channel in params:
+            return BOT in {nick.lstrip("@+%&~") for nick in params[-1].split()}
+        return source == BOT and command == "JOIN" and params[:1] == [channel]
+
+    return join
+
+
+def wait_answers(
+    clients: dict[str, RawClient],
+    channels: Sequence[str],
+    timeout: float,
+    match: Callable[[str], Callable[[str], bool]] = answered,
+) -> dict[str, float]:
+    """When each of `channels` got the first line of an answer (or what `match` looks for).
+    Every client is read in turn (10 ms each), so that idle ones answer the server's PINGs
+    and are not timed out."""
+    done: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < len(channels):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer in {sorted(set(channels) - set(done))}")
+        for name, client in clients.items():
+            waiting = name in channels and name not in done
+            with contextlib.suppress(TimeoutError):
+                client.wait_for(match(name) if waiting else (lambda line: False), 0.01)
+                done[name] = time.monotonic()
+    return done
+
+
+def idle(clients: dict[str, RawClient], seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        wait_answers(clients, ["#nowhere"], seconds)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,28 +130,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             client.join(channel)
             clients[channel] = client
 
-        deadline = time.monotonic() + args.start_timeout
-        for channel, client in clients.items():
-            client.wait_for(
-                lambda line, channel=channel: (
-                    parse_line(line)[:2] == (BOT, "JOIN") and parse_line(line)[2][:1] == [channel]
-                ),
-                max(1.0, deadline - time.monotonic()),
-            )
-        time.sleep(2.0)  # warm-up and the READY state behind us
+        wait_answers(clients, list(clients), args.start_timeout, match=joined)
+        idle(clients, 2.0)  # warm-up and the READY state behind us
         rounds = []
         for r in range(args.rounds):
             lone = []
             for channel in lone_names[r * args.lone : (r + 1) * args.lone]:
                 started = time.monotonic()
                 clients[channel].privmsg(channel, f"{BOT}: tell me about the sea")
-                lone.append(first_answer(clients[channel], channel, args.timeout) - started)
-                time.sleep(1.0)
+                done = wait_answers(clients, [channel], args.timeout)
+                lone.append(done[channel] - started)
+                idle(clients, 1.0)
             names = burst_names[r * args.channels : (r + 1) * args.channels]
             started = time.monotonic()
             for channel in names:
                 clients[channel].privmsg(channel, f"{BOT}: tell me about the sea")
-            finished = [first_answer(clients[c], c, args.timeout) - started for c in names]
+            done = wait_answers(clients, names, args.timeout)
+            finished = [done[c] - started for c in names]
             burst = max(finished)
             lone_median = statistics.median(lone)
             score = args.channels * lone_median / burst
@@ -131,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f" score {score:.2f}",
                 flush=True,
             )
-            time.sleep(3.0)
+            idle(clients, 3.0)
     finally:
         for client in clients.values():
             client.close()
@@ -155,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--channels", type=int, default=8)
-    parser.add_argument("--lone", type=int, default=3, help="lone replies per round")
+    parser.add_argument("--lone", type=int, default=5, help="lone replies per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--start-timeout", type=float, default=180.0)
