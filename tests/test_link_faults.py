@@ -21,6 +21,7 @@ the disconnect, because the server never answered the PING after them (relaybot.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import shutil
 import socket
@@ -214,14 +215,12 @@ def connect_observer(server: RunningServer) -> RawClient:
     return RawClient.connect(server.host, server.port, "observer")
 
 
-# --- (1) reset -----------------------------------------------------------------------------
-
-
-def test_reset_mid_reply_reconnects_and_records_only_delivered_lines(
-    irc_server_factory: Callable[[str], RunningServer],
-    config_factory: Callable[[str], Config],
-) -> None:
-    server = irc_server_factory("ngircd")
+@contextlib.contextmanager
+def story_behind_proxy(
+    server: RunningServer, config_factory: Callable[[str], Config]
+) -> Iterator[tuple[FaultProxy, list[dict[str, Any]], BotRunner, RawClient, FixedEngine]]:
+    """The bot behind a proxy to `server`, an observer in the channel, and the story under
+    way (start_story): the scene every mid-reply fault starts from."""
     engine = FixedEngine(STORY)
     with (
         FaultProxy(server.host, server.port) as proxy,
@@ -230,6 +229,18 @@ def test_reset_mid_reply_reconnects_and_records_only_delivered_lines(
         connect_observer(server) as observer,
     ):
         start_story(runner, observer)
+        yield proxy, logs, runner, observer, engine
+
+
+# --- (1) reset -----------------------------------------------------------------------------
+
+
+def test_reset_mid_reply_reconnects_and_records_only_delivered_lines(
+    irc_server_factory: Callable[[str], RunningServer],
+    config_factory: Callable[[str], Config],
+) -> None:
+    server = irc_server_factory("ngircd")
+    with story_behind_proxy(server, config_factory) as (proxy, logs, runner, observer, engine):
         fault_at = time.monotonic()
         assert proxy.reset() == 1
         wait_rejoined(runner, connects=2, since=fault_at)
@@ -342,14 +353,7 @@ def test_slow_drip_keeps_the_link_then_a_reset_mid_line_reconnects_cleanly(
     ping timeout, and the bot's own lines keep going out. Then an RST while the bot holds
     half of a server line: after the reconnect that half is gone, not glued to new input."""
     server = irc_server_factory("ngircd")
-    engine = FixedEngine(STORY)
-    with (
-        FaultProxy(server.host, server.port) as proxy,
-        structlog.testing.capture_logs() as logs,
-        BotRunner(bot_config(config_factory, proxy.port), engine) as runner,
-        connect_observer(server) as observer,
-    ):
-        start_story(runner, observer)
+    with story_behind_proxy(server, config_factory) as (proxy, logs, runner, observer, engine):
         drip_at = time.monotonic()
         before = proxy.bytes_to_client()
         assert proxy.drip(DRIP_SECONDS_PER_BYTE) == 1
@@ -389,14 +393,7 @@ def test_a_10_mb_line_without_newline_is_dropped_and_the_link_stays_up(
     never buffers more than MAX_BUFFERED_BYTES), keeps the connection and its reply going,
     and reads normally again after the next newline. No reconnect is needed, none happens."""
     server = irc_server_factory("ngircd")
-    engine = FixedEngine(STORY)
-    with (
-        FaultProxy(server.host, server.port) as proxy,
-        structlog.testing.capture_logs() as logs,
-        BotRunner(bot_config(config_factory, proxy.port), engine) as runner,
-        connect_observer(server) as observer,
-    ):
-        start_story(runner, observer)
+    with story_behind_proxy(server, config_factory) as (proxy, logs, runner, observer, engine):
         started = time.monotonic()
         assert proxy.inject_to_client(b"x" * HUGE, timeout=40)
         inject_seconds = time.monotonic() - started
