@@ -49,8 +49,8 @@ from relay_contexts import (
     save_chart,
 )
 
-from relaybot.engine import GenerationRequest, SamplingParams
-from relaybot.worker import Completion, InferenceWorker, Job
+from relaybot.inference.engine import GenerationRequest, SamplingParams
+from relaybot.inference.worker import Completion, InferenceWorker, Job
 
 TARGET_CHANNELS = 8
 TARGET_RATIO = 4.0

@@ -32,14 +32,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from relaybot.outbox import (
+from tests.ircservers import RawClient, RunningServer, parse_line, start_server
+
+from relaybot.irc.outbox import (
     DEFAULT_BURST,
     DEFAULT_BYTES_PER_SECOND,
     DEFAULT_INTERVAL,
     Outbox,
     Outgoing,
 )
-from tests.ircservers import RawClient, RunningServer, parse_line, start_server
 
 _ids = itertools.count(1)
 _ids_lock = threading.Lock()

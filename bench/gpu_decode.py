@@ -10,9 +10,9 @@ Reported, in one run, per precision:
   and the datasheet figure when the GPU is known), as a fraction;
 - aggregate tokens/s at 1/4/16/32 concurrent requests for: the naive baseline (`generate` once
   per request, one after another, as the reference client does), a padded batch (`generate` on
-  all requests at once), relaybot's own decode loop (`relaybot.engine.decode`, what the worker
-  runs, prefill included) and transformers' continuous batching (`generate_batch`), with the
-  speed-up over the baseline.
+  all requests at once), relaybot's own decode loop (`relaybot.inference.local.decode`, what
+  the worker runs, prefill included) and transformers' continuous batching (`generate_batch`),
+  with the speed-up over the baseline.
 
     python bench/gpu_decode.py                         # on a CUDA machine
     python bench/gpu_decode.py --tiny --device cpu     # a scaled-down smoke run anywhere
@@ -200,7 +200,7 @@ def continuous(model: Any, batch: list[list[int]], new_tokens: int, device: str)
 def relaybot_decoder(
     model: Any, batch: list[list[int]], new_tokens: int, device: str
 ) -> float | None:
-    """relaybot's own decode loop (relaybot.engine.decode, what the local engine and the
+    """relaybot's own decode loop (relaybot.inference.local.decode, what the local engine and the
     worker run): each prompt prefilled alone, then all rows decoded together in the KV
     buffer. None where the model's cache layout needs `generate`."""
     import threading
@@ -208,9 +208,9 @@ def relaybot_decoder(
     import torch
     from transformers import DynamicCache
 
-    from relaybot.engine import SamplingParams
-    from relaybot.engine.decode import Decoder, Row, StepModel, stepwise_support
-    from relaybot.formats import Prompt
+    from relaybot.conversation.formats import Prompt
+    from relaybot.inference.engine import SamplingParams
+    from relaybot.inference.local.decode import Decoder, Row, StepModel, stepwise_support
 
     support = stepwise_support(model)
     if not support.available:

@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from relay_contexts import percentile  # noqa: E402
-
-from relaybot.config import Config, load_config  # noqa: E402
-from relaybot.engine import GenerationRequest  # noqa: E402
-from relaybot.log import configure_logging  # noqa: E402
 from tests.botrunner import BotRunner  # noqa: E402
 from tests.ircservers import RawClient, parse_line, start_server  # noqa: E402
+
+from relaybot.config.schema import Config, load_config  # noqa: E402
+from relaybot.inference.engine import GenerationRequest  # noqa: E402
+from relaybot.log import configure_logging  # noqa: E402
 
 BOT = "relaybot"
 
@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.engine == "instant":
         engine = InstantEngine()
     else:
-        from relaybot.engine.transformers_engine import TransformersEngine
+        from relaybot.inference.local.engine import TransformersEngine
 
         config = bot_config(workdir / "bot.toml", server.port, channels, args.max_new_tokens)
         engine = TimedEngine(TransformersEngine.load(config.model))

@@ -46,7 +46,7 @@ from relay_contexts import (
     save_chart,
 )
 
-from relaybot.engine import GenerationRequest, SamplingParams
+from relaybot.inference.engine import GenerationRequest, SamplingParams
 
 TARGET_SPEEDUP = 3.0
 

@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from relaybot.engine import GenerationRequest, SamplingParams  # noqa: E402
-from relaybot.events import (  # noqa: E402
+from relaybot.conversation.formats import Prompt, RelayFormat, Turn  # noqa: E402
+from relaybot.conversation.transcript import Transcript, bot_join_turns, channel_event_turns  # noqa: E402
+from relaybot.inference.engine import GenerationRequest, SamplingParams  # noqa: E402
+from relaybot.irc.events import (  # noqa: E402
     Action,
     IrcEvent,
     Join,
@@ -38,8 +40,6 @@ from relaybot.events import (  # noqa: E402
     Quit,
     Topic,
 )
-from relaybot.formats import Prompt, RelayFormat, Turn  # noqa: E402
-from relaybot.transcript import Transcript, bot_join_turns, channel_event_turns  # noqa: E402
 
 BOT = "relaybot"
 NETWORK = "benchnet"
@@ -198,7 +198,7 @@ def naive_reply(engine: Any, prompt: Prompt, params: SamplingParams) -> tuple[st
     Returns (text, generated tokens without the stop token, prompt tokens)."""
     import torch
 
-    from relaybot.formats import cut_at_stops
+    from relaybot.conversation.formats import cut_at_stops
 
     ids = (
         list(engine.bos_token_ids)
@@ -295,8 +295,8 @@ class RecordingEngine:
 
 
 def load_engine(context_tokens: int, **kwargs: Any) -> Any:
-    from relaybot.config import ModelConfig
-    from relaybot.engine.transformers_engine import TransformersEngine
+    from relaybot.config.schema import ModelConfig
+    from relaybot.inference.local.engine import TransformersEngine
 
     return TransformersEngine.load(
         ModelConfig(name="embedded", device="cpu", context_tokens=context_tokens), **kwargs

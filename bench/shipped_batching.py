@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config.write_text(shipped_config(server.port, lone_names + burst_names, workdir / "state"))
     log = (workdir / "bot.log").open("w")
     bot = subprocess.Popen(
-        [sys.executable, "-m", "relaybot.cli", "--config", str(config)],
+        [sys.executable, "-m", "relaybot", "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=workdir,

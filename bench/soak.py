@@ -1,7 +1,7 @@
 """Soak: the real `relaybot` process under a long, steady IRC load, watched for memory growth,
 errors, reconnects and lost replies.
 
-The bot runs as `python -m relaybot.cli --config <file>`, with a config derived from
+The bot runs as `python -m relaybot --config <file>`, with a config derived from
 config.example.toml, against a real ngIRCd on 127.0.0.1. Real client sockets (two per
 channel by default, so that no channel is a two-party exchange that the loop guard would
 stop) speak `--lines` PRIVMSG lines (default 10,000) spread evenly over `--seconds` (default
@@ -551,7 +551,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         checker.client.join(CHECK_CHANNEL)
         bot = subprocess.Popen(
-            [sys.executable, "-m", "relaybot.cli", "--config", str(config_path)],
+            [sys.executable, "-m", "relaybot", "--config", str(config_path)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

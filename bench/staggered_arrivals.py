@@ -68,9 +68,9 @@ from relay_contexts import (
     save_chart,
 )
 
-from relaybot.engine import GenerationRequest, SamplingParams
-from relaybot.formats import Prompt
-from relaybot.worker import Completion, InferenceWorker, Job
+from relaybot.conversation.formats import Prompt
+from relaybot.inference.engine import GenerationRequest, SamplingParams
+from relaybot.inference.worker import Completion, InferenceWorker, Job
 
 CONTINUOUS = "continuous"
 BATCH_AT_A_TIME = "batch-at-a-time"

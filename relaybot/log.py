@@ -53,9 +53,9 @@ def route_library_logs() -> None:
     local model is loaded, usually after `configure_logging`): each adds a plain-text
     `StreamHandler` on stderr, and transformers also sets `propagate = False` on it. Their lines
     would then bypass the rendering (plain text between the JSON lines) or come out twice. Call
-    this once those libraries are imported (`relaybot.engine.loading` does, before loading); it
-    may come before or after `configure_logging`, and again. Levels are left alone: both
-    libraries default to WARNING (`TRANSFORMERS_VERBOSITY`, `HF_HUB_VERBOSITY`).
+    this once those libraries are imported (`relaybot.inference.local.loading` does, before
+    loading); it may come before or after `configure_logging`, and again. Levels are left alone:
+    both libraries default to WARNING (`TRANSFORMERS_VERBOSITY`, `HF_HUB_VERBOSITY`).
 
     It imports both libraries: only call it where they are wanted."""
     import huggingface_hub.utils.logging as hub_logging

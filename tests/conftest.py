@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from relaybot.config import Config, ModelConfig, loads_config
+from relaybot.config.schema import Config, ModelConfig, loads_config
+from tests.support.ircservers import RunningServer, start_server
 
-from .ircservers import RunningServer, start_server
+# The notify-socket fixtures (`socket_dir`, `listener`) serve unit and integration tests alike.
+pytest_plugins = ["tests.support.notify"]
 
 SERVER_BINARIES = {"inspircd": "/usr/sbin/inspircd", "ngircd": "/usr/sbin/ngircd"}
 
@@ -26,7 +28,7 @@ def config_factory(tmp_path: Path) -> Callable[[str], Config]:
 @pytest.fixture(scope="session")
 def real_engine() -> object:
     """The embedded SmolLM2 model through the real transformers engine, loaded once."""
-    from relaybot.engine.transformers_engine import TransformersEngine
+    from relaybot.inference.local.engine import TransformersEngine
 
     return TransformersEngine.load(
         ModelConfig(name="embedded", device="cpu", max_new_tokens=48, context_tokens=2048, seed=7)

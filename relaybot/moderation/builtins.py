@@ -9,13 +9,13 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
+from relaybot.irc.text import casefold, strip_formatting
 from relaybot.moderation.core import (
     Direction,
     ModerationContext,
     ModeratorOptionError,
     Verdict,
 )
-from relaybot.text import casefold, strip_formatting
 
 APPLY_TO: dict[str, frozenset[Direction]] = {
     "both": frozenset({"input", "output"}),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from relaybot.config import ConfigError, ModerationConfig, ModerationHookConfig
+from relaybot.config.schema import ConfigError, ModerationConfig, ModerationHookConfig
 from relaybot.moderation.core import ModerationChain, Moderator, ModeratorOptionError
 
 ENTRY_POINT_GROUP = "relaybot.moderators"

@@ -1,0 +1,1 @@
+"""Entry points: `relaybot` (the service), the demo and the terminal chat."""

@@ -1,0 +1,1 @@
+"""The configuration: its schema (types, defaults, bounds) and the TOML loader."""

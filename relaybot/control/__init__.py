@@ -1,0 +1,1 @@
+"""Operator commands: parsing them and carrying them out."""

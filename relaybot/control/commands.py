@@ -1,0 +1,180 @@
+"""Operator commands as plain values: the table of commands, parsing, durations, settings.
+
+Parsing is pure; `relaybot.control.dispatch` carries the commands out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from relaybot.irc.text import is_channel_name, strip_formatting
+
+Scope = Literal["global", "channel"]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str
+    scope: Scope  # channel commands act on one channel; channel operators may use them there
+    usage: str
+    help: str
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    spec.name: spec
+    for spec in (
+        CommandSpec("help", "global", "help [command]", "list commands, or explain one"),
+        CommandSpec(
+            "status", "global", "status", "model, queue depth, reply rates, uptime, channels"
+        ),
+        CommandSpec("join", "global", "join <#channel> [key]", "join a channel (remembered)"),
+        CommandSpec("part", "channel", "part [#channel]", "leave a channel (remembered)"),
+        CommandSpec(
+            "mute",
+            "channel",
+            "mute [#channel] [duration]",
+            "stop replying (e.g. 10m, 2h, 1d; no duration: until unmute)",
+        ),
+        CommandSpec("unmute", "channel", "unmute [#channel]", "reply again"),
+        CommandSpec("cast", "channel", "cast [#channel] <bio>", "give the bot a persona (its bio)"),
+        CommandSpec("reset", "channel", "reset [#channel]", "clear the channel's context"),
+        CommandSpec("retry", "channel", "retry [#channel]", "regenerate the last reply"),
+        CommandSpec(
+            "set",
+            "channel",
+            "set [#channel] <param> <value|default>",
+            "per-channel setting: temperature, top_p, top_k, max_new_tokens, chance, max_lines,"
+            " on_mention",
+        ),
+        CommandSpec(
+            "ignore", "global", "ignore <mask>", "ignore a nick, nick!user@host or $a:account"
+        ),
+        CommandSpec("unignore", "global", "unignore <mask>", "stop ignoring a mask"),
+        CommandSpec(
+            "export", "channel", "export [#channel]", "write the context as JSONL to the state dir"
+        ),
+        CommandSpec("reload", "global", "reload", "re-read the config file (as SIGHUP does)"),
+        CommandSpec(
+            "ask",
+            "channel",
+            "ask [#channel] <question>",
+            "answer a question from the channel's recent log, citing its lines",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    channel: str | None  # an explicit #channel argument, when the command takes one
+    args: tuple[str, ...]
+    rest: str  # the arguments as one string (for cast's bio)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandError:
+    message: str
+
+
+def parse_command(text: str, prefix: str) -> Command | CommandError | None:
+    """None when `text` is not a command; otherwise the command or what is wrong with it."""
+    clean = strip_formatting(text).strip()
+    word, _, remainder = clean.partition(" ")
+    if word.lower() != prefix.lower():
+        return None
+    remainder = remainder.strip()
+    name, _, rest = remainder.partition(" ")
+    name = name.lower() or "help"
+    spec = COMMANDS.get(name)
+    if spec is None:
+        return CommandError(f"unknown command {name!r}; try: {prefix} help")
+    rest = rest.strip()
+    channel = None
+    if spec.scope == "channel" or name == "join":
+        first, _, after = rest.partition(" ")
+        if is_channel_name(first):
+            channel, rest = first, after.strip()
+    if name == "join" and channel is None:
+        return CommandError(f"usage: {prefix} {spec.usage}")
+    return Command(name, channel, tuple(rest.split()), rest)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_UNIT_SECONDS = {"": 60.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """`90s`, `10m`, `2h`, `1d`, `1h30m`; a bare number means minutes. None if malformed."""
+    text = text.strip().lower()
+    if not text:
+        return None
+    position, total = 0, 0.0
+    while position < len(text):
+        match = _DURATION.match(text, position)
+        if match is None:
+            return None
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    return total if total > 0 and math.isfinite(total) else None
+
+
+def format_duration(seconds: float) -> str:
+    if math.isinf(seconds):
+        return "indefinitely"
+    seconds = max(0, round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+# name → (type, low, high)
+SETTINGS: dict[str, tuple[type, float, float]] = {
+    "temperature": (float, 0.0, 5.0),
+    "top_p": (float, 0.0, 1.0),
+    "top_k": (int, 0, 1000),
+    "max_new_tokens": (int, 1, 1024),
+    "chance": (float, 0.0, 1.0),
+    "max_lines": (int, 1, 20),
+    "on_mention": (bool, 0, 1),
+}
+_TRUE = {"on", "true", "yes", "1"}
+_FALSE = {"off", "false", "no", "0"}
+
+
+def parse_setting(name: str, value: str) -> float | int | bool | CommandError | None:
+    """A validated value for `set`; None means back to the configured default."""
+    name = name.lower()
+    if name not in SETTINGS:
+        return CommandError(f"unknown setting {name!r}; settings: {', '.join(SETTINGS)}")
+    if value.lower() in {"default", "reset"}:
+        return None
+    kind, low, high = SETTINGS[name]
+    if kind is bool:
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        return CommandError(f"{name} must be on or off")
+    try:
+        number: float | int = int(value) if kind is int else float(value)
+    except ValueError:
+        return CommandError(f"{name} must be {'an integer' if kind is int else 'a number'}")
+    if not (low <= number <= high) or (isinstance(number, float) and not math.isfinite(number)):
+        return CommandError(f"{name} must be between {low:g} and {high:g}")
+    return number
+
+
+def help_lines(prefix: str, name: str | None = None) -> list[str]:
+    if name is not None:
+        spec = COMMANDS.get(name.lower())
+        if spec is None:
+            return [f"unknown command {name!r}"]
+        return [f"{prefix} {spec.usage}: {spec.help}"]
+    return [f"commands ({prefix} help <command> for more): {', '.join(COMMANDS)}"]

@@ -1,0 +1,1 @@
+"""The running bot: assembly, signals, reload, state persistence and systemd."""
