@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from relaybot.bridge.state import ChannelSettings, SavedContext
+from relaybot.bridge.state import SavedContext
+from relaybot.config.channel_settings import CHANNEL_SETTINGS, ChannelSettings
 from relaybot.config.schema import ReplyConfig
 from relaybot.conversation.formats import PromptFormat, Turn
 from relaybot.conversation.transcript import (
@@ -569,9 +570,9 @@ class Relay:
     def _params_for(self, key: ContextKey) -> SamplingParams:
         settings = self.settings_for(key)
         changes = {
-            name: value
-            for name in ("temperature", "top_p", "top_k", "max_new_tokens")
-            if (value := getattr(settings, name)) is not None
+            spec.name: value
+            for spec in CHANNEL_SETTINGS.values()
+            if spec.section == "model" and (value := getattr(settings, spec.name)) is not None
         }
         return dataclasses.replace(self.params, **changes) if changes else self.params
 

@@ -27,7 +27,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -35,6 +35,7 @@ from typing import Any
 
 import tomli_w
 
+from relaybot.config.channel_settings import CHANNEL_SETTINGS, ChannelSettings, SettingValue
 from relaybot.conversation.formats import Turn
 from relaybot.conversation.transcript import topic_line
 from relaybot.log import get_logger
@@ -56,49 +57,8 @@ _TEMP_SUFFIX = ".partial"
 # \u escape means the same character.
 _JSON_LINE_BREAKS = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)}
 
-SettingValue = float | int | bool
-
 
 # --- values -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelSettings:
-    """Per-channel overrides set by operators; None means "use the config"."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    max_new_tokens: int | None = None
-    chance: float | None = None
-    max_lines: int | None = None
-    on_mention: bool | None = None
-
-    def with_value(self, name: str, value: SettingValue | None) -> ChannelSettings:
-        """A copy with `name` set to `value` (None clears the override)."""
-        if name not in SETTING_KINDS:
-            raise ValueError(f"unknown channel setting {name!r}")
-        change: dict[str, Any] = {name: value}
-        return replace(self, **change)
-
-    def as_dict(self) -> dict[str, SettingValue]:
-        """Only the overrides that are set."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {name: value for name, value in values.items() if value is not None}
-
-
-# The type each setting has on disk; checked on load and before every save.
-SETTING_KINDS: Mapping[str, type] = MappingProxyType(
-    {
-        "temperature": float,
-        "top_p": float,
-        "top_k": int,
-        "max_new_tokens": int,
-        "chance": float,
-        "max_lines": int,
-        "on_mention": bool,
-    }
-)
 
 
 def _frozen_mapping() -> Mapping[Any, Any]:
@@ -293,22 +253,17 @@ def _number(value: object, where: str, *, finite: bool) -> float:
     return number
 
 
-def _setting(value: object, kind: type, where: str) -> SettingValue:
-    if kind is float:
-        return _number(value, where, finite=True)
-    if type(value) is not kind:  # exact: keeps bools out of ints and ints out of bools
-        raise _Corrupt(f"{where} must be {kind.__name__}, not {_kind_name(value)}")
-    assert isinstance(value, int)  # int or bool
-    return value
-
-
 def _channel_settings(value: object, where: str) -> ChannelSettings:
     table = _table(value, where)
-    _only_keys(table, SETTING_KINDS, where)
-    parsed: dict[str, Any] = {
-        name: _setting(item, SETTING_KINDS[name], f"{where}.{name}") for name, item in table.items()
-    }
-    return ChannelSettings(**parsed)
+    _only_keys(table, CHANNEL_SETTINGS, where)
+    settings = ChannelSettings()
+    for name, item in table.items():
+        # bool is an int subclass and an int is no float: name the kind the file has
+        problem = CHANNEL_SETTINGS[name].problem(item)
+        if problem is not None:
+            raise _Corrupt(f"{where}.{name} {problem}, not {_kind_name(item)} {item!r}")
+        settings = settings.with_value(name, item)
+    return settings
 
 
 _RUNTIME_KEYS = ("version", "joined", "parted", "ignores", "mutes", "casts", "settings")

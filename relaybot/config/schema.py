@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
+from relaybot.config.channel_settings import spec_for
 from relaybot.conversation.instruct import FORMAT_NAMES
 from relaybot.inference.presets import preset_named
 from relaybot.irc.text import is_channel_name
@@ -602,14 +603,21 @@ def _state(section: _Section | None) -> StateConfig:
     return config
 
 
+def _overridden_bounds(key: str) -> tuple[float, float | None]:
+    """The bounds of a key a per-channel setting overrides: declared once, with the setting."""
+    spec = spec_for(key)
+    assert spec is not None and spec.low is not None, key
+    return spec.low, spec.high
+
+
 def _reply(section: _Section | None) -> ReplyConfig:
     if section is None:
         return ReplyConfig()
     config = ReplyConfig(
         on_mention=section.get("on_mention", bool, True),
         in_query=section.get("in_query", bool, True),
-        chance=section.number("chance", float, 0.0, 0.0, 1.0),
-        max_lines=section.number("max_lines", int, 3, 1, 20),
+        chance=section.number("chance", float, 0.0, *_overridden_bounds("reply.chance")),
+        max_lines=section.number("max_lines", int, 3, *_overridden_bounds("reply.max_lines")),
     )
     section.finish()
     return config
@@ -682,10 +690,17 @@ def _model(section: _Section | None) -> ModelConfig:
         allow_download=section.get("allow_download", bool, False),
         cache_dir=section.optional_str("cache_dir"),
         context_tokens=section.number("context_tokens", int, defaults.context_tokens, 256),
-        max_new_tokens=section.number("max_new_tokens", int, defaults.max_new_tokens, 1, 4096),
-        temperature=section.number("temperature", float, defaults.temperature, 0.0, 5.0),
-        top_k=section.number("top_k", int, defaults.top_k, 0),
-        top_p=section.number("top_p", float, defaults.top_p, 0.0, 1.0),
+        max_new_tokens=section.number(
+            "max_new_tokens",
+            int,
+            defaults.max_new_tokens,
+            *_overridden_bounds("model.max_new_tokens"),
+        ),
+        temperature=section.number(
+            "temperature", float, defaults.temperature, *_overridden_bounds("model.temperature")
+        ),
+        top_k=section.number("top_k", int, defaults.top_k, *_overridden_bounds("model.top_k")),
+        top_p=section.number("top_p", float, defaults.top_p, *_overridden_bounds("model.top_p")),
         min_p=section.number("min_p", float, defaults.min_p, 0.0, 1.0),
         repetition_penalty=section.number(
             "repetition_penalty", float, defaults.repetition_penalty, 0.5, 5.0

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from relaybot.config.channel_settings import CHANNEL_SETTINGS, SettingSpec, SettingValue
 from relaybot.irc.text import is_channel_name, strip_formatting
 
 Scope = Literal["global", "channel"]
@@ -46,8 +47,7 @@ COMMANDS: dict[str, CommandSpec] = {
             "set",
             "channel",
             "set [#channel] <param> <value|default>",
-            "per-channel setting: temperature, top_p, top_k, max_new_tokens, chance, max_lines,"
-            " on_mention",
+            f"per-channel setting: {', '.join(CHANNEL_SETTINGS)}",
         ),
         CommandSpec(
             "ignore", "global", "ignore <mask>", "ignore a nick, nick!user@host or $a:account"
@@ -134,41 +134,30 @@ def format_duration(seconds: float) -> str:
     return "".join(parts) or "0s"
 
 
-# name → (type, low, high)
-SETTINGS: dict[str, tuple[type, float, float]] = {
-    "temperature": (float, 0.0, 5.0),
-    "top_p": (float, 0.0, 1.0),
-    "top_k": (int, 0, 1000),
-    "max_new_tokens": (int, 1, 1024),
-    "chance": (float, 0.0, 1.0),
-    "max_lines": (int, 1, 20),
-    "on_mention": (bool, 0, 1),
-}
 _TRUE = {"on", "true", "yes", "1"}
 _FALSE = {"off", "false", "no", "0"}
 
 
-def parse_setting(name: str, value: str) -> float | int | bool | CommandError | None:
+def parse_setting(name: str, value: str) -> SettingValue | CommandError | None:
     """A validated value for `set`; None means back to the configured default."""
-    name = name.lower()
-    if name not in SETTINGS:
-        return CommandError(f"unknown setting {name!r}; settings: {', '.join(SETTINGS)}")
+    spec = CHANNEL_SETTINGS.get(name.lower())
+    if spec is None:
+        return CommandError(f"unknown setting {name!r}; settings: {', '.join(CHANNEL_SETTINGS)}")
     if value.lower() in {"default", "reset"}:
         return None
-    kind, low, high = SETTINGS[name]
-    if kind is bool:
-        if value.lower() in _TRUE:
-            return True
-        if value.lower() in _FALSE:
-            return False
-        return CommandError(f"{name} must be on or off")
-    try:
-        number: float | int = int(value) if kind is int else float(value)
-    except ValueError:
-        return CommandError(f"{name} must be {'an integer' if kind is int else 'a number'}")
-    if not (low <= number <= high) or (isinstance(number, float) and not math.isfinite(number)):
-        return CommandError(f"{name} must be between {low:g} and {high:g}")
-    return number
+    number: SettingValue
+    if spec.kind is bool:
+        if value.lower() not in _TRUE | _FALSE:
+            return CommandError(f"{spec.name} must be on or off")
+        number = value.lower() in _TRUE
+    else:
+        try:
+            number = int(value) if spec.kind is int else float(value)
+        except ValueError:
+            kind = "an integer" if spec.kind is int else "a number"
+            return CommandError(f"{spec.name} must be {kind}")
+    problem = spec.problem(number)
+    return CommandError(f"{spec.name} {problem}") if problem else number
 
 
 def help_lines(prefix: str, name: str | None = None) -> list[str]:
@@ -176,5 +165,13 @@ def help_lines(prefix: str, name: str | None = None) -> list[str]:
         spec = COMMANDS.get(name.lower())
         if spec is None:
             return [f"unknown command {name!r}"]
-        return [f"{prefix} {spec.usage}: {spec.help}"]
+        lines = [f"{prefix} {spec.usage}: {spec.help}"]
+        if spec.name == "set":
+            lines.append("; ".join(_setting_help(setting) for setting in CHANNEL_SETTINGS.values()))
+        return lines
     return [f"commands ({prefix} help <command> for more): {', '.join(COMMANDS)}"]
+
+
+def _setting_help(setting: SettingSpec) -> str:
+    values = "on or off" if setting.kind is bool else setting.bounds()
+    return f"{setting.name} ({values}; overrides {setting.overrides}): {setting.help}"

@@ -206,6 +206,10 @@ class Control:
         value = parse_setting(name, raw)
         if isinstance(value, CommandError):
             return [value.message]
+        context = self.bot.config.model.context_tokens
+        if name.lower() == "max_new_tokens" and value is not None and value >= context:
+            # the rule model.max_new_tokens has in the config, for the same reason
+            return [f"max_new_tokens must be smaller than model.context_tokens ({context})"]
         self.bot.set_setting(channel, name.lower(), value)
         shown = "the configured default" if value is None else str(value)
         return [f"{name.lower()} in {channel} is now {shown}"]

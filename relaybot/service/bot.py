@@ -14,7 +14,8 @@ from types import FrameType
 
 from relaybot.bridge.asking import Asking
 from relaybot.bridge.relay import Cast, ModelInfo, Relay
-from relaybot.bridge.state import RuntimeState, SettingValue, StateStore
+from relaybot.bridge.state import RuntimeState, StateStore
+from relaybot.config.channel_settings import SettingValue
 from relaybot.config.schema import Config, ConfigError, ModelConfig, load_config
 from relaybot.control.commands import format_duration
 from relaybot.control.dispatch import Control

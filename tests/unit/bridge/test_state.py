@@ -8,7 +8,6 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,12 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from relaybot.bridge.state import (
-    SETTING_KINDS,
-    ChannelSettings,
     RuntimeState,
     SavedContext,
     StateStore,
     network_dir_name,
 )
+from relaybot.config.channel_settings import ChannelSettings
 from relaybot.conversation.formats import Turn
 from relaybot.conversation.transcript import topic_line
 
@@ -76,21 +74,6 @@ def sample_state() -> RuntimeState:
 
 
 # --- values -----------------------------------------------------------------------------------
-
-
-def test_setting_kinds_cover_every_channel_setting() -> None:
-    assert set(SETTING_KINDS) == {f.name for f in fields(ChannelSettings)}
-
-
-def test_channel_settings_with_value_and_as_dict() -> None:
-    base = ChannelSettings()
-    assert base.as_dict() == {}
-    tuned = base.with_value("temperature", 0.5).with_value("on_mention", True)
-    assert tuned.as_dict() == {"temperature": 0.5, "on_mention": True}
-    assert base.as_dict() == {}  # the original is untouched
-    assert tuned.with_value("temperature", None).as_dict() == {"on_mention": True}
-    with pytest.raises(ValueError, match="unknown channel setting"):
-        base.with_value("volume", 11)
 
 
 def test_runtime_state_is_a_snapshot() -> None:
