@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from relaybot.control.actions import OperatorActions
 from relaybot.control.commands import (
     COMMANDS,
     Command,
@@ -27,32 +27,46 @@ from relaybot.log import get_logger
 from relaybot.policy.permissions import Permissions, Rights, normalise_mask
 from relaybot.policy.ratelimit import TokenBucket
 
-if TYPE_CHECKING:
-    from relaybot.service.bot import Bot
-
 log = get_logger(component="control")
 
 
 class Control:
-    def __init__(self, bot: Bot, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, bot: OperatorActions, clock: Callable[[], float] = time.monotonic) -> None:
         self.bot = bot
         self.clock = clock
         self._refusals: dict[str, TokenBucket] = {}
         # Nicks operators have used: someone else wearing one later is worth a warning.
         self._operator_nicks: set[str] = set()
+        # `ask` is not here: its answer goes to the channel, not back as notices.
+        self._handlers: dict[str, Callable[[Command, Origin, str], list[str]]] = {
+            "help": self._cmd_help,
+            "status": self._cmd_status,
+            "join": self._cmd_join,
+            "part": self._cmd_part,
+            "mute": self._cmd_mute,
+            "unmute": self._cmd_unmute,
+            "cast": self._cmd_cast,
+            "reset": self._cmd_reset,
+            "retry": self._cmd_retry,
+            "set": self._cmd_set,
+            "ignore": self._cmd_ignore,
+            "unignore": self._cmd_unignore,
+            "export": self._cmd_export,
+            "reload": self._cmd_reload,
+        }
 
     @property
     def permissions(self) -> Permissions:
-        return Permissions(self.bot.config.operators)
+        return Permissions(self.bot.operators)
 
     def is_command(self, text: str) -> bool:
-        return parse_command(text, self.bot.config.operators.prefix) is not None
+        return parse_command(text, self.bot.operators.prefix) is not None
 
     # --- entry ----------------------------------------------------------------------------
 
     def handle(self, message: Message, channel: str | None) -> None:
         origin = message.origin
-        prefix = self.bot.config.operators.prefix
+        prefix = self.bot.operators.prefix
         parsed = parse_command(message.text, prefix)
         if parsed is None:
             return
@@ -62,7 +76,7 @@ class Control:
             return
         target = parsed.channel or channel
         spec = COMMANDS[parsed.name]
-        fold = self.bot.relay.fold
+        fold = self.bot.fold
         rights = self._rights(origin, target if spec.scope == "channel" else None)
         # Help is open to everyone, but strangers share the refusal budget so that
         # asking for help cannot make the bot flood.
@@ -73,7 +87,7 @@ class Control:
         if spec.scope == "channel" and rights is Rights.CHANNEL_OPERATOR:
             allowed = True
         context = {
-            "network": self.bot.config.irc.network,
+            "network": self.bot.network,
             "nick": origin.nick,
             "hostmask": origin.hostmask,
             "account": origin.account,
@@ -112,11 +126,11 @@ class Control:
             self._notice(origin.nick, line)
 
     def _rights(self, origin: Origin, channel: str | None) -> Rights:
-        status = self.bot.relay.status_of(channel, origin.nick) if channel else ""
-        return self.permissions.rights(origin, status, self.bot.relay.fold)
+        status = self.bot.status_of(channel, origin.nick) if channel else ""
+        return self.permissions.rights(origin, status, self.bot.fold)
 
     def _may_answer_refusal(self, nick: str) -> bool:
-        folded = self.bot.relay.fold(nick)
+        folded = self.bot.fold(nick)
         bucket = self._refusals.get(folded)
         if bucket is None:
             if len(self._refusals) > 1000:
@@ -125,19 +139,17 @@ class Control:
         return bucket.take()
 
     def _notice(self, nick: str, text: str) -> None:
-        self.bot.session.send_notice(nick, text)
+        self.bot.send_notice(nick, text)
 
     # --- commands ---------------------------------------------------------------------------
 
     def _run(self, command: Command, origin: Origin, channel: str | None) -> list[str]:
-        handler = getattr(self, f"_cmd_{command.name}")
-        result: list[str] = handler(command, origin, channel or "")
-        return result
+        return self._handlers[command.name](command, origin, channel or "")
 
     def _ask(self, command: Command, origin: Origin, channel: str, reply_to: str) -> list[str]:
         if not command.rest:
-            return [f"usage: {self.bot.config.operators.prefix} {COMMANDS['ask'].usage}"]
-        if not self.bot.config.model.qa:
+            return [f"usage: {self.bot.operators.prefix} {COMMANDS['ask'].usage}"]
+        if not self.bot.answers_questions:
             return [
                 "ask needs a model trained for closed-context QA (the airoboros and bagel"
                 " presets); set model.qa = true to try it with this one"
@@ -146,9 +158,7 @@ class Control:
         return [failure] if failure else []
 
     def _cmd_help(self, command: Command, origin: Origin, channel: str) -> list[str]:
-        return help_lines(
-            self.bot.config.operators.prefix, command.args[0] if command.args else None
-        )
+        return help_lines(self.bot.operators.prefix, command.args[0] if command.args else None)
 
     def _cmd_status(self, command: Command, origin: Origin, channel: str) -> list[str]:
         return [self.bot.status_line()]
@@ -182,7 +192,7 @@ class Control:
     def _cmd_cast(self, command: Command, origin: Origin, channel: str) -> list[str]:
         bio = command.rest.strip()
         if not bio:
-            return [f"usage: {self.bot.config.operators.prefix} {COMMANDS['cast'].usage}"]
+            return [f"usage: {self.bot.operators.prefix} {COMMANDS['cast'].usage}"]
         if bio == "-":
             self.bot.cast(channel, origin.nick, None)
             return [f"persona removed in {channel}"]
@@ -195,18 +205,18 @@ class Control:
         return [f"context of {channel} cleared"]
 
     def _cmd_retry(self, command: Command, origin: Origin, channel: str) -> list[str]:
-        if not self.bot.relay.retry(channel):
+        if not self.bot.retry(channel):
             return [f"no context for {channel}"]
         return [f"regenerating the last reply in {channel}"]
 
     def _cmd_set(self, command: Command, origin: Origin, channel: str) -> list[str]:
         if len(command.args) != 2:
-            return [f"usage: {self.bot.config.operators.prefix} {COMMANDS['set'].usage}"]
+            return [f"usage: {self.bot.operators.prefix} {COMMANDS['set'].usage}"]
         name, raw = command.args
         value = parse_setting(name, raw)
         if isinstance(value, CommandError):
             return [value.message]
-        context = self.bot.config.model.context_tokens
+        context = self.bot.context_tokens
         if name.lower() == "max_new_tokens" and value is not None and value >= context:
             # the rule model.max_new_tokens has in the config, for the same reason
             return [f"max_new_tokens must be smaller than model.context_tokens ({context})"]
@@ -216,14 +226,14 @@ class Control:
 
     def _cmd_ignore(self, command: Command, origin: Origin, channel: str) -> list[str]:
         if len(command.args) != 1:
-            return [f"usage: {self.bot.config.operators.prefix} {COMMANDS['ignore'].usage}"]
+            return [f"usage: {self.bot.operators.prefix} {COMMANDS['ignore'].usage}"]
         mask = normalise_mask(command.args[0])
         self.bot.ignore(mask)
         return [f"ignoring {mask}"]
 
     def _cmd_unignore(self, command: Command, origin: Origin, channel: str) -> list[str]:
         if len(command.args) != 1:
-            return [f"usage: {self.bot.config.operators.prefix} {COMMANDS['unignore'].usage}"]
+            return [f"usage: {self.bot.operators.prefix} {COMMANDS['unignore'].usage}"]
         mask = normalise_mask(command.args[0])
         if not self.bot.unignore(mask):
             return [f"{mask} was not ignored"]

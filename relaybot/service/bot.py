@@ -16,7 +16,7 @@ from relaybot.bridge.asking import Asking
 from relaybot.bridge.relay import Cast, ModelInfo, Relay
 from relaybot.bridge.state import RuntimeState, StateStore
 from relaybot.config.channel_settings import SettingValue
-from relaybot.config.schema import Config, ConfigError, ModelConfig, load_config
+from relaybot.config.schema import Config, ConfigError, ModelConfig, OperatorConfig, load_config
 from relaybot.control.commands import format_duration
 from relaybot.control.dispatch import Control
 from relaybot.conversation.formats import PromptFormat, with_stops
@@ -186,7 +186,35 @@ class Bot:
             written += 1
         return written
 
-    # --- operator actions (called by Control, on the reactor thread) --------------------------
+    # --- operator actions (relaybot.control.actions.OperatorActions; on the reactor thread) ---
+
+    @property
+    def operators(self) -> OperatorConfig:
+        return self.config.operators
+
+    @property
+    def network(self) -> str:
+        return self.config.irc.network
+
+    @property
+    def context_tokens(self) -> int:
+        return self.config.model.context_tokens
+
+    @property
+    def answers_questions(self) -> bool:
+        return self.config.model.qa
+
+    def fold(self, name: str) -> str:
+        return self.relay.fold(name)
+
+    def status_of(self, channel: str, nick: str) -> str:
+        return self.relay.status_of(channel, nick)
+
+    def send_notice(self, nick: str, text: str) -> None:
+        self.session.send_notice(nick, text)
+
+    def retry(self, channel: str) -> bool:
+        return self.relay.retry(channel)
 
     def ask(self, channel: str, asker: str, question: str, reply_to: str) -> str | None:
         """Ask the model about `channel`'s log; a message for the asker if it cannot be done."""

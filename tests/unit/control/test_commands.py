@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -392,9 +391,17 @@ def test_help_set_describes_every_setting_from_its_declaration():
 # --- Control: rights checks when commands are carried out -------------------------------------
 
 
-class FakeRelay:
-    def __init__(self) -> None:
+class FakeBot:
+    """An OperatorActions that records the actions Control asks for."""
+
+    def __init__(self, operators: OperatorConfig) -> None:
+        self.operators = operators
+        self.network = "net"
+        self.context_tokens = 2048
+        self.answers_questions = False
         self.status: dict[tuple[str, str], str] = {}
+        self.notices: list[tuple[str, str]] = []
+        self.actions: list[tuple[object, ...]] = []
 
     def fold(self, name: str) -> str:
         return casefold(name, "rfc1459")
@@ -402,18 +409,8 @@ class FakeRelay:
     def status_of(self, channel: str, nick: str) -> str:
         return self.status.get((self.fold(channel), self.fold(nick)), "")
 
-
-class FakeBot:
-    """What Control touches on the bot; records the actions it is asked to take."""
-
-    def __init__(self, operators: OperatorConfig) -> None:
-        self.config = SimpleNamespace(operators=operators, irc=SimpleNamespace(network="net"))
-        self.relay = FakeRelay()
-        self.notices: list[tuple[str, str]] = []
-        self.session = SimpleNamespace(
-            send_notice=lambda nick, text: self.notices.append((nick, text))
-        )
-        self.actions: list[tuple[object, ...]] = []
+    def send_notice(self, nick: str, text: str) -> None:
+        self.notices.append((nick, text))
 
     def mute(self, channel: str, seconds: float) -> None:
         self.actions.append(("mute", channel, seconds))
@@ -426,6 +423,9 @@ class FakeBot:
 
     def ignore(self, mask: str) -> None:
         self.actions.append(("ignore", mask))
+
+    def set_setting(self, channel: str, name: str, value: object) -> None:
+        self.actions.append(("set", channel, name, value))
 
     def status_line(self) -> str:
         return "all fine"
@@ -440,7 +440,7 @@ STRANGER = Origin("carol", "c", "c.example")
 
 def control(operators: OperatorConfig = OPS) -> tuple[Control, FakeBot]:
     bot = FakeBot(operators)
-    return Control(bot, clock=lambda: 0.0), bot  # type: ignore[arg-type]
+    return Control(bot, clock=lambda: 0.0), bot  # type: ignore[arg-type]  # a partial fake
 
 
 def run(ctl: Control, origin: Origin, text: str, channel: str | None = "#chan") -> None:
@@ -466,7 +466,7 @@ def test_operator_nick_alone_is_refused(origin: Origin):
 
 def test_channel_operator_scope():
     ctl, bot = control(dataclasses.replace(OPS, channel_ops=True))
-    bot.relay.status[("#chan", "carol")] = "@"
+    bot.status[("#chan", "carol")] = "@"
     run(ctl, STRANGER, "!relay mute")
     run(ctl, STRANGER, "!relay unmute #CHAN")
     run(ctl, STRANGER, "!relay mute #other")  # no status there
@@ -477,7 +477,7 @@ def test_channel_operator_scope():
 
 def test_voice_and_halfop_are_not_channel_operators():
     ctl, bot = control(dataclasses.replace(OPS, channel_ops=True))
-    bot.relay.status[("#chan", "carol")] = "%+"
+    bot.status[("#chan", "carol")] = "%+"
     run(ctl, STRANGER, "!relay mute")
     assert bot.actions == []
 
@@ -519,3 +519,23 @@ def test_help_from_strangers_cannot_flood_the_outbox():
     for _ in range(50):
         run(ctl, STRANGER, "!relay help")
     assert 1 <= len(bot.notices) <= 5
+
+
+def test_every_command_but_ask_has_a_handler():
+    ctl, _ = control()
+    assert set(ctl._handlers) == set(COMMANDS) - {"ask"}
+
+
+def test_set_follows_the_declared_bounds_and_the_context_budget():
+    ctl, bot = control()
+    run(ctl, ROOT, "!relay set top_k 5000")
+    run(ctl, ROOT, "!relay set max_new_tokens 2047")
+    run(ctl, ROOT, "!relay set max_new_tokens 2048")
+    assert bot.actions == [
+        ("set", "#chan", "top_k", 5000),
+        ("set", "#chan", "max_new_tokens", 2047),
+    ]
+    assert bot.notices[-1] == (
+        "whoever",
+        "max_new_tokens must be smaller than model.context_tokens (2048)",
+    )
