@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from relaybot.bridge.operator_state import OperatorState
 from relaybot.bridge.state import SavedContext
 from relaybot.config.channel_settings import CHANNEL_SETTINGS, ChannelSettings
 from relaybot.config.schema import ReplyConfig
@@ -88,12 +89,6 @@ class Moderation(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Cast:
-    caster: str
-    bio: str
-
-
-@dataclass(frozen=True, slots=True)
 class _Wanted:
     reply_to: str
     speaker: str
@@ -132,6 +127,7 @@ class Relay:
         max_queries: int = 1000,
         cancel_job: Callable[[int], None] = lambda job_id: None,
         forget_cached: Callable[[ContextKey], None] = lambda key: None,
+        operator_state: OperatorState | None = None,
     ) -> None:
         self.network = network
         self.fmt = fmt
@@ -162,10 +158,10 @@ class Relay:
         self.transcripts: dict[ContextKey, Transcript] = {}
         # Channel members: casefolded nick -> status prefixes ("@", "+", "" ...).
         self.members: dict[ContextKey, dict[str, str]] = {}
-        # Operator state, keyed like the contexts; persisted by the bot.
-        self.mutes: dict[ContextKey, float] = {}  # wall-clock end; math.inf = until unmuted
-        self.settings: dict[ContextKey, ChannelSettings] = {}
-        self.casts: dict[ContextKey, Cast] = {}
+        # Mutes, personas and settings: read here, changed by operators, persisted by the bot.
+        self.operator_state = operator_state or OperatorState(
+            fold=lambda name: self.fold(name), wall_clock=wall_clock
+        )
         self.saved: dict[ContextKey, SavedContext] = {}  # restored when the bot joins
         # The one job in flight per conversation, and where each job's reply belongs now
         # (a query follows its peer across nick changes; a forgotten context has no entry).
@@ -232,30 +228,21 @@ class Relay:
         return self.members.get(self.key(channel), {}).get(self.fold(nick), "")
 
     def is_muted(self, key: ContextKey) -> bool:
-        until = self.mutes.get(key)
-        if until is None:
-            return False
-        if until <= self.wall_clock():
-            del self.mutes[key]
-            return False
-        return True
+        return self.operator_state.is_muted(key[1])
 
     def settings_for(self, key: ContextKey) -> ChannelSettings:
-        return self.settings.get(key) or ChannelSettings()
+        return self.operator_state.settings(key[1])
 
     def _header(self, key: ContextKey, channel: str) -> list[Turn]:
         turns = bot_join_turns(self.sender.nick, channel)
-        cast = self.casts.get(key)
+        cast = self.operator_state.cast(key[1])
         if cast is not None:
             turns += cast_turns(cast.caster, self.sender.nick, cast.bio)
         return turns
 
     def set_cast(self, channel: str, caster: str, bio: str | None) -> None:
         key = self.key(channel)
-        if bio is None:
-            self.casts.pop(key, None)
-        else:
-            self.casts[key] = Cast(caster, safe_line(bio))
+        self.operator_state.set_cast(key[1], caster, bio)
         transcript = self.transcripts.get(key)
         if transcript is not None:
             transcript.set_header(self._header(key, transcript.name))

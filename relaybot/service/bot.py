@@ -13,7 +13,8 @@ from pathlib import Path
 from types import FrameType
 
 from relaybot.bridge.asking import Asking
-from relaybot.bridge.relay import Cast, ModelInfo, Relay
+from relaybot.bridge.operator_state import OperatorState
+from relaybot.bridge.relay import ModelInfo, Relay
 from relaybot.bridge.state import RuntimeState, StateStore
 from relaybot.config.channel_settings import SettingValue
 from relaybot.config.schema import Config, ConfigError, ModelConfig, OperatorConfig, load_config
@@ -61,7 +62,11 @@ class Bot:
         self.engine = engine
         self.started = time.monotonic()
         self.store = StateStore(state_directory(config), config.irc.network)
-        self.runtime = self.store.load_runtime()
+        self.operator_state = OperatorState(
+            self.store.load_runtime(),
+            fold=lambda name: self.relay.fold(name),
+            persist=self._save_runtime,
+        )
         self.session = IrcSession(
             config.irc,
             on_event=lambda event: self.relay.handle(event),
@@ -91,13 +96,16 @@ class Bot:
             max_waiting=config.policy.max_waiting,
             ignore_bots=config.policy.ignore_bots,
             is_ignored=lambda origin: any_mask_matches(
-                (*self.config.policy.ignore, *self.runtime.ignores), origin, self.relay.fold
+                (*self.config.policy.ignore, *self.operator_state.ignores()),
+                origin,
+                self.relay.fold,
             ),
             is_command=self.control.is_command,
             on_command=self.control.handle,
             schedule=self.session.schedule,
             cancel_job=self.worker.cancel,
             forget_cached=self.worker.forget,
+            operator_state=self.operator_state,
         )
         self.asking = Asking(
             network=config.irc.network,
@@ -124,7 +132,7 @@ class Bot:
         return self.relay.key(name)
 
     def _restore(self) -> None:
-        state = self.runtime
+        state = self.operator_state.snapshot
         for name in state.parted:
             self.session.channels.pop(self.session._fold(name), None)
         for name in state.joined:
@@ -133,17 +141,11 @@ class Bot:
         contexts = self.store.load_contexts()
         for name, saved in contexts.items():
             self.relay.saved[self._key(name)] = saved
-        for name, until in state.mutes.items():
-            self.relay.mutes[self._key(name)] = until
-        for name, settings in state.settings.items():
-            self.relay.settings[self._key(name)] = settings
-        for name, bio in state.casts.items():
-            caster = "anon"
+        for name in state.casts:
             previous = self.relay.saved.get(self._key(name))
             for turn in previous.header if previous else ():
                 if turn.content.startswith("/whois "):
-                    caster = turn.role
-            self.relay.casts[self._key(name)] = Cast(caster, bio)
+                    self.operator_state.restore_caster(name, turn.role)
         if state != RuntimeState() or contexts:
             log.info(
                 "state_restored",
@@ -156,8 +158,7 @@ class Bot:
                 contexts=len(contexts),
             )
 
-    def _set_runtime(self, state: RuntimeState) -> None:
-        self.runtime = state
+    def _save_runtime(self, state: RuntimeState) -> None:
         try:
             self.store.save_runtime(state)
         except (OSError, ValueError) as exc:
@@ -231,17 +232,13 @@ class Bot:
         )
 
     def join_channel(self, name: str, key: str | None = None) -> None:
-        fold = self.relay.fold
-        self._set_runtime(self.runtime.with_joined(name, fold).without_parted(name, fold))
+        self.operator_state.join(name)
         self.session.join(name, key)
 
     def part_channel(self, name: str, reason: str) -> None:
         fold = self.relay.fold
         configured = any(fold(c.name) == fold(name) for c in self.config.irc.channels)
-        state = self.runtime.without_joined(name, fold)
-        if configured:
-            state = state.with_parted(name, fold)
-        self._set_runtime(state)
+        self.operator_state.part(name, configured=configured)
         self.session.part(name, reason)
         self._drop_context(name)
         self._systemd_progress()
@@ -249,8 +246,7 @@ class Bot:
     def _forgotten(self, name: str) -> None:
         """The session gave a channel up (kicked, banned...): forget it for good."""
         self.relay.forget(name)
-        if any(self.relay.fold(n) == self.relay.fold(name) for n in self.runtime.joined):
-            self._set_runtime(self.runtime.without_joined(name, self.relay.fold))
+        self.operator_state.forget_joined(name)
         self._drop_context(name)
         self._systemd_progress()  # a refused channel no longer holds up READY=1
 
@@ -263,26 +259,16 @@ class Bot:
             log.error("context_delete_failed", channel=name, error=str(exc))
 
     def mute(self, channel: str, seconds: float) -> None:
-        until = math.inf if math.isinf(seconds) else time.time() + seconds
         key = self._key(channel)
-        self.relay.mutes[key] = until
+        self.operator_state.mute(key[1], seconds)
         self.relay.cancel(key)
         self.session.drop_queued(channel)
-        self._set_runtime(self.runtime.with_mute(key[1], until))
 
     def unmute(self, channel: str) -> None:
-        key = self._key(channel)
-        self.relay.mutes.pop(key, None)
-        self._set_runtime(self.runtime.without_mute(key[1]))
+        self.operator_state.unmute(self._key(channel)[1])
 
     def cast(self, channel: str, caster: str, bio: str | None) -> None:
-        key = self._key(channel)
         self.relay.set_cast(channel, caster, bio)
-        cast = self.relay.casts.get(key)
-        if cast is None:
-            self._set_runtime(self.runtime.without_cast(key[1]))
-        else:
-            self._set_runtime(self.runtime.with_cast(key[1], cast.bio))
 
     def reset(self, channel: str) -> bool:
         key = self._key(channel)
@@ -295,17 +281,13 @@ class Bot:
         return True
 
     def set_setting(self, channel: str, name: str, value: SettingValue | None) -> None:
-        key = self._key(channel)
-        self.relay.settings[key] = self.relay.settings_for(key).with_value(name, value)
-        self._set_runtime(self.runtime.with_setting(key[1], name, value))
+        self.operator_state.set_setting(self._key(channel)[1], name, value)
 
     def ignore(self, mask: str) -> None:
-        self._set_runtime(self.runtime.with_ignore(mask, self.relay.fold))
+        self.operator_state.ignore(mask)
 
     def unignore(self, mask: str) -> bool:
-        before = self.runtime.ignores
-        self._set_runtime(self.runtime.without_ignore(mask, self.relay.fold))
-        return self.runtime.ignores != before
+        return self.operator_state.unignore(mask)
 
     def export(self, channel: str) -> Path | None:
         transcript = self.relay.transcript(channel)
@@ -321,9 +303,8 @@ class Bot:
         replies_1h = sum(1 for t in self.relay.reply_times if now - t <= 3600)
         channels = []
         for name in self.session.joined_channels():
-            key = self._key(name)
-            if self.relay.is_muted(key):
-                until = self.relay.mutes[key]
+            until = self.operator_state.muted_until(self._key(name)[1])
+            if until is not None:
                 left = "" if math.isinf(until) else f" {format_duration(until - now)}"
                 channels.append(f"{name} (muted{left})")
             else:
@@ -371,13 +352,14 @@ class Bot:
         fold = self.relay.fold
         old_names = {fold(c.name) for c in old.irc.channels}
         new_names = {fold(c.name): c for c in new.irc.channels}
+        parted = {fold(n) for n in self.operator_state.parted()}
         joined = []
         for folded, channel in new_names.items():
-            if folded not in old_names and folded not in {fold(n) for n in self.runtime.parted}:
+            if folded not in old_names and folded not in parted:
                 self.session.join(channel.name, channel.key.value if channel.key else None)
                 joined.append(channel.name)
         left = []
-        extra = {fold(n) for n in self.runtime.joined}
+        extra = {fold(n) for n in self.operator_state.joined()}
         for channel in old.irc.channels:
             if fold(channel.name) not in new_names and fold(channel.name) not in extra:
                 self.session.part(channel.name, "removed from the config")

@@ -216,7 +216,7 @@ def test_unauthorised_users_are_refused_even_with_an_operators_nick(
     runner.wait_until(lambda: runner.turns("#ops") is not None, 1, "the bot still in #ops")
     relay = runner.bot.relay
     assert runner.on_reactor(lambda: relay.is_muted(relay.key("#ops"))) is False
-    assert runner.on_reactor(lambda: runner.bot.runtime.ignores) == ()
+    assert runner.on_reactor(lambda: runner.bot.operator_state.ignores()) == ()
     assert runner.turns("#elsewhere") is None
     thief.close()
 

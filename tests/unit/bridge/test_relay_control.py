@@ -12,7 +12,7 @@ import pytest
 from irc.features import FeatureSet
 
 from relaybot.bridge.relay import ModelInfo, Relay
-from relaybot.bridge.state import ChannelSettings, SavedContext
+from relaybot.bridge.state import SavedContext
 from relaybot.config.schema import PolicyConfig, ReplyConfig
 from relaybot.conversation.formats import Prompt, RelayFormat, Turn
 from relaybot.inference.engine import SamplingParams
@@ -202,6 +202,11 @@ def h() -> Harness:
 KEY = (NET, "#chan")
 
 
+def set_settings(relay: Relay, **values: float | int | bool | None) -> None:
+    for name, value in values.items():
+        relay.operator_state.set_setting(KEY[1], name, value)
+
+
 def prompt_tokens(prompt: Prompt) -> int:
     """The prompt's size as the model would count it: markup tokens count one each."""
     return sum(1 if segment.special else words(segment.text) for segment in prompt.segments)
@@ -292,7 +297,7 @@ def test_bot_lines_answered_when_ignore_bots_is_off():
 
 
 def test_mute_blocks_new_replies(h: Harness):
-    h.relay.mutes[KEY] = math.inf
+    h.relay.operator_state.mute(KEY[1], math.inf)
     h.say(ALICE, "#chan", "relaybot: hello?")
     assert h.jobs == []
     assert [t.content for t in h.turns("#chan")] == ["relaybot: hello?"]  # still heard
@@ -300,7 +305,7 @@ def test_mute_blocks_new_replies(h: Harness):
 
 def test_completion_arriving_while_muted_is_not_sent(h: Harness):
     h.say(ALICE, "#chan", "relaybot: hello")
-    h.relay.mutes[KEY] = h.wall.now + 600
+    h.relay.operator_state.mute(KEY[1], 600)
     h.complete(h.jobs[0], "an answer nobody should see")
     assert h.sender.sent == []
     assert h.turns("#chan") == [Turn("alice", "relaybot: hello")]
@@ -309,13 +314,13 @@ def test_completion_arriving_while_muted_is_not_sent(h: Harness):
 
 def test_mute_is_per_channel(h: Harness):
     h.join("#other")
-    h.relay.mutes[KEY] = math.inf
+    h.relay.operator_state.mute(KEY[1], math.inf)
     h.say(ALICE, "#other", "relaybot: hello")
     assert [job.reply_to for job in h.jobs] == ["#other"]
 
 
 def test_expired_mute_replies_again(h: Harness):
-    h.relay.mutes[KEY] = h.wall.now + 60
+    h.relay.operator_state.mute(KEY[1], 60)
     h.say(ALICE, "#chan", "relaybot: one")
     assert h.jobs == []
     h.wall.now += 59
@@ -324,13 +329,13 @@ def test_expired_mute_replies_again(h: Harness):
     h.wall.now += 1
     h.say(ALICE, "#chan", "relaybot: three")
     assert len(h.jobs) == 1
-    assert KEY not in h.relay.mutes
+    assert KEY[1] not in h.relay.operator_state.snapshot.mutes
     h.complete(h.jobs[0], "back")
     assert h.texts() == ["back"]
 
 
 def test_indefinite_mute_never_expires(h: Harness):
-    h.relay.mutes[KEY] = math.inf
+    h.relay.operator_state.mute(KEY[1], math.inf)
     h.wall.now += 1e12
     assert h.relay.is_muted(KEY)
     h.say(ALICE, "#chan", "relaybot: hello")
@@ -341,7 +346,7 @@ def test_mute_with_cancel_drops_the_follow_up_request(h: Harness):
     """What the bot's mute does: set the mute and cancel what is pending."""
     h.say(ALICE, "#chan", "relaybot: one")
     h.say(BOB, "#chan", "relaybot: two")  # waits for the first reply
-    h.relay.mutes[KEY] = math.inf
+    h.relay.operator_state.mute(KEY[1], math.inf)
     h.relay.cancel(KEY)
     h.complete(h.jobs[0], "late")
     assert h.sender.sent == []
@@ -353,7 +358,7 @@ def test_muted_channel_starts_no_follow_up_job(h: Harness):
     """A request that waited for the in-flight reply must not start a new job once muted."""
     h.say(ALICE, "#chan", "relaybot: one")
     h.say(BOB, "#chan", "relaybot: two")
-    h.relay.mutes[KEY] = math.inf
+    h.relay.operator_state.mute(KEY[1], math.inf)
     h.complete(h.jobs[0], "late")
     assert h.sender.sent == []
     assert len(h.jobs) == 1
@@ -363,7 +368,7 @@ def test_muted_channel_starts_no_follow_up_job(h: Harness):
 
 
 def test_settings_change_the_jobs_sampling_params(h: Harness):
-    h.relay.settings[KEY] = ChannelSettings(temperature=0.9, top_p=0.5, top_k=7, max_new_tokens=33)
+    set_settings(h.relay, temperature=0.9, top_p=0.5, top_k=7, max_new_tokens=33)
     h.join("#other")
     h.say(ALICE, "#chan", "relaybot: hi")
     h.say(ALICE, "#other", "relaybot: hi")
@@ -373,7 +378,7 @@ def test_settings_change_the_jobs_sampling_params(h: Harness):
 
 
 def test_setting_temperature_zero_is_an_override_not_a_default(h: Harness):
-    h.relay.settings[KEY] = ChannelSettings(temperature=0.0, top_k=0)
+    set_settings(h.relay, temperature=0.0, top_k=0)
     h.say(ALICE, "#chan", "relaybot: hi")
     assert h.jobs[0].request.params.temperature == 0.0
     assert h.jobs[0].request.params.top_k == 0
@@ -383,7 +388,7 @@ def test_setting_max_lines():
     harness = make(reply=ReplyConfig(max_lines=3))
     harness.join("#chan")
     harness.join("#other")
-    harness.relay.settings[KEY] = ChannelSettings(max_lines=1)
+    set_settings(harness.relay, max_lines=1)
     harness.say(ALICE, "#chan", "relaybot: count")
     harness.say(ALICE, "#other", "relaybot: count")
     harness.complete(harness.jobs[0], "one\ntwo\nthree\nfour")
@@ -401,7 +406,7 @@ def test_setting_chance_makes_the_bot_chime_in():
     harness.join("#chan")
     harness.say(ALICE, "#chan", "just chatting")
     assert harness.jobs == []
-    harness.relay.settings[KEY] = ChannelSettings(chance=0.6)
+    set_settings(harness.relay, chance=0.6)
     harness.say(ALICE, "#chan", "still chatting")
     assert len(harness.jobs) == 1
 
@@ -409,16 +414,16 @@ def test_setting_chance_makes_the_bot_chime_in():
 def test_setting_chance_zero_overrides_configured_chance():
     harness = make(reply=ReplyConfig(chance=1.0), random_value=0.0)
     harness.join("#chan")
-    harness.relay.settings[KEY] = ChannelSettings(chance=0.0)
+    set_settings(harness.relay, chance=0.0)
     harness.say(ALICE, "#chan", "just chatting")
     assert harness.jobs == []
 
 
 def test_setting_on_mention_off(h: Harness):
-    h.relay.settings[KEY] = ChannelSettings(on_mention=False)
+    set_settings(h.relay, on_mention=False)
     h.say(ALICE, "#chan", "relaybot: hello?")
     assert h.jobs == []
-    h.relay.settings[KEY] = ChannelSettings(on_mention=None)
+    set_settings(h.relay, on_mention=None)
     h.say(ALICE, "#chan", "relaybot: now?")
     assert len(h.jobs) == 1
 
@@ -428,7 +433,7 @@ def test_setting_on_mention_on_overrides_config():
     harness.join("#chan")
     harness.say(ALICE, "#chan", "relaybot: hello?")
     assert harness.jobs == []
-    harness.relay.settings[KEY] = ChannelSettings(on_mention=True)
+    set_settings(harness.relay, on_mention=True)
     harness.say(ALICE, "#chan", "relaybot: hello again?")
     assert len(harness.jobs) == 1
 
@@ -447,7 +452,7 @@ def test_prompt_fits_the_window_with_a_channel_max_new_tokens_override():
 def test_prompt_leaves_room_for_a_larger_channel_max_new_tokens():
     harness = make(context_window=400, params=SamplingParams(max_new_tokens=50))
     harness.join("#chan")
-    harness.relay.settings[KEY] = ChannelSettings(max_new_tokens=300)
+    set_settings(harness.relay, max_new_tokens=300)
     for i in range(120):
         harness.say(ALICE, "#chan", f"line {i} some filler words")
     harness.say(ALICE, "#chan", "relaybot: go")
@@ -500,7 +505,7 @@ def test_removing_the_cast(h: Harness):
     transcript = h.relay.transcript("#chan")
     assert transcript is not None
     assert len(transcript.header) == 2
-    assert KEY not in h.relay.casts
+    assert h.relay.operator_state.cast(KEY[1]) is None
 
 
 def test_cast_survives_trimming():
