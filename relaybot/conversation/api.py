@@ -9,7 +9,6 @@ Roles are the ChatML roles the model sees, i.e. IRC nicks. By default the model 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relaybot.config.schema import ModelConfig
+from relaybot.conversation.export import jsonl
 from relaybot.conversation.formats import EMPTY_MESSAGE, Prompt, PromptFormat, Turn, with_stops
 from relaybot.conversation.instruct import format_by_name
 from relaybot.conversation.transcript import (
@@ -31,9 +31,6 @@ from relaybot.conversation.transcript import (
 from relaybot.inference.engine import Engine, GenerationRequest, SamplingParams, sampling_from
 
 DEFAULT_CHANNEL = "#random"  # the reference client's default channel
-
-# JSON allows these raw inside strings, but str.splitlines and some editors break lines there.
-_JSON_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +96,6 @@ def clean_reply(text: str, speaker: str, stops: Sequence[str]) -> str:
     if text.startswith(prefix):
         text = text[len(prefix) :].strip()
     return text
-
-
-def jsonl(turns: Sequence[Turn]) -> bytes:
-    """Turns as JSON lines, `{"role": ..., "content": ...}`, the format of the bot's exports."""
-    # ensure_ascii=False keeps the file readable; a lone surrogate (from undecodable terminal
-    # input) only ever sits inside a JSON string, where backslashreplace writes a valid escape.
-    return "".join(
-        json.dumps({"role": t.role, "content": t.content}, ensure_ascii=False).translate(
-            _JSON_LINE_BREAKS
-        )
-        + "\n"
-        for t in turns
-    ).encode("utf-8", "backslashreplace")
 
 
 def _required(value: str, what: str) -> str:

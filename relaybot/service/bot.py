@@ -15,7 +15,7 @@ from types import FrameType
 from relaybot.bridge.asking import Asking
 from relaybot.bridge.operator_state import OperatorState
 from relaybot.bridge.relay import ModelInfo, Relay
-from relaybot.bridge.state import RuntimeState, StateStore
+from relaybot.bridge.state import RuntimeState
 from relaybot.config.channel_settings import SettingValue
 from relaybot.config.schema import Config, ConfigError, ModelConfig, OperatorConfig, load_config
 from relaybot.control.commands import format_duration
@@ -31,6 +31,7 @@ from relaybot.log import get_logger
 from relaybot.moderation import ModerationChain, build_chain
 from relaybot.policy.gate import ReplyGate
 from relaybot.policy.permissions import any_mask_matches
+from relaybot.service.persistence import StateStore
 from relaybot.service.systemd import Notifier
 
 log = get_logger(component="bot")

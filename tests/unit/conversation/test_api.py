@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from relaybot.config.schema import ModelConfig
-from relaybot.conversation.api import Conversation, Roles, clean_reply, jsonl
+from relaybot.conversation.api import Conversation, Roles, clean_reply
+from relaybot.conversation.export import jsonl
 from relaybot.conversation.formats import RelayFormat, Turn
 from relaybot.conversation.instruct import format_by_name
 from relaybot.inference.engine import Engine, EngineError, GenerationRequest, SamplingParams
