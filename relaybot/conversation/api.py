@@ -17,8 +17,8 @@ from pathlib import Path
 
 from relaybot.config.schema import ModelConfig
 from relaybot.conversation.export import jsonl
-from relaybot.conversation.formats import EMPTY_MESSAGE, Prompt, PromptFormat, Turn, with_stops
-from relaybot.conversation.instruct import format_by_name
+from relaybot.conversation.formats import EMPTY_MESSAGE, Prompt, PromptFormat, Turn
+from relaybot.conversation.instruct import configured_format, format_by_name
 from relaybot.conversation.transcript import (
     QUERY_BOT_ROLE,
     QUERY_PEER_ROLE,
@@ -152,9 +152,7 @@ class Conversation:
         return cls(
             engine,
             # As the bot does: `template` renders with the local model's own tokenizer.
-            fmt=with_stops(
-                format_by_name(config.format, getattr(engine, "tokenizer", None)), config.stop
-            ),
+            fmt=configured_format(config, getattr(engine, "tokenizer", None)),
             params=sampling_from(config),
             roles=roles,
             channel=channel,

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relaybot.conversation.formats import (
     EMPTY_MESSAGE,
@@ -39,7 +39,12 @@ from relaybot.conversation.formats import (
     RelayFormat,
     Segment,
     Turn,
+    with_stops,
 )
+
+if TYPE_CHECKING:
+    # config/ validates format names against this module: only a type is needed back.
+    from relaybot.config.schema import ModelConfig
 
 SYSTEM_ROLE = "system"
 
@@ -465,3 +470,13 @@ def format_by_name(name: str, tokenizer: Any = None) -> PromptFormat:
         valid = ", ".join(FORMAT_NAMES)
         raise ValueError(f"unknown prompt format {name!r}; valid names: {valid}") from None
     return cls()
+
+
+def configured_format(model: ModelConfig, tokenizer: Any = None) -> PromptFormat:
+    """The format `[model]` names, with the preset's or config's extra stops; `template` reads
+    the local model's tokenizer. ValueError names the key."""
+    try:
+        fmt = format_by_name(model.format, tokenizer)
+    except ValueError as exc:
+        raise ValueError(f"model.format: {exc}") from None
+    return with_stops(fmt, model.stop)

@@ -3,7 +3,6 @@ runs them together, and owns the operator-visible runtime state (persisted on ch
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import signal
@@ -17,11 +16,10 @@ from relaybot.bridge.operator_state import OperatorState
 from relaybot.bridge.relay import ModelInfo, Relay
 from relaybot.bridge.state import RuntimeState
 from relaybot.config.channel_settings import SettingValue
-from relaybot.config.schema import Config, ConfigError, ModelConfig, OperatorConfig, load_config
+from relaybot.config.schema import Config, ConfigError, OperatorConfig, load_config
 from relaybot.control.commands import format_duration
 from relaybot.control.dispatch import Control
-from relaybot.conversation.formats import PromptFormat, with_stops
-from relaybot.conversation.instruct import format_by_name
+from relaybot.conversation.instruct import configured_format
 from relaybot.conversation.transcript import ContextKey
 from relaybot.inference.engine import Engine, degradation, sampling_from
 from relaybot.inference.worker import Completion, InferenceWorker
@@ -32,11 +30,11 @@ from relaybot.moderation import ModerationChain, build_chain
 from relaybot.policy.gate import ReplyGate
 from relaybot.policy.permissions import any_mask_matches
 from relaybot.service.persistence import StateStore
+from relaybot.service.readiness import Readiness
+from relaybot.service.reload import plan_reload
 from relaybot.service.systemd import Notifier
 
 log = get_logger(component="bot")
-# systemd: report READY=1 this long after registering even if a channel never answers our JOIN.
-SYSTEMD_READY_TIMEOUT = 30.0
 
 
 def state_directory(config: Config) -> Path:
@@ -82,7 +80,10 @@ class Bot:
         self.control = Control(self)
         self.gate = ReplyGate(config.policy)
         self.moderation = moderation if moderation is not None else build_chain(config.moderation)
-        fmt = prompt_format(config.model, engine)
+        try:
+            fmt = configured_format(config.model, getattr(engine, "tokenizer", None))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.relay = Relay(
             network=config.irc.network,
             fmt=fmt,
@@ -124,8 +125,12 @@ class Bot:
         self._saved_revisions: dict[ContextKey, int] = {}
         self._restore()
         self._schedule_flush()
-        self.notifier = Notifier.from_environment()
-        self._systemd_setup()
+        self.readiness = Readiness(
+            self.session,
+            Notifier.from_environment(),
+            config.irc,
+            degradation=lambda: degradation(self.engine),
+        )
 
     # --- start-up state ---------------------------------------------------------------------
 
@@ -242,14 +247,14 @@ class Bot:
         self.operator_state.part(name, configured=configured)
         self.session.part(name, reason)
         self._drop_context(name)
-        self._systemd_progress()
+        self.readiness.progress()
 
     def _forgotten(self, name: str) -> None:
         """The session gave a channel up (kicked, banned...): forget it for good."""
         self.relay.forget(name)
         self.operator_state.forget_joined(name)
         self._drop_context(name)
-        self._systemd_progress()  # a refused channel no longer holds up READY=1
+        self.readiness.progress()  # a refused channel no longer holds up READY=1
 
     def _drop_context(self, name: str) -> None:
         self.relay.forget(name)
@@ -330,110 +335,43 @@ class Bot:
         except ConfigError as exc:
             log.error("reload_failed", error=str(exc))
             return f"reload failed, still on the old config: {exc}"
-        old = self.config
-        needs_restart = [
-            name
-            for name, changed in (
-                ("irc connection", _without_channels(old.irc) != _without_channels(new.irc)),
-                ("model", old.model != new.model),
-                ("state", old.state != new.state),
-            )
-            if changed
-        ]
+        plan = plan_reload(
+            self.config,
+            new,
+            operator_joined=self.operator_state.joined(),
+            operator_parted=self.operator_state.parted(),
+            fold=self.relay.fold,
+        )
         self.config = new
         old_moderation, self.moderation = self.moderation, moderation
         self.relay.moderation = moderation
         old_moderation.close()
         self.relay.reply = new.reply
-        self.relay.params = sampling_from(new.model) if not needs_restart else self.relay.params
+        if not plan.needs_restart:
+            self.relay.params = sampling_from(new.model)
         self.relay.max_concurrent = new.policy.max_concurrent
         self.relay.max_waiting = new.policy.max_waiting
         self.relay.ignore_bots = new.policy.ignore_bots
         self.gate.configure(new.policy)
-        fold = self.relay.fold
-        old_names = {fold(c.name) for c in old.irc.channels}
-        new_names = {fold(c.name): c for c in new.irc.channels}
-        parted = {fold(n) for n in self.operator_state.parted()}
-        joined = []
-        for folded, channel in new_names.items():
-            if folded not in old_names and folded not in parted:
-                self.session.join(channel.name, channel.key.value if channel.key else None)
-                joined.append(channel.name)
-        left = []
-        extra = {fold(n) for n in self.operator_state.joined()}
-        for channel in old.irc.channels:
-            if fold(channel.name) not in new_names and fold(channel.name) not in extra:
-                self.session.part(channel.name, "removed from the config")
-                self._drop_context(channel.name)
-                left.append(channel.name)
-        log.info("config_reloaded", joined=joined, parted=left, needs_restart=needs_restart)
-        summary = "config reloaded"
-        if joined or left:
-            summary += f"; joined {', '.join(joined) or 'none'}, left {', '.join(left) or 'none'}"
-        if needs_restart:
-            summary += f"; restart to apply: {', '.join(needs_restart)}"
-        return summary
-
-    # --- systemd (sd_notify): READY/STATUS, watchdog; all no-ops outside systemd -------------
-
-    def _systemd_setup(self) -> None:
-        session = self.session
-        chained_registered, chained_joined = session.on_registered, session.on_joined
-
-        def registered() -> None:
-            if chained_registered is not None:
-                chained_registered()
-            self._systemd_progress()
-            # A channel that never answers our JOIN must not hold up start-up forever.
-            session.schedule(SYSTEMD_READY_TIMEOUT, lambda: self._systemd_progress(force=True))
-
-        def joined(channel: str) -> None:
-            if chained_joined is not None:
-                chained_joined(channel)
-            self._systemd_progress()
-
-        session.on_registered, session.on_joined = registered, joined
-        self.notifier.status(self._systemd_status())
-        interval = self.notifier.watchdog_interval
-        if interval is not None:
-            # From a reactor timer: a hung reactor loop stops the pings and systemd restarts us.
-            def ping() -> None:
-                self.notifier.watchdog()
-                session.schedule(interval / 3, ping)
-
-            ping()
-
-    def _systemd_status(self) -> str:
-        degraded = degradation(self.engine)
-        return (f"WARNING {degraded}; " if degraded else "") + self._connection_status()
-
-    def _connection_status(self) -> str:
-        session = self.session
-        host = getattr(session.connection, "server", None) or self.config.irc.host
-        port = getattr(session.connection, "port", None) or self.config.irc.port
-        if not session.registered:
-            return f"connecting to {host}:{port}"
-        joined = session.joined_channels()
-        waiting = [name for name in session.wanted_channels() if name not in joined]
-        text = f"connected to {host}:{port} as {session.nick}"
-        text += f"; in {', '.join(joined)}" if joined else "; in no channels"
-        return text + (f"; joining {', '.join(waiting)}" if waiting else "")
-
-    def _systemd_progress(self, *, force: bool = False) -> None:
-        """READY=1 once registered and in every wanted channel (or when forced); else STATUS."""
-        session = self.session
-        every = len(session.joined_channels()) == len(session.wanted_channels())
-        if session.registered and (every or force) and not self.notifier.is_ready:
-            self.notifier.ready(self._systemd_status())
-        else:
-            self.notifier.status(self._systemd_status())
+        for channel in plan.join:
+            self.session.join(channel.name, channel.key.value if channel.key else None)
+        for name in plan.part:
+            self.session.part(name, "removed from the config")
+            self._drop_context(name)
+        log.info(
+            "config_reloaded",
+            joined=[channel.name for channel in plan.join],
+            parted=list(plan.part),
+            needs_restart=list(plan.needs_restart),
+        )
+        return plan.summary()
 
     def _reload_notified(self) -> None:
-        self.notifier.reloading()
+        self.readiness.reloading()
         try:
             log.info("reload", result=self.reload())
         finally:
-            self.notifier.ready_again(self._systemd_status())
+            self.readiness.reloaded()
 
     # --- running ----------------------------------------------------------------------------
 
@@ -456,7 +394,7 @@ class Bot:
         try:
             self.session.run()
         finally:
-            self.notifier.stopping()
+            self.readiness.stopping()
             self.worker.stop(timeout=10.0)
             self.moderation.close()
             written = self.flush_contexts()
@@ -475,7 +413,7 @@ class Bot:
 
     def _stop_for_signal(self, name: str) -> None:
         log.info("signal_received", signal=name)
-        self.notifier.stopping()
+        self.readiness.stopping()
         self.session.stop()
 
     def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
@@ -484,17 +422,3 @@ class Bot:
     def _hangup(self) -> None:
         log.info("signal_received", signal="SIGHUP")
         self._reload_notified()
-
-
-def prompt_format(model: ModelConfig, engine: Engine) -> PromptFormat:
-    """The configured format, with the preset's or config's extra stops; `template` reads the
-    local engine's tokenizer."""
-    try:
-        fmt = format_by_name(model.format, getattr(engine, "tokenizer", None))
-    except ValueError as exc:
-        raise ConfigError(f"model.format: {exc}") from None
-    return with_stops(fmt, model.stop)
-
-
-def _without_channels(irc: object) -> object:
-    return dataclasses.replace(irc, channels=())  # type: ignore[type-var]

@@ -7,17 +7,16 @@ from typing import Any
 
 import pytest
 
-from relaybot.config.schema import ConfigError, ModelConfig
+from relaybot.config.schema import ModelConfig
 from relaybot.conversation.formats import Turn
 from relaybot.conversation.instruct import (
     TemplateFormat,
     channel_request,
     channel_system_prompt,
+    configured_format,
     format_by_name,
     template_format,
 )
-from relaybot.service.bot import prompt_format
-from tests.support.fakes import FixedEngine
 
 BOT = "relaybot"
 TURNS = [
@@ -89,13 +88,13 @@ class _NoTemplate:
 def test_tokenizer_without_a_template_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="no chat template"):
         template_format(_NoTemplate())
-    engine = FixedEngine()  # like a remote engine: no local tokenizer at all
-    with pytest.raises(ConfigError, match=r"model\.format: .*needs a local tokenizer"):
-        prompt_format(ModelConfig(format="template"), engine)
+    # like a remote engine: no local tokenizer at all (the bot reports it as a ConfigError)
+    with pytest.raises(ValueError, match=r"model\.format: .*needs a local tokenizer"):
+        configured_format(ModelConfig(format="template"), tokenizer=None)
 
 
 def test_config_stops_are_added_to_every_prompt() -> None:
-    fmt = prompt_format(ModelConfig(format="llama2", stop=("</s>", "\nUSER")), FixedEngine())
+    fmt = configured_format(ModelConfig(format="llama2", stop=("</s>", "\nUSER")))
     prompt = fmt.render(TURNS, BOT)
     assert prompt.stop.count("</s>") == 1 and "\nUSER" in prompt.stop
     assert fmt.name == "llama2"

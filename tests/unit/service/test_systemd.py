@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-import relaybot.service.bot
+import relaybot.service.readiness
 from relaybot.config.schema import Config
 from relaybot.service.systemd import MAX_STATUS_CHARS, Notifier, sanitize_status
 from tests.support.botrunner import BotRunner
@@ -227,7 +227,7 @@ def test_bot_is_ready_after_a_while_when_a_channel_never_answers(
     systemd_env: NotifyListener,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(relaybot.service.bot, "SYSTEMD_READY_TIMEOUT", 0.5)
+    monkeypatch.setattr(relaybot.service.readiness, "READY_TIMEOUT", 0.5)
     listener = systemd_env
     server = ScriptedServer()
     config = config_factory(f"""

@@ -1,0 +1,66 @@
+"""What a reload changes: the new config held against the old one, as a plan of channels to
+join and part and of the sections that only a restart applies. Pure; the bot carries it out."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from relaybot.config.schema import ChannelConfig, Config
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    join: tuple[ChannelConfig, ...]  # newly configured, and not parted by an operator
+    part: tuple[str, ...]  # no longer configured, and not joined by an operator
+    needs_restart: tuple[str, ...]  # what changed but cannot be applied while running
+
+    def summary(self) -> str:
+        text = "config reloaded"
+        if self.join or self.part:
+            joined = ", ".join(channel.name for channel in self.join) or "none"
+            text += f"; joined {joined}, left {', '.join(self.part) or 'none'}"
+        if self.needs_restart:
+            text += f"; restart to apply: {', '.join(self.needs_restart)}"
+        return text
+
+
+def plan_reload(
+    old: Config,
+    new: Config,
+    *,
+    operator_joined: Iterable[str],
+    operator_parted: Iterable[str],
+    fold: Callable[[str], str],
+) -> ReloadPlan:
+    needs_restart = tuple(
+        name
+        for name, changed in (
+            ("irc connection", _without_channels(old) != _without_channels(new)),
+            ("model", old.model != new.model),
+            ("state", old.state != new.state),
+        )
+        if changed
+    )
+    old_names = {fold(channel.name) for channel in old.irc.channels}
+    new_names = {fold(channel.name): channel for channel in new.irc.channels}
+    parted = {fold(name) for name in operator_parted}
+    joined = {fold(name) for name in operator_joined}
+    return ReloadPlan(
+        join=tuple(
+            channel
+            for folded, channel in new_names.items()
+            if folded not in old_names and folded not in parted
+        ),
+        part=tuple(
+            channel.name
+            for channel in old.irc.channels
+            if fold(channel.name) not in new_names and fold(channel.name) not in joined
+        ),
+        needs_restart=needs_restart,
+    )
+
+
+def _without_channels(config: Config) -> object:
+    return dataclasses.replace(config.irc, channels=())
