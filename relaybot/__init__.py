@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from relaybot.config.schema import Config, ConfigError, ModelConfig, load_config, loads_config
+    from relaybot.config.loader import load_config, loads_config
+    from relaybot.config.schema import Config, ConfigError, ModelConfig
     from relaybot.conversation.api import Conversation
 
 _HOMES = {
@@ -22,8 +23,8 @@ _HOMES = {
     "Config": "relaybot.config.schema",
     "ConfigError": "relaybot.config.schema",
     "ModelConfig": "relaybot.config.schema",
-    "load_config": "relaybot.config.schema",
-    "loads_config": "relaybot.config.schema",
+    "load_config": "relaybot.config.loader",
+    "loads_config": "relaybot.config.loader",
 }
 
 __all__ = ["Config", "ConfigError", "Conversation", "ModelConfig", "load_config", "loads_config"]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from relaybot.config.schema import Config, ModelConfig, loads_config
+from relaybot.config.loader import loads_config
+from relaybot.config.schema import Config, ModelConfig
 from tests.support.ircservers import RunningServer, start_server
 
 # The notify-socket fixtures (`socket_dir`, `listener`) serve unit and integration tests alike.

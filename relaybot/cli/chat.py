@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from relaybot.config.schema import ConfigError, ModelConfig, parse_config
+from relaybot.config.loader import parse_config
+from relaybot.config.schema import ConfigError, ModelConfig
 from relaybot.conversation.api import DEFAULT_CHANNEL, Conversation, Roles, channel_name
 from relaybot.conversation.formats import Turn
 from relaybot.conversation.transcript import SYSTEM

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from relaybot.config.schema import dump_config, load_config
+from relaybot.config.loader import dump_config, load_config
 
 SERVER_START_TIMEOUT = 15.0
 

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from relaybot.config.schema import Config, ConfigError, load_config, redacted
+from relaybot.config.loader import load_config, redacted
+from relaybot.config.schema import Config, ConfigError
 
 
 def _load(path: str) -> Config:

@@ -16,7 +16,8 @@ from relaybot.bridge.operator_state import OperatorState
 from relaybot.bridge.relay import ModelInfo, Relay
 from relaybot.bridge.state import RuntimeState
 from relaybot.config.channel_settings import SettingValue
-from relaybot.config.schema import Config, ConfigError, OperatorConfig, load_config
+from relaybot.config.loader import load_config
+from relaybot.config.schema import Config, ConfigError, OperatorConfig
 from relaybot.control.commands import format_duration
 from relaybot.control.dispatch import Control
 from relaybot.conversation.instruct import configured_format

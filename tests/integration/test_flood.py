@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from relaybot.config.schema import loads_config
+from relaybot.config.loader import loads_config
 from tests.support.botrunner import BotRunner
 from tests.support.fakes import FixedEngine
 from tests.support.ircservers import INSPIRCD_BIN, NGIRCD_BIN, RawClient, parse_line, start_server

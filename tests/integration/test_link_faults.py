@@ -37,7 +37,8 @@ from typing import Any
 import pytest
 import structlog.testing
 
-from relaybot.config.schema import Config, loads_config
+from relaybot.config.loader import loads_config
+from relaybot.config.schema import Config
 from tests.support.botrunner import BotRunner
 from tests.support.certs import CertPair, make_ca, make_cert
 from tests.support.fakes import FixedEngine

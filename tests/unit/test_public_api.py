@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import relaybot
-from relaybot.config.schema import ConfigError, ModelConfig, load_config
+from relaybot.config.loader import load_config
+from relaybot.config.schema import ConfigError, ModelConfig
 from relaybot.conversation.api import Conversation
 
 

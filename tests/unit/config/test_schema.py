@@ -1,4 +1,5 @@
-"""Unit tests for relaybot.config.schema and `relaybot check-config`: errors name the key path."""
+"""Unit tests for the config (relaybot.config.schema, read by relaybot.config.loader) and
+`relaybot check-config`: errors name the key path."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from relaybot.cli.main import main
+from relaybot.config.loader import load_config, loads_config, redacted
 from relaybot.config.schema import (
     ChannelConfig,
     Config,
@@ -17,9 +19,6 @@ from relaybot.config.schema import (
     ModelConfig,
     ReplyConfig,
     Secret,
-    load_config,
-    loads_config,
-    redacted,
 )
 from tests.support.paths import REPO
 
@@ -490,7 +489,8 @@ def test_empty_host_is_refused(config_factory: Factory):
 
 
 def test_example_config_loads_and_shows_the_real_defaults():
-    from relaybot.config.schema import FloodConfig, OperatorConfig, PolicyConfig, load_config
+    from relaybot.config.loader import load_config
+    from relaybot.config.schema import FloodConfig, OperatorConfig, PolicyConfig
 
     example = REPO / "config.example.toml"
     config = load_config(example)
@@ -753,7 +753,7 @@ def test_max_concurrent_follows_max_batch_unless_set(
 
 def test_the_shipped_example_lets_every_reply_share_one_batch() -> None:
 
-    from relaybot.config.schema import load_config
+    from relaybot.config.loader import load_config
 
     example = load_config(REPO / "config.example.toml")
     assert example.policy.max_concurrent >= example.model.max_batch

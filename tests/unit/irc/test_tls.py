@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from relaybot.config.schema import IrcConfig, loads_config
+from relaybot.config.loader import loads_config
+from relaybot.config.schema import IrcConfig
 from relaybot.irc import tls
 from relaybot.irc.tls import TlsSetupError, TlsVerificationError
 from tests.support.botrunner import BotRunner

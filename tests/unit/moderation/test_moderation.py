@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from relaybot.config.schema import ConfigError, ModerationHookConfig, loads_config
+from relaybot.config.loader import loads_config
+from relaybot.config.schema import ConfigError, ModerationHookConfig
 from relaybot.moderation import (
     Decision,
     LinksModerator,
