@@ -33,11 +33,9 @@ def load_engine(config: ModelConfig, *, probe: bool = True) -> Engine:
             local.warm_up(min(config.max_batch, 8))
         return local
     if config.engine in ("openai", "tgi"):
-        from relaybot.inference.remote.engine import (
-            OpenAICompletionsEngine,
-            RemoteEngine,
-            TgiEngine,
-        )
+        from relaybot.inference.remote.engine import RemoteEngine
+        from relaybot.inference.remote.openai import OpenAICompletionsEngine
+        from relaybot.inference.remote.tgi import TgiEngine
 
         kind: type[RemoteEngine] = (
             OpenAICompletionsEngine if config.engine == "openai" else TgiEngine

@@ -98,7 +98,7 @@ def test_sampling_on_top_k_candidates_matches_generates_processors():
         TopPLogitsWarper,
     )
 
-    from relaybot.inference.local.decode import Sampler as _Sampler
+    from relaybot.inference.local.sampling import Sampler as _Sampler
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 500, generator=generator) * 2
@@ -123,7 +123,7 @@ def test_sampling_on_top_k_candidates_matches_generates_processors():
 
 def test_greedy_sampling_is_argmax_after_the_repetition_penalty():
     torch = pytest.importorskip("torch")
-    from relaybot.inference.local.decode import Sampler as _Sampler
+    from relaybot.inference.local.sampling import Sampler as _Sampler
 
     logits = torch.tensor([[1.0, 1.05, 0.2]])
     history = torch.tensor([[1]])  # token 1 was seen: 1.05 / 1.1 < 1.0

@@ -28,7 +28,7 @@ from relaybot.config.schema import ModelConfig, RemoteConfig
 from relaybot.conversation.formats import Prompt, RelayFormat, Segment, Turn
 from relaybot.inference.engine import EngineError, GenerationRequest, SamplingParams
 from relaybot.inference.local.loading import default_cache_dir, gguf_cache_path
-from relaybot.inference.remote.engine import EXTRAS_GENERATION_CONFIG, OpenAICompletionsEngine
+from relaybot.inference.remote.openai import EXTRAS_GENERATION_CONFIG, OpenAICompletionsEngine
 from relaybot.inference.selection import EMBEDDED_GGUF, ModelUnavailable, embedded_model_dir
 from tests.support.ircservers import HOST, RawClient, RunningServer, free_port, joins, privmsg_from
 from tests.support.processes import bot_process, log_events

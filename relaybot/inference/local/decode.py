@@ -1,15 +1,16 @@
-"""The batched decode loop of the local engine, with continuous batching.
+"""The batched decode loop of the local engine, with continuous batching, and whether a model
+can run it.
 
-Rows sit left-padded in one preallocated KV buffer per layer. Every step decodes all of them
-together, samples with the reference client's processors, and lets a finished row leave at
-once. Between steps new rows may join the running batch: the buffer grows to the left when
-the newcomer's prompt is longer than the batch's history, and to the right when its reply
-needs more room, so a request that arrives mid-batch waits for one step, not for the batch.
+Rows sit left-padded in one preallocated KV buffer per layer (local_kv). Every step decodes all
+of them together, samples with the reference client's processors (local_sampling), and lets a
+finished row leave at once. Between steps new rows may join the running batch: the buffer grows
+to the left when the newcomer's prompt is longer than the batch's history, and to the right
+when its reply needs more room, so a request that arrives mid-batch waits for one step, not for
+the batch.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,14 @@ from typing import Any
 
 from relaybot.conversation.formats import Prompt
 from relaybot.inference.engine import SamplingParams
+from relaybot.inference.local.kv import (
+    KVState,
+    buffer_cache,
+    layer_states,
+    make_buffer_layer_class,
+    row_cache,
+)
+from relaybot.inference.local.sampling import Sampler
 
 # How many of a row's newest output tokens are decoded to look for a text stop: enough for
 # the longest stop string any format uses (`### Instruction:`) plus a token split or two.
@@ -35,32 +44,6 @@ class Row:
     cache: Any = None  # the prefilled batch-of-one cache (every prompt token but the last)
     output: list[int] = field(default_factory=list)
     text_stops: tuple[str, ...] = ()  # stop strings that are not single stop tokens
-
-
-class KVState:
-    """A batch-of-one KV cache as prefix-store state."""
-
-    def __init__(self, cache: Any) -> None:
-        self.cache = cache
-
-    @property
-    def length(self) -> int:
-        return int(self.cache.get_seq_length())
-
-    @property
-    def nbytes(self) -> int:
-        total = 0
-        for layer in self.cache.layers:
-            for tensor in (layer.keys, layer.values):
-                if tensor is not None:
-                    total += tensor.numel() * tensor.element_size()
-        return total
-
-    def crop(self, length: int) -> None:
-        excess = self.length - length
-        if excess > 0:
-            # A negative crop removes that many tokens (transformers 4.x and 5.x agree on this).
-            self.cache.crop(-excess)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +122,6 @@ class Decoder:
 
     def join(self, rows: Sequence[Row]) -> None:
         """Add prefilled rows to the batch (an empty prompt finishes at once, with no text)."""
-        import torch
         from transformers import DynamicCache
 
         arriving = [row for row in rows if row.ids]
@@ -148,12 +130,28 @@ class Decoder:
                 self.finish(row, KVState(row.cache if row.cache is not None else DynamicCache()))
         if not arriving:
             return
-        device, budget = self.device, self.params.max_new_tokens
         lengths = [len(row.ids) for row in arriving]
         old = len(self.live)
         width = max([self.filled, *lengths]) if old else max(lengths)
         grow = width - self.filled if old else 0  # columns added on the left of the old rows
-        capacity = max(self.capacity + grow if old else 0, width + budget)
+        capacity = max(self.capacity + grow if old else 0, width + self.params.max_new_tokens)
+        pads, positions, tokens, history = self._joined_history(
+            arriving, old, width, grow, capacity
+        )
+        self._join_layers(arriving, old, width, grow, capacity)
+        self.live.extend(arriving)
+        self.filled, self.capacity = width, capacity
+        self.pads, self.positions, self.tokens, self.history = pads, positions, tokens, history
+
+    def _joined_history(
+        self, arriving: Sequence[Row], old: int, width: int, grow: int, capacity: int
+    ) -> tuple[Any, Any, Any, Any]:
+        """(pads, positions, tokens, history) of the `old` rows and the arriving ones, the old
+        rows' history moved `grow` columns to the right."""
+        import torch
+
+        device = self.device
+        lengths = [len(row.ids) for row in arriving]
         pads = torch.tensor([width - n for n in lengths], device=device)
         history = torch.empty((old + len(arriving), capacity), dtype=torch.long, device=device)
         if old:
@@ -172,6 +170,13 @@ class Decoder:
         if old:
             tokens = torch.cat([self.tokens, tokens])
             positions = torch.cat([self.positions, positions])
+        return pads, positions, tokens, history
+
+    def _join_layers(
+        self, arriving: Sequence[Row], old: int, width: int, grow: int, capacity: int
+    ) -> None:
+        """Move the arriving rows' prefilled caches into the batch's buffer layers (made here
+        for the first rows of the run)."""
         prefixes = [
             [layer_states(row.cache, i) for row in arriving] for i in range(self.model.layer_count)
         ]
@@ -183,10 +188,7 @@ class Decoder:
         else:
             buffer_layer = make_buffer_layer_class()
             self.layers = [buffer_layer(p, width - 1, capacity) for p in prefixes]
-            self.cache = _buffer_cache(self.layers)
-        self.live.extend(arriving)
-        self.filled, self.capacity = width, capacity
-        self.pads, self.positions, self.tokens, self.history = pads, positions, tokens, history
+            self.cache = buffer_cache(self.layers)
 
     # --- stepping ----------------------------------------------------------------------
 
@@ -195,7 +197,7 @@ class Decoder:
         are interrupted leave the batch."""
         import torch
 
-        filled, live = self.filled, self.live
+        filled = self.filled
         columns = torch.arange(filled, device=self.device)
         mask = (columns.unsqueeze(0) >= self.pads.unsqueeze(1)).long()
         logits = self.model.forward(
@@ -208,11 +210,23 @@ class Decoder:
         chosen = self.sample(self.history[:, :filled], logits)
         self.history[:, filled] = chosen
         self.filled = filled + 1
+        keep = self._retire(chosen)
+        if len(keep) == len(self.live):
+            self.tokens = chosen
+            self.positions = self.positions + 1
+            return
+        self._keep_rows(keep, chosen)
+
+    def _retire(self, chosen: Any) -> list[int]:
+        """Append each row's `chosen` token and finish the rows that are done; the batch
+        positions of the rows that go on."""
+        import torch
+
         stopped = torch.isin(chosen, self.stops).tolist()
         chosen_list = chosen.tolist()
         interrupted = self.model.interrupted.is_set()
         keep: list[int] = []
-        for r, row in enumerate(live):
+        for r, row in enumerate(self.live):
             if self.dropped is not None and self.dropped(row):
                 self.finish(row, None)
                 continue
@@ -232,11 +246,7 @@ class Decoder:
                 self.finish(row, KVState(row_cache(self.layers, r, start, start + covered)))
             else:
                 keep.append(r)
-        if len(keep) == len(live):
-            self.tokens = chosen
-            self.positions = self.positions + 1
-            return
-        self._keep_rows(keep, chosen)
+        return keep
 
     def _hit_text_stop(self, row: Row) -> bool:
         if not row.text_stops:
@@ -263,61 +273,6 @@ class Decoder:
         self.positions = self.positions[index] + 1
         self.filled -= trim
         self.capacity -= trim
-
-
-class Sampler:
-    """The reference client's sampling, in `generate`'s order: repetition penalty, then
-    temperature, top-k, top-p, min-p. Top-p and min-p run on the top-k candidates only, which
-    gives the same distribution without sorting the whole vocabulary on every step."""
-
-    def __init__(self, params: SamplingParams) -> None:
-        from transformers import (
-            LogitsProcessorList,
-            MinPLogitsWarper,
-            RepetitionPenaltyLogitsProcessor,
-            TopPLogitsWarper,
-        )
-
-        self.penalty = (
-            RepetitionPenaltyLogitsProcessor(params.repetition_penalty)
-            if params.repetition_penalty != 1.0
-            else None
-        )
-        self.temperature = params.temperature
-        self.top_k = params.top_k
-        self.warpers = LogitsProcessorList()
-        if params.top_p < 1.0:
-            self.warpers.append(TopPLogitsWarper(params.top_p))
-        if params.min_p:
-            self.warpers.append(MinPLogitsWarper(params.min_p))
-
-    def candidates(self, history: Any, logits: Any) -> tuple[Any, Any | None]:
-        """(scores, token ids) of the tokens sampling may pick, scores -inf where filtered
-        out; token ids None when the scores cover the whole vocabulary."""
-        scores = logits.float()
-        if self.penalty is not None:
-            scores = self.penalty(history, scores)
-        if self.temperature != 1.0:
-            scores = scores / self.temperature
-        candidates = None
-        if 0 < self.top_k < scores.shape[-1]:
-            scores, candidates = scores.topk(self.top_k, dim=-1)
-        scores = self.warpers(history, scores)  # the warpers read the scores only
-        return scores, candidates
-
-    def __call__(self, history: Any, logits: Any) -> Any:
-        import torch
-
-        if self.temperature <= 0:
-            scores = logits.float()
-            if self.penalty is not None:
-                scores = self.penalty(history, scores)
-            return scores.argmax(dim=-1)
-        scores, candidates = self.candidates(history, logits)
-        picked = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)
-        if candidates is not None:
-            picked = candidates.gather(-1, picked)
-        return picked[:, 0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,118 +321,3 @@ def stepwise_support(model: Any) -> StepwiseSupport:
     if not layers or kinds:
         return unavailable(f"cache layers other than full attention: {kinds}", argument)
     return StepwiseSupport(len(layers), argument)
-
-
-def _buffer_cache(layers: list[Any]) -> Any:
-    from transformers.cache_utils import Cache
-
-    return Cache(layers=layers)
-
-
-def layer_states(cache: Any, index: int) -> tuple[Any, Any] | None:
-    """(keys, values) of one layer of a batch-of-one cache, None when it holds nothing."""
-    if cache is None:
-        return None
-    layers = cache.layers
-    if index >= len(layers) or layers[index].keys is None or not layers[index].is_initialized:
-        return None
-    return layers[index].keys, layers[index].values
-
-
-def row_cache(layers: Sequence[Any], row: int, start: int, end: int) -> Any:
-    """A batch-of-one DynamicCache with copies of one row's states in [start, end)."""
-    from transformers import DynamicCache
-
-    return DynamicCache(ddp_cache_data=[layer.row(row, start, end) for layer in layers])
-
-
-@functools.cache
-def make_buffer_layer_class() -> type[Any]:
-    from transformers.cache_utils import DynamicLayer
-
-    class BufferLayer(DynamicLayer):
-        """A full-attention KV layer for one decode batch: rows left-padded in a buffer
-        written in place, instead of a torch.cat of the whole cache on every step. The
-        buffer is allocated at the first forward, when the states' dtype and shape are known;
-        rows joining before that wait as prefixes."""
-
-        def __init__(self, prefixes: list[tuple[Any, Any] | None], length: int, capacity: int):
-            super().__init__()
-            self._prefixes: list[tuple[Any, Any] | None] = list(prefixes)
-            self._length = length  # columns in use; row r's prefix ends at column `length`
-            self._capacity = capacity
-            self._key_buffer: Any = None
-            self._value_buffer: Any = None
-
-        def _allocate(self, like: Any) -> None:
-            _, heads, _, dim = like.shape
-            shape = (len(self._prefixes), heads, self._capacity, dim)
-            self._key_buffer = like.new_zeros(shape)
-            self._value_buffer = like.new_zeros(shape)
-            self._place(self._prefixes, 0)
-            self._prefixes = []  # the rows' own caches can be freed now
-            self.dtype, self.device = like.dtype, like.device
-            self.is_initialized = True
-
-        def _place(self, prefixes: Sequence[tuple[Any, Any] | None], first_row: int) -> None:
-            for row, prefix in enumerate(prefixes, start=first_row):
-                if prefix is None:
-                    continue
-                keys, values = prefix
-                count = keys.shape[-2]
-                if count:
-                    self._key_buffer[row, :, self._length - count : self._length] = keys[0]
-                    self._value_buffer[row, :, self._length - count : self._length] = values[0]
-
-        def join(self, prefixes: list[tuple[Any, Any] | None], grow: int, capacity: int) -> None:
-            """Append rows whose prefixes end where the batch's do, after adding `grow`
-            empty columns on the left (a newcomer with a longer prompt) and widening the
-            buffer to `capacity` columns."""
-            self._length += grow
-            self._capacity = capacity
-            if self._key_buffer is None:
-                self._prefixes.extend(prefixes)
-                return
-            rows, heads, old_capacity, dim = self._key_buffer.shape
-            shape = (rows + len(prefixes), heads, capacity, dim)
-            keys = self._key_buffer.new_zeros(shape)
-            values = self._value_buffer.new_zeros(shape)
-            keys[:rows, :, grow : grow + old_capacity] = self._key_buffer
-            values[:rows, :, grow : grow + old_capacity] = self._value_buffer
-            self._key_buffer, self._value_buffer = keys, values
-            self._place(prefixes, rows)
-            self.keys = self._key_buffer[:, :, : self._length]
-            self.values = self._value_buffer[:, :, : self._length]
-
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
-            if self._key_buffer is None:
-                self._allocate(key_states)
-            end = self._length + key_states.shape[-2]
-            if end > self._key_buffer.shape[-2]:
-                raise RuntimeError("decode buffer overflow")
-            self._key_buffer[:, :, self._length : end] = key_states
-            self._value_buffer[:, :, self._length : end] = value_states
-            self._length = end
-            self.keys = self._key_buffer[:, :, :end]
-            self.values = self._value_buffer[:, :, :end]
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self._length
-
-        def select(self, index: Any, trim: int) -> None:
-            """Keep the rows in `index`, dropping the first `trim` (all-padding) columns."""
-            self._key_buffer = self._key_buffer[index, :, trim:]
-            self._value_buffer = self._value_buffer[index, :, trim:]
-            self._length -= trim
-            self._capacity -= trim
-            self.keys = self._key_buffer[:, :, : self._length]
-            self.values = self._value_buffer[:, :, : self._length]
-
-        def row(self, row: int, start: int, end: int) -> tuple[Any, Any]:
-            return (
-                self._key_buffer[row : row + 1, :, start:end],
-                self._value_buffer[row : row + 1, :, start:end],
-            )
-
-    return BufferLayer

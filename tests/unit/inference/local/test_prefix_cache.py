@@ -230,7 +230,7 @@ def test_kv_state_crops_a_dynamic_cache() -> None:
     torch = pytest.importorskip("torch")
     from transformers import DynamicCache
 
-    from relaybot.inference.local.decode import KVState as _KVState
+    from relaybot.inference.local.kv import KVState as _KVState
 
     layers = [(torch.randn(1, 2, 10, 4), torch.randn(1, 2, 10, 4)) for _ in range(3)]
     state = _KVState(DynamicCache(ddp_cache_data=layers))

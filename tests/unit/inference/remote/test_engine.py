@@ -29,13 +29,12 @@ from relaybot.conversation.formats import Prompt, RelayFormat, Segment, Turn
 from relaybot.conversation.instruct import Llama2Format
 from relaybot.inference.engine import EngineError, GenerationRequest, SamplingParams
 from relaybot.inference.factory import load_engine
-from relaybot.inference.remote.engine import (
+from relaybot.inference.remote.engine import RemoteEngine
+from relaybot.inference.remote.openai import (
     EXTRAS_GENERATION_CONFIG,
     EXTRAS_NONE,
     EXTRAS_TOP_LEVEL,
     OpenAICompletionsEngine,
-    RemoteEngine,
-    TgiEngine,
 )
 from relaybot.inference.remote.prompt import (
     INSTRUCTION_MARKERS,
@@ -47,6 +46,7 @@ from relaybot.inference.remote.prompt import (
     estimate_tokens,
     flatten,
 )
+from relaybot.inference.remote.tgi import TgiEngine
 from relaybot.inference.selection import ModelUnavailable
 
 HOST = "127.0.0.1"
