@@ -59,6 +59,11 @@ def safe_line(text: str) -> str:
     return _CONTROLS.sub("", strip_formatting(text)).strip()
 
 
+def clean_nick(nick: str) -> str:
+    """A nick as it may appear in a context: no controls, no spaces (a hostile server's)."""
+    return "".join(ch for ch in nick if ch > " " and ch != "\x7f")
+
+
 def privmsg_payload_budget(
     nick: str, target: str, user: str | None = None, host: str | None = None
 ) -> int:

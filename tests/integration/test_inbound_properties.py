@@ -51,13 +51,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-import relaybot.irc.session
+import relaybot.irc.tracking
 from relaybot.config.schema import Config
 from relaybot.conversation.formats import Prompt
 from relaybot.inference.engine import GenerationRequest
+from relaybot.irc.connection import MAX_BUFFERED_BYTES
 from relaybot.irc.message import format_message, parse
-from relaybot.irc.session import MAX_BUFFERED_BYTES, MAX_TRACKED_USERS
 from relaybot.irc.text import casefold, is_channel_name
+from relaybot.irc.tracking import MAX_TRACKED_USERS
 from tests.support.botrunner import BotRunner
 from tests.support.scripted import ScriptedServer
 
@@ -807,7 +808,7 @@ def test_channel_event_mixes(bot: Harness, chunks: list[bytes]) -> None:
 def test_tracked_accounts_stay_within_their_cap(
     bot: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(relaybot.irc.session, "MAX_TRACKED_USERS", 64)
+    monkeypatch.setattr(relaybot.irc.tracking, "MAX_TRACKED_USERS", 64)
     lines = [f":user{n}!u@h ACCOUNT acct{n}\r\n" for n in range(300)]
     lines += [f":joiner{n}!u@h JOIN #a acct{n} :Real Name\r\n" for n in range(300)]
     bot.wire.send("".join(lines).encode())
@@ -819,7 +820,7 @@ def test_tracked_accounts_stay_within_their_cap(
 
 
 def test_bot_flags_stay_within_the_cap(bot: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(relaybot.irc.session, "MAX_TRACKED_USERS", 64)
+    monkeypatch.setattr(relaybot.irc.tracking, "MAX_TRACKED_USERS", 64)
     lines = [f":irc.test 005 {BOT} BOT=B :are supported by this server\r\n"]
     lines += [f":irc.test 352 {BOT} #a u h irc.test bot{n} H*B :0 Bot {n}\r\n" for n in range(300)]
     bot.wire.send("".join(lines).encode())

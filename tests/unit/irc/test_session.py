@@ -1,161 +1,168 @@
-"""Unit tests for session helpers: SASL PLAIN lines, invite permission, fallback nicks."""
+"""IrcSession fed server lines without a socket: which named handler each numeric reaches, the
+lines it answers with, and the relaybot.irc.events values the rest of the bot gets."""
 
 from __future__ import annotations
 
-import base64
+from collections.abc import Iterator
 
 import pytest
 
-from relaybot.config.schema import IrcConfig
-from relaybot.irc import session
-from relaybot.irc.session import SASL_CHUNK, fallback_nick, invite_allowed, sasl_plain_lines
-from relaybot.irc.text import casefold
+from relaybot.config.schema import ChannelConfig, IrcConfig, SaslConfig, Secret
+from relaybot.irc import numerics
+from relaybot.irc.events import (
+    Action,
+    IrcEvent,
+    Join,
+    Message,
+    NickChange,
+    Origin,
+    Quit,
+    StatusChange,
+)
+from relaybot.irc.session import IrcSession
 
 
-def decode(lines: list[str]) -> bytes:
-    chunks = []
-    for line in lines:
-        command, chunk = line.split(" ")
-        assert command == "AUTHENTICATE"
-        chunks.append("" if chunk == "+" else chunk)
-    return base64.b64decode("".join(chunks))
+class Recording(IrcSession):
+    """Records what the session would send instead of writing it."""
+
+    def __init__(self, config: IrcConfig) -> None:
+        self.events: list[IrcEvent] = []
+        self.forgotten: list[str] = []
+        self.sent: list[str] = []
+        super().__init__(config, on_event=self.events.append, on_forget=self.forgotten.append)
+        # What BotConnection.connect sets; no socket here.
+        self.connection.real_nickname = config.nick
+        self.connection.real_server_name = ""
+        self.nicks.reset()
+
+    def _send_raw(self, line: str) -> None:
+        self.sent.append(line)
+
+    def feed(self, *lines: str) -> None:
+        for line in lines:
+            self.connection._process_line(line)
 
 
-def test_sasl_plain_short():
-    lines = sasl_plain_lines("user", "pass")
-    assert lines == ["AUTHENTICATE " + base64.b64encode(b"user\0user\0pass").decode()]
-    assert decode(lines) == b"user\0user\0pass"
+@pytest.fixture
+def session() -> Iterator[Recording]:
+    recording = Recording(
+        IrcConfig(
+            host="127.0.0.1",
+            nick="relaybot",
+            alt_nicks=("rbot",),
+            channels=(ChannelConfig("#relay"),),
+            sasl=SaslConfig("relaybot", Secret("hunter2")),
+        )
+    )
+    yield recording
+    recording._wake_read.close()
+    recording._wake_write.close()
 
 
-def test_sasl_plain_utf8():
-    assert decode(sasl_plain_lines("jürgen", "pässwörd😀")) == "jürgen\0jürgen\0pässwörd😀".encode()
+def test_numerics_reach_named_handlers(session: Recording) -> None:
+    handlers = session._handlers
+    assert handlers[numerics.ERR_NICKNAMEINUSE] == session._on_nick_refused
+    assert handlers[numerics.ERR_ERRONEUSNICKNAME] == session._on_nick_refused
+    assert handlers[numerics.ERR_UNAVAILRESOURCE] == session._on_nick_refused
+    assert handlers[numerics.RPL_WELCOME] == session._on_welcome
+    assert handlers[numerics.RPL_WHOSPCRPL] == session._on_whox_reply
+    assert handlers[numerics.ERR_BANNEDFROMCHAN] == session._on_join_refused
+    # Every line the capabilities class answers, and only those, goes to it.
+    negotiated = {command for command, fn in handlers.items() if fn == session._negotiate}
+    assert negotiated == session.caps.commands
+    assert all((len(key) == 3 and key.isdigit()) or key.isupper() for key in handlers)
 
 
-def test_sasl_plain_long_password_chunks_at_400():
-    password = "p" * 1000
-    lines = sasl_plain_lines("user", password)
-    assert SASL_CHUNK == 400
-    payload_len = len(base64.b64encode(f"user\0user\0{password}".encode()))
-    assert payload_len > 800 and payload_len % 400
-    assert len(lines) == -(-payload_len // 400)
-    assert all(len(line) == len("AUTHENTICATE ") + 400 for line in lines[:-1])
-    assert 0 < len(lines[-1]) - len("AUTHENTICATE ") < 400
-    assert lines[-1] != "AUTHENTICATE +"
-    assert decode(lines) == f"user\0user\0{password}".encode()
+def test_library_event_names_are_not_commands(session: Recording) -> None:
+    # Handlers were once looked up by the irc library's names for numerics; a server could
+    # reach them by sending the name as a command.
+    session.feed(
+        ":evil WELCOME relaybot :hi",
+        ":evil NICKNAMEINUSE relaybot relaybot :x",
+        ":evil DISCONNECT :bye",
+        ":evil PUBMSG #relay :hello",
+    )
+    assert not session.registered
+    assert session.sent == [] and session.events == []
 
 
-@pytest.mark.parametrize("chunks", [1, 2, 3])
-def test_sasl_plain_exact_multiple_ends_with_plus(chunks: int):
-    # "u\0u\0" is 4 bytes; 300 bytes encode to exactly 400 base64 characters
-    password = "x" * (300 * chunks - 4)
-    lines = sasl_plain_lines("u", password)
-    assert len(lines) == chunks + 1
-    assert lines[-1] == "AUTHENTICATE +"
-    assert all(len(line) == len("AUTHENTICATE ") + 400 for line in lines[:-1])
-    assert decode(lines) == f"u\0u\0{password}".encode()
+def test_433_then_welcome(session: Recording) -> None:
+    session.feed(":irc.test 433 * relaybot :Nickname is already in use")
+    assert session.sent == ["NICK rbot"] and session.nick == "rbot"
+    session.feed(":irc.test 433 * rbot :Nickname is already in use")
+    assert session.sent[-1] == "NICK relaybo_"
+    session.feed(":irc.test 001 relaybo_ :Welcome")
+    assert session.registered and session.caps.ended
+    assert session.sent[-1] == "JOIN #relay"
+    session.feed(":irc.test 433 relaybo_ relaybot :in use")  # registered: not ours to fix
+    assert session.sent[-1] == "JOIN #relay"
+    # The wanted nick is freed: take it back.
+    session.feed(":relaybot!u@h QUIT :bye")
+    assert session.sent[-1] == "NICK relaybot"
 
 
-def test_sasl_plain_just_under_a_chunk_has_no_plus():
-    lines = sasl_plain_lines("u", "x" * 290)  # 294 bytes -> 392 base64 characters
-    assert len(lines) == 1
-    assert len(lines[0]) == len("AUTHENTICATE ") + 392
-    assert decode(lines) == b"u\0u\0" + b"x" * 290
+def test_cap_and_sasl_go_through_the_capabilities(session: Recording) -> None:
+    session.feed(":irc.test CAP * LS :sasl=PLAIN multi-prefix")
+    assert session.sent == ["CAP REQ :sasl multi-prefix"]
+    session.feed(":irc.test CAP * ACK :sasl multi-prefix")
+    assert session.sent[-1] == "AUTHENTICATE PLAIN"
+    assert session._caps_enabled == {"sasl", "multi-prefix"}
+    session.feed("AUTHENTICATE +")
+    assert session.sent[-1] == "AUTHENTICATE cmVsYXlib3QAcmVsYXlib3QAaHVudGVyMg=="
+    session.feed(":irc.test 903 relaybot :SASL authentication successful")
+    assert session.sent[-1] == "CAP END"
 
 
-def test_sasl_plain_padded_to_exact_multiple_ends_with_plus():
-    # 299 bytes also encode to 400 characters (with "=" padding): still needs the "+"
-    lines = sasl_plain_lines("u", "x" * 295)
-    assert lines[0].endswith("=")
-    assert lines[1:] == ["AUTHENTICATE +"]
+def test_accounts_and_bot_flags_reach_the_origin(session: Recording) -> None:
+    session.feed(
+        ":irc.test 001 relaybot :Welcome",
+        ":irc.test 005 relaybot WHOX BOT=B :are supported by this server",
+        ":relaybot!u@h JOIN #relay * :Relay Bot",
+        ":irc.test 354 relaybot 171 hu hh helper H*B helperacct",
+        ":alice!a@ha JOIN #relay alice :Alice",
+        ":helper!hu@hh PRIVMSG #relay :hello",
+    )
+    assert "WHO #relay %tuhnfa,171" in session.sent
+    assert session.joined_channels() == ["#relay"]
+    assert Join(Origin("alice", "a", "ha", "alice"), "#relay") in session.events
+    assert session.events[-1] == Message(
+        Origin("helper", "hu", "hh", "helperacct", bot=True), "#relay", "hello"
+    )
+    session.feed(":helper!hu@hh NICK helper2", ":helper2!hu@hh QUIT :gone")
+    assert session.events[-2] == NickChange(
+        Origin("helper", "hu", "hh", "helperacct", True), "helper2"
+    )
+    assert session.events[-1] == Quit(Origin("helper2", "hu", "hh", "helperacct", True), "gone")
+    assert session.accounts == {"relaybot": None, "alice": "alice"} and session.bots == set()
 
 
-def test_sasl_lines_have_no_line_breaks():
-    for line in sasl_plain_lines("user", "a\r\nQUIT :x"):
-        assert "\r" not in line and "\n" not in line
+def test_ctcp_action_and_the_text_around_it(session: Recording) -> None:
+    session.feed(
+        ":bob!b@h PRIVMSG #relay :\x01ACTION waves\x01",
+        ":bob!b@h PRIVMSG #relay :before\x01ACTION jumps\x01after",
+        ":bob!b@h NOTICE #relay :not for the model",
+        ":bob!b@h PRIVMSG #relay :\x01VERSION\x01",
+        # Text between CTCP parts counts as CTCP too (the irc library's reading, kept).
+        ":bob!b@h PRIVMSG #relay :a\x01VERSION\x01b\x01ACTION sits\x01",
+    )
+    bob = Origin("bob", "b", "h")
+    assert session.events == [
+        Action(bob, "#relay", "waves"),
+        Message(bob, "#relay", "before"),
+        Action(bob, "#relay", "jumps"),
+        Message(bob, "#relay", "a"),
+        Action(bob, "#relay", "sits"),
+    ]
 
 
-# --- invite_allowed -----------------------------------------------------------------------------
-
-
-def fold(name: str) -> str:
-    return casefold(name, "rfc1459")
-
-
-def irc(**kwargs: tuple[str, ...]) -> IrcConfig:
-    return IrcConfig(host="irc.example.net", nick="relaybot", **kwargs)
-
-
-def test_invite_nobody_allowed_by_default():
-    assert not invite_allowed("alice!a@host", "alice", irc(), fold)
-
-
-def test_invite_by_account():
-    config = irc(invite_accounts=("Alice",))
-    assert invite_allowed("whoever!x@anywhere", "alice", config, fold)
-    assert invite_allowed("whoever!x@anywhere", "ALICE", config, fold)
-    assert not invite_allowed("whoever!x@anywhere", "mallory", config, fold)
-    assert not invite_allowed("alice!a@anywhere", None, config, fold)
-    assert not invite_allowed("alice!a@anywhere", "", config, fold)
-
-
-def test_invite_by_hostmask_glob():
-    config = irc(invite_from=("*!*@trusted.example", "op!*@*"))
-    assert invite_allowed("bob!b@trusted.example", None, config, fold)
-    assert invite_allowed("bob!b@TRUSTED.example", None, config, fold)
-    assert invite_allowed("OP!x@elsewhere", None, config, fold)
-    assert not invite_allowed("bob!b@evil.example", None, config, fold)
-    assert not invite_allowed("bob!b@trusted.example.evil", None, config, fold)
-    assert not invite_allowed("opx!x@elsewhere", None, config, fold)
-
-
-def test_invite_glob_with_rfc1459_brackets():
-    config = irc(invite_from=("Robot[1]!*@*",))
-    assert invite_allowed("robot{1}!u@h", None, config, fold)
-    assert invite_allowed("robot[1]!u@h", None, config, fold)
-    assert not invite_allowed("robot1!u@h", None, config, fold)
-
-
-# --- fallback_nick ------------------------------------------------------------------------------
-
-
-class FakeRandom:
-    def __init__(self, value: int) -> None:
-        self.value = value
-        self.calls: list[tuple[int, int]] = []
-
-    def randint(self, low: int, high: int) -> int:
-        self.calls.append((low, high))
-        return self.value
-
-
-def test_fallback_after_alt_nick(monkeypatch: pytest.MonkeyPatch):
-    fake = FakeRandom(42)
-    monkeypatch.setattr(session, "random", fake)
-    assert fallback_nick("rbot", "relaybot") == "relaybo_"
-    assert fake.calls == []
-
-
-def test_fallback_after_own_nick_uses_random_suffix(monkeypatch: pytest.MonkeyPatch):
-    fake = FakeRandom(42)
-    monkeypatch.setattr(session, "random", fake)
-    assert fallback_nick("relaybot", "relaybot") == "relaybo42"
-    assert fallback_nick("relaybo_", "relaybot") == "relaybo42"
-    assert fake.calls == [(10, 99), (10, 99)]
-
-
-def test_fallback_nick_fits_nicklen_9(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(session, "random", FakeRandom(99))
-    for tried in ("averyveryverylongnick", "other", "averyve_"):
-        assert len(fallback_nick(tried, "averyveryverylongnick")) <= 9
-
-
-def test_fallback_short_base(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(session, "random", FakeRandom(10))
-    assert fallback_nick("bot", "bot") == "bot10"
-    assert fallback_nick("other", "bot") == "bot_"
-
-
-def test_fallback_real_random_is_in_range():
-    for _ in range(50):
-        nick = fallback_nick("relaybot", "relaybot")
-        assert nick.startswith("relaybo") and 10 <= int(nick[7:]) <= 99
+def test_status_modes_and_refused_joins(session: Recording) -> None:
+    session.feed(
+        ":irc.test 005 relaybot PREFIX=(ov)@+ CHANMODES=beI,k,l,imnst :are supported",
+        ":op!o@h MODE #relay +ko-v sekrit alice bob",
+        ":irc.test 474 relaybot #relay :Cannot join channel (+b)",
+    )
+    assert session.events == [
+        StatusChange("#relay", "alice", "@", True),
+        StatusChange("#relay", "bob", "+", False),
+    ]
+    assert session.forgotten == ["#relay"] and session.wanted_channels() == []

@@ -16,6 +16,7 @@ import pytest
 import structlog.testing
 
 from relaybot.config.schema import IrcConfig
+from relaybot.irc.message import parse
 from relaybot.irc.session import IrcSession
 from tests.support.certs import CertPair, make_ca, make_cert
 from tests.support.proxy import rst_close, tls_handshake
@@ -253,15 +254,12 @@ def test_stopping_soon_after_speaking_keeps_the_lines_the_server_confirms() -> N
 
 
 def test_both_pong_forms_confirm() -> None:
-    import irc.client
-
     session = _session(6667)
-    for event in (
-        irc.client.Event("pong", "irc.test", "irc.test", ["relaybot-ack-1"]),  # :srv PONG srv :t
-        irc.client.Event("pong", "irc.test", "relaybot-ack-2", []),  # PONG :t
-    ):
+    for line in (":irc.test PONG irc.test :relaybot-ack-1", ":irc.test PONG :relaybot-ack-2"):
+        message = parse(line)
+        assert message is not None
         session.delivery.written(lambda: None, now=0.0)
         assert session.delivery.want_ack(10.0) is not None
         session.delivery.ack_written()
-        session._on_pong(event)
+        session._on_pong(message)
         assert len(session.delivery) == 0

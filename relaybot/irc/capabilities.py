@@ -1,0 +1,245 @@
+"""IRCv3 capability negotiation (CAP LS 302, REQ, ACK, NAK, NEW, DEL, END) and SASL (PLAIN,
+EXTERNAL) as lines in, lines out: fed the server's CAP, AUTHENTICATE and 900-908 messages, it
+returns the lines to send and keeps what was agreed. No sockets, no irc library objects."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+from relaybot.irc.numerics import (
+    ERR_NICKLOCKED,
+    ERR_SASLABORTED,
+    ERR_SASLALREADY,
+    ERR_SASLFAIL,
+    ERR_SASLTOOLONG,
+    RPL_LOGGEDIN,
+    RPL_LOGGEDOUT,
+    RPL_SASLMECHS,
+    RPL_SASLSUCCESS,
+)
+from relaybot.log import get_logger
+
+_log = get_logger(component="session")
+
+# Requested in this order whenever the server offers them (sasl only with a login to use).
+WANTED_CAPS = (
+    "sasl",
+    "server-time",
+    "message-tags",
+    "account-tag",
+    "extended-join",
+    "account-notify",
+    "multi-prefix",
+    "away-notify",
+    "chghost",
+    "cap-notify",
+    "invite-notify",
+    "userhost-in-names",
+    "echo-message",
+)
+# AUTHENTICATE carries at most this many base64 characters a line (the SASL 3.1 spec).
+SASL_CHUNK = 400
+
+SaslOutcome = Literal["success", "failed", "already", "unavailable"]
+
+
+@dataclass(frozen=True, slots=True)
+class SaslLogin:
+    """What SASL logs in with. EXTERNAL needs no password: the TLS client certificate is the
+    credential."""
+
+    mechanism: str  # PLAIN | EXTERNAL
+    username: str = ""
+    password: str = field(default="", repr=False)  # never in a repr, so never in a log
+
+
+def sasl_plain_lines(username: str, password: str) -> list[str]:
+    """AUTHENTICATE lines for PLAIN: authzid and authcid both the account, 400-byte chunks."""
+    payload = base64.b64encode(f"{username}\0{username}\0{password}".encode()).decode()
+    chunks = [payload[i : i + SASL_CHUNK] for i in range(0, len(payload), SASL_CHUNK)]
+    if not chunks or len(chunks[-1]) == SASL_CHUNK:
+        chunks.append("+")  # an exact multiple of 400 needs an empty final chunk
+    return [f"AUTHENTICATE {chunk}" for chunk in chunks]
+
+
+class Capabilities:
+    """One connection's negotiation. Feed it every line whose command is in `commands` and send
+    what `feed` returns. `ended` turns True once CAP END is sent (or the server registered us
+    without it): from then on registration may go on, and SASL is no longer asked for."""
+
+    def __init__(
+        self, sasl: SaslLogin | None, *, wanted: Sequence[str] = WANTED_CAPS, log: Any = None
+    ) -> None:
+        self.sasl = sasl
+        self.wanted = tuple(wanted)
+        self.log = log if log is not None else _log
+        self.offered: dict[str, str] = {}  # name -> value (`sasl=PLAIN,EXTERNAL`), or ""
+        self.enabled: set[str] = set()
+        self.ended = False
+        self.sasl_outcome: SaslOutcome | None = None
+        self.account: str | None = None  # what 900 said we are logged in as
+        self.mechanisms: tuple[str, ...] = ()  # what 908 said the server would take
+        self._handlers: dict[str, Callable[[Sequence[str]], list[str]]] = {
+            "CAP": self._cap,
+            "AUTHENTICATE": self._authenticate,
+            RPL_LOGGEDIN: self._logged_in,
+            RPL_LOGGEDOUT: self._logged_out,
+            ERR_NICKLOCKED: partial(self._sasl_failed, ERR_NICKLOCKED),
+            RPL_SASLSUCCESS: self._sasl_success,
+            ERR_SASLFAIL: partial(self._sasl_failed, ERR_SASLFAIL),
+            ERR_SASLTOOLONG: partial(self._sasl_failed, ERR_SASLTOOLONG),
+            ERR_SASLABORTED: partial(self._sasl_failed, ERR_SASLABORTED),
+            ERR_SASLALREADY: self._sasl_already,
+            RPL_SASLMECHS: self._sasl_mechanisms,
+        }
+
+    @property
+    def commands(self) -> frozenset[str]:
+        """The commands and numerics `feed` answers."""
+        return frozenset(self._handlers)
+
+    def reset(self) -> None:
+        """A new connection: nothing offered, nothing enabled, negotiation open again."""
+        self.offered.clear()
+        self.enabled.clear()
+        self.ended = False
+        self.sasl_outcome = None
+        self.account = None
+        self.mechanisms = ()
+
+    def registered(self) -> None:
+        """001 came: negotiation is over, whether or not the server ever spoke CAP."""
+        self.ended = True
+
+    def feed(self, command: str, params: Sequence[str]) -> list[str]:
+        """The lines to send in answer to one server message (command uppercased, numerics as
+        three digits; params as parsed, the first being the target)."""
+        handler = self._handlers.get(command)
+        return handler(params) if handler is not None else []
+
+    # CAP
+
+    def _cap(self, params: Sequence[str]) -> list[str]:
+        args = list(params[1:])  # after the target: "*" before registration, else our nick
+        if not args:
+            return []
+        sub = args[0].upper()
+        if sub == "LS":
+            more = len(args) > 2 and args[1] == "*"  # 302: a `*` line has more to come
+            self._offer(args[-1])
+            if more:
+                return []
+            wanted = self._to_request(self.offered)
+            return [f"CAP REQ :{' '.join(wanted)}"] if wanted else self._end()
+        if sub == "ACK":
+            for cap in args[-1].split():
+                if cap.startswith("-"):
+                    self.enabled.discard(cap[1:])
+                else:
+                    self.enabled.add(cap)
+            self.log.info("caps_enabled", caps=sorted(self.enabled))
+            if self.ended:
+                return []  # a later REQ (after CAP NEW)
+            if "sasl" in self.enabled and self.sasl is not None:
+                return [f"AUTHENTICATE {self.sasl.mechanism}"]
+            return self._end()
+        if sub == "NAK":
+            self.log.warning("caps_refused", caps=args[-1])
+            return self._end()
+        if sub == "NEW":
+            new = self._offer(args[-1])
+            wanted = [cap for cap in self._to_request(new) if cap != "sasl"]
+            return [f"CAP REQ :{' '.join(wanted)}"] if wanted else []
+        if sub == "DEL":
+            gone = args[-1].split()
+            for cap in gone:
+                self.offered.pop(cap, None)
+                self.enabled.discard(cap)
+            self.log.info("caps_removed", caps=gone)
+        return []
+
+    def _offer(self, text: str) -> dict[str, str]:
+        offered = {}
+        for item in text.split():
+            name, _, value = item.partition("=")
+            offered[name] = value
+        self.offered.update(offered)
+        return offered
+
+    def _to_request(self, offered: dict[str, str]) -> list[str]:
+        wanted = [cap for cap in self.wanted if cap in offered and cap != "sasl"]
+        sasl = self.sasl
+        if sasl is not None and not self.ended:
+            mechanisms = offered.get("sasl")
+            if mechanisms is None:
+                if "sasl" not in self.offered:
+                    self.sasl_outcome = "unavailable"
+                    self.log.error(
+                        "sasl_unavailable",
+                        problem="the server offers no SASL; continuing unauthenticated",
+                    )
+            elif mechanisms and sasl.mechanism not in mechanisms.upper().split(","):
+                self.sasl_outcome = "unavailable"
+                self.log.error(
+                    "sasl_unavailable",
+                    problem=f"the server does not offer {sasl.mechanism}; continuing"
+                    " unauthenticated",
+                    offered=mechanisms,
+                )
+            else:
+                # A bare `sasl` (CAP 301, or a 302 server without a list): try ours anyway.
+                wanted.insert(0, "sasl")
+        return wanted
+
+    def _end(self) -> list[str]:
+        if self.ended:
+            return []
+        self.ended = True
+        return ["CAP END"]
+
+    # SASL
+
+    def _authenticate(self, params: Sequence[str]) -> list[str]:
+        if not params or params[0] != "+" or self.sasl is None:
+            return []
+        if self.sasl.mechanism == "EXTERNAL":
+            return ["AUTHENTICATE +"]  # the TLS client certificate is the credential
+        return sasl_plain_lines(self.sasl.username, self.sasl.password)
+
+    def _sasl_success(self, params: Sequence[str]) -> list[str]:
+        self.sasl_outcome = "success"
+        self.log.info("sasl_success")
+        return self._end()
+
+    def _sasl_failed(self, numeric: str, params: Sequence[str]) -> list[str]:
+        # 902 (nick locked), 904, 905, 906. Going on unauthenticated beats never registering.
+        self.sasl_outcome = "failed"
+        self.log.error("sasl_failed", numeric=numeric, message=" ".join(params[1:]))
+        return self._end()
+
+    def _sasl_already(self, params: Sequence[str]) -> list[str]:
+        self.sasl_outcome = "already"
+        self.log.info("sasl_already_authenticated")
+        return self._end()
+
+    def _sasl_mechanisms(self, params: Sequence[str]) -> list[str]:
+        # 908 comes before 904: the mechanisms this server would have taken.
+        mechanisms = params[1] if len(params) > 1 else ""
+        self.mechanisms = tuple(item for item in mechanisms.split(",") if item)
+        self.log.error("sasl_mechanisms_offered", mechanisms=mechanisms)
+        return []
+
+    def _logged_in(self, params: Sequence[str]) -> list[str]:
+        # 900: nick nick!user@host account :You are now logged in as account
+        self.account = params[2] if len(params) > 2 else None
+        self.log.info("logged_in", account=self.account)
+        return []
+
+    def _logged_out(self, params: Sequence[str]) -> list[str]:
+        self.account = None
+        self.log.warning("logged_out")
+        return []

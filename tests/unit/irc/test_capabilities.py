@@ -1,0 +1,331 @@
+"""relaybot.irc.capabilities fed server lines, as a server sends them: the lines it answers
+with, what it agreed, how SASL ended. Also the PLAIN payload: authzid, chunks of 400."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+import structlog.testing
+
+from relaybot.irc.capabilities import (
+    SASL_CHUNK,
+    WANTED_CAPS,
+    Capabilities,
+    SaslLogin,
+    sasl_plain_lines,
+)
+from relaybot.irc.message import parse
+
+PLAIN = SaslLogin("PLAIN", "relaybot", "hunter2")
+
+
+def feed(caps: Capabilities, line: str) -> list[str]:
+    message = parse(line)
+    assert message is not None
+    return caps.feed(message.command, message.params)
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, object]]]:
+    with structlog.testing.capture_logs() as captured:
+        yield captured
+
+
+def events(logs: list[dict[str, object]]) -> list[object]:
+    return [entry["event"] for entry in logs]
+
+
+# --- CAP ----------------------------------------------------------------------------------------
+
+
+def test_multiline_ls_302_then_sasl_plain_then_903(logs: list[dict[str, object]]) -> None:
+    caps = Capabilities(PLAIN)
+    assert feed(caps, ":irc.test CAP * LS * :multi-prefix sasl=PLAIN,EXTERNAL sts=port=6697") == []
+    assert caps.offered["sasl"] == "PLAIN,EXTERNAL" and caps.offered["sts"] == "port=6697"
+    # The last line of the listing: request what we use, sasl first, the rest in our order.
+    assert feed(caps, ":irc.test CAP * LS :extended-join account-tag draft/unknown") == [
+        "CAP REQ :sasl account-tag extended-join multi-prefix"
+    ]
+    ack = ":irc.test CAP relaybot ACK :sasl account-tag extended-join multi-prefix"
+    assert feed(caps, ack) == ["AUTHENTICATE PLAIN"]
+    assert caps.enabled == {"sasl", "account-tag", "extended-join", "multi-prefix"}
+    assert not caps.ended  # registration waits for SASL
+    lines = feed(caps, "AUTHENTICATE +")
+    assert lines == sasl_plain_lines("relaybot", "hunter2")
+    assert decode(lines) == b"relaybot\0relaybot\0hunter2"
+    assert feed(caps, ":irc.test 900 relaybot relaybot!r@h acct :You are now logged in") == []
+    assert caps.account == "acct"
+    assert feed(caps, ":irc.test 903 relaybot :SASL authentication successful") == ["CAP END"]
+    assert caps.ended and caps.sasl_outcome == "success"
+    assert feed(caps, ":irc.test 903 relaybot :again") == []  # CAP END goes once
+    assert events(logs) == ["caps_enabled", "logged_in", "sasl_success", "sasl_success"]
+    assert "hunter2" not in repr(logs) and "hunter2" not in repr(caps.sasl)
+
+
+def test_nothing_wanted_on_offer_ends_at_once() -> None:
+    caps = Capabilities(None)
+    assert feed(caps, ":irc.test CAP * LS :draft/unknown sts=port=6697") == ["CAP END"]
+    assert caps.ended and caps.enabled == set()
+
+
+def test_empty_ls_ends_at_once() -> None:
+    caps = Capabilities(PLAIN)
+    assert feed(caps, ":irc.test CAP * LS :") == ["CAP END"]
+    assert caps.sasl_outcome == "unavailable"
+
+
+def test_without_a_login_sasl_is_not_requested() -> None:
+    caps = Capabilities(None)
+    assert feed(caps, ":irc.test CAP * LS :sasl=PLAIN multi-prefix") == ["CAP REQ :multi-prefix"]
+    assert feed(caps, ":irc.test CAP * ACK :multi-prefix") == ["CAP END"]
+
+
+def test_ack_without_sasl_ends_without_authenticate() -> None:
+    caps = Capabilities(PLAIN)
+    feed(caps, ":irc.test CAP * LS :sasl multi-prefix")
+    assert feed(caps, ":irc.test CAP * ACK :multi-prefix") == ["CAP END"]
+
+
+def test_nak_ends_negotiation(logs: list[dict[str, object]]) -> None:
+    caps = Capabilities(PLAIN)
+    assert feed(caps, ":irc.test CAP * LS :sasl multi-prefix") == ["CAP REQ :sasl multi-prefix"]
+    assert feed(caps, ":irc.test CAP * NAK :sasl multi-prefix") == ["CAP END"]
+    assert caps.enabled == set() and caps.ended
+    assert events(logs) == ["caps_refused"]
+
+
+def test_ack_with_a_minus_disables() -> None:
+    caps = Capabilities(None)
+    caps.registered()
+    feed(caps, ":irc.test CAP relaybot ACK :multi-prefix echo-message")
+    assert feed(caps, ":irc.test CAP relaybot ACK :-echo-message") == []
+    assert caps.enabled == {"multi-prefix"}
+
+
+def test_cap_new_and_del_after_registration(logs: list[dict[str, object]]) -> None:
+    caps = Capabilities(PLAIN)
+    feed(caps, ":irc.test CAP * LS :multi-prefix cap-notify")
+    assert feed(caps, ":irc.test CAP * ACK :multi-prefix cap-notify") == ["CAP END"]
+    caps.registered()
+    # Not sasl: registration is over, and a later login would need a new connection.
+    assert feed(caps, ":irc.test CAP relaybot NEW :account-tag sasl=PLAIN draft/x") == [
+        "CAP REQ :account-tag"
+    ]
+    assert feed(caps, ":irc.test CAP relaybot ACK :account-tag") == []  # no second CAP END
+    assert "account-tag" in caps.enabled
+    assert feed(caps, ":irc.test CAP relaybot DEL :account-tag multi-prefix") == []
+    assert caps.enabled == {"cap-notify"}
+    assert "account-tag" not in caps.offered and "sasl" in caps.offered
+    assert events(logs)[-1] == "caps_removed"
+
+
+def test_a_later_ack_does_not_start_sasl_again() -> None:
+    caps = Capabilities(PLAIN)
+    feed(caps, ":irc.test CAP * LS :sasl cap-notify")
+    feed(caps, ":irc.test CAP * ACK :sasl cap-notify")
+    feed(caps, ":irc.test 903 relaybot :SASL authentication successful")
+    caps.registered()
+    assert feed(caps, ":irc.test CAP relaybot NEW :away-notify") == ["CAP REQ :away-notify"]
+    assert feed(caps, ":irc.test CAP relaybot ACK :away-notify") == []
+    assert caps.enabled == {"sasl", "cap-notify", "away-notify"}
+
+
+def test_cap_new_with_nothing_wanted_sends_nothing() -> None:
+    caps = Capabilities(None)
+    caps.registered()
+    assert feed(caps, ":irc.test CAP relaybot NEW :draft/x") == []
+
+
+def test_reset_opens_negotiation_again() -> None:
+    caps = Capabilities(PLAIN)
+    feed(caps, ":irc.test CAP * LS :sasl multi-prefix")
+    feed(caps, ":irc.test CAP * ACK :sasl multi-prefix")
+    feed(caps, ":irc.test 904 relaybot :failed")
+    caps.reset()
+    assert (caps.offered, caps.enabled, caps.ended, caps.sasl_outcome) == ({}, set(), False, None)
+    assert feed(caps, ":irc.test CAP * LS :sasl") == ["CAP REQ :sasl"]
+
+
+def test_lines_it_does_not_own_are_ignored() -> None:
+    caps = Capabilities(PLAIN)
+    assert feed(caps, ":irc.test 001 relaybot :Welcome") == []
+    assert feed(caps, ":irc.test CAP relaybot") == []
+    assert "001" not in caps.commands
+    assert {"CAP", "AUTHENTICATE", "900", "901", "902", "903", "904"} <= caps.commands
+    assert {"905", "906", "907", "908"} <= caps.commands
+
+
+def test_the_wanted_list_is_what_the_architecture_names() -> None:
+    assert WANTED_CAPS[0] == "sasl"
+    assert {"server-time", "message-tags", "account-tag", "extended-join"} <= set(WANTED_CAPS)
+    assert {"account-notify", "cap-notify", "echo-message", "invite-notify"} <= set(WANTED_CAPS)
+
+
+# --- SASL outcomes ------------------------------------------------------------------------------
+
+
+def authenticating(login: SaslLogin = PLAIN) -> Capabilities:
+    caps = Capabilities(login)
+    feed(caps, ":irc.test CAP * LS :sasl")
+    assert feed(caps, ":irc.test CAP * ACK :sasl") == [f"AUTHENTICATE {login.mechanism}"]
+    return caps
+
+
+def test_904_fails_and_ends_cap(logs: list[dict[str, object]]) -> None:
+    caps = authenticating()
+    feed(caps, "AUTHENTICATE +")
+    assert feed(caps, ":irc.test 904 relaybot :SASL authentication failed") == ["CAP END"]
+    assert caps.ended and caps.sasl_outcome == "failed" and caps.account is None
+    failed = [entry for entry in logs if entry["event"] == "sasl_failed"]
+    assert failed == [
+        {
+            "component": "session",
+            "event": "sasl_failed",
+            "log_level": "error",
+            "numeric": "904",
+            "message": "SASL authentication failed",
+        }
+    ]
+
+
+@pytest.mark.parametrize("numeric", ["902", "904", "905", "906"])
+def test_every_failure_numeric_ends_cap_once(numeric: str) -> None:
+    caps = authenticating()
+    assert feed(caps, f":irc.test {numeric} relaybot :no") == ["CAP END"]
+    assert feed(caps, f":irc.test {numeric} relaybot :no") == []
+    assert caps.sasl_outcome == "failed"
+
+
+def test_907_already_authenticated_ends_cap(logs: list[dict[str, object]]) -> None:
+    caps = authenticating()
+    assert feed(caps, ":irc.test 907 relaybot :You have already authenticated") == ["CAP END"]
+    assert caps.sasl_outcome == "already"
+    assert "sasl_already_authenticated" in events(logs)
+
+
+def test_908_lists_the_mechanisms_and_waits_for_904(logs: list[dict[str, object]]) -> None:
+    caps = authenticating()
+    assert feed(caps, ":irc.test 908 relaybot EXTERNAL,SCRAM-SHA-256 :are available") == []
+    assert caps.mechanisms == ("EXTERNAL", "SCRAM-SHA-256")
+    assert not caps.ended
+    offered = [entry for entry in logs if entry["event"] == "sasl_mechanisms_offered"]
+    assert offered[0]["mechanisms"] == "EXTERNAL,SCRAM-SHA-256"
+    assert feed(caps, ":irc.test 904 relaybot :SASL authentication failed") == ["CAP END"]
+
+
+def test_901_logged_out_forgets_the_account(logs: list[dict[str, object]]) -> None:
+    caps = authenticating()
+    feed(caps, ":irc.test 900 relaybot relaybot!r@h acct :You are now logged in")
+    assert feed(caps, ":irc.test 901 relaybot relaybot!r@h :You are now logged out") == []
+    assert caps.account is None
+    assert events(logs)[-1] == "logged_out"
+
+
+def test_external_answers_with_an_empty_authzid() -> None:
+    caps = authenticating(SaslLogin("EXTERNAL"))
+    assert feed(caps, "AUTHENTICATE +") == ["AUTHENTICATE +"]
+
+
+def test_only_an_empty_challenge_is_answered() -> None:
+    caps = authenticating()
+    assert feed(caps, "AUTHENTICATE abcd") == []
+    assert feed(caps, "AUTHENTICATE") == []
+    assert Capabilities(None).feed("AUTHENTICATE", ["+"]) == []
+
+
+@pytest.mark.parametrize(
+    ("offer", "problem"),
+    [
+        ("multi-prefix", "the server offers no SASL"),
+        ("multi-prefix sasl=EXTERNAL,SCRAM-SHA-256", "the server does not offer PLAIN"),
+    ],
+)
+def test_no_usable_sasl_is_an_error_and_negotiation_goes_on(
+    offer: str, problem: str, logs: list[dict[str, object]]
+) -> None:
+    caps = Capabilities(PLAIN)
+    assert feed(caps, f":irc.test CAP * LS :{offer}") == ["CAP REQ :multi-prefix"]
+    assert caps.sasl_outcome == "unavailable"
+    assert feed(caps, ":irc.test CAP * ACK :multi-prefix") == ["CAP END"]
+    unavailable = [entry for entry in logs if entry["event"] == "sasl_unavailable"]
+    assert len(unavailable) == 1 and str(unavailable[0]["problem"]).startswith(problem)
+
+
+def test_mechanisms_are_compared_without_case() -> None:
+    caps = Capabilities(PLAIN)
+    assert feed(caps, ":irc.test CAP * LS :sasl=external,plain") == ["CAP REQ :sasl"]
+
+
+def test_a_sasl_line_later_in_the_listing_counts() -> None:
+    # The first LS line lacks sasl, the second has it: the error would be wrong.
+    caps = Capabilities(PLAIN)
+    feed(caps, ":irc.test CAP * LS * :multi-prefix")
+    assert feed(caps, ":irc.test CAP * LS :sasl=PLAIN") == ["CAP REQ :sasl multi-prefix"]
+    assert caps.sasl_outcome is None
+
+
+# --- the PLAIN payload --------------------------------------------------------------------------
+
+
+def decode(lines: list[str]) -> bytes:
+    chunks = []
+    for line in lines:
+        command, chunk = line.split(" ")
+        assert command == "AUTHENTICATE"
+        chunks.append("" if chunk == "+" else chunk)
+    return base64.b64decode("".join(chunks))
+
+
+def test_sasl_plain_short():
+    lines = sasl_plain_lines("user", "pass")
+    assert lines == ["AUTHENTICATE " + base64.b64encode(b"user\0user\0pass").decode()]
+    assert decode(lines) == b"user\0user\0pass"
+
+
+def test_sasl_plain_utf8():
+    assert decode(sasl_plain_lines("jürgen", "pässwörd😀")) == "jürgen\0jürgen\0pässwörd😀".encode()
+
+
+def test_sasl_plain_long_password_chunks_at_400():
+    password = "p" * 1000
+    lines = sasl_plain_lines("user", password)
+    assert SASL_CHUNK == 400
+    payload_len = len(base64.b64encode(f"user\0user\0{password}".encode()))
+    assert payload_len > 800 and payload_len % 400
+    assert len(lines) == -(-payload_len // 400)
+    assert all(len(line) == len("AUTHENTICATE ") + 400 for line in lines[:-1])
+    assert 0 < len(lines[-1]) - len("AUTHENTICATE ") < 400
+    assert lines[-1] != "AUTHENTICATE +"
+    assert decode(lines) == f"user\0user\0{password}".encode()
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 3])
+def test_sasl_plain_exact_multiple_ends_with_plus(chunks: int):
+    # "u\0u\0" is 4 bytes; 300 bytes encode to exactly 400 base64 characters
+    password = "x" * (300 * chunks - 4)
+    lines = sasl_plain_lines("u", password)
+    assert len(lines) == chunks + 1
+    assert lines[-1] == "AUTHENTICATE +"
+    assert all(len(line) == len("AUTHENTICATE ") + 400 for line in lines[:-1])
+    assert decode(lines) == f"u\0u\0{password}".encode()
+
+
+def test_sasl_plain_just_under_a_chunk_has_no_plus():
+    lines = sasl_plain_lines("u", "x" * 290)  # 294 bytes -> 392 base64 characters
+    assert len(lines) == 1
+    assert len(lines[0]) == len("AUTHENTICATE ") + 392
+    assert decode(lines) == b"u\0u\0" + b"x" * 290
+
+
+def test_sasl_plain_padded_to_exact_multiple_ends_with_plus():
+    # 299 bytes also encode to 400 characters (with "=" padding): still needs the "+"
+    lines = sasl_plain_lines("u", "x" * 295)
+    assert lines[0].endswith("=")
+    assert lines[1:] == ["AUTHENTICATE +"]
+
+
+def test_sasl_lines_have_no_line_breaks():
+    for line in sasl_plain_lines("user", "a\r\nQUIT :x"):
+        assert "\r" not in line and "\n" not in line
