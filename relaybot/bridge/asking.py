@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
+from relaybot.bridge.replies import OutputModeration, Sender, irc_lines, moderated, send_lines
 from relaybot.conversation.formats import PromptFormat, Turn
+from relaybot.conversation.identity import ContextKey
 from relaybot.conversation.instruct import instruction_prompt
 from relaybot.conversation.qa import (
     QA_SYSTEM,
@@ -27,22 +28,12 @@ from relaybot.conversation.qa import (
 )
 from relaybot.inference.engine import GenerationRequest, SamplingParams
 from relaybot.inference.worker import Completion, Job
-from relaybot.irc.text import reply_lines
 from relaybot.log import get_logger
-from relaybot.moderation import Decision, ModerationContext, Verdict
+from relaybot.moderation import ModerationContext
 
 log = get_logger(component="ask")
 
 MAX_PENDING = 4
-
-
-class AnswerSender(Protocol):
-    @property
-    def nick(self) -> str: ...
-
-    def payload_budget(self, target: str) -> int: ...
-
-    def send_message(self, target: str, text: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +55,8 @@ class Asking:
         params: Callable[[], SamplingParams],
         submit: Callable[[Job], bool],
         new_job_id: Callable[[], int],
-        sender: AnswerSender,
-        check_output: Callable[[str, ModerationContext], Verdict] | None,
+        sender: Sender,
+        moderation: Callable[[], OutputModeration | None],
         max_lines: Callable[[], int],
     ) -> None:
         self.network = network
@@ -76,7 +67,8 @@ class Asking:
         self.submit = submit
         self.new_job_id = new_job_id
         self.sender = sender
-        self.check_output = check_output
+        # Called each time: a reload swaps the bot's moderation chain.
+        self.moderation = moderation
         self.max_lines = max_lines
         self._pending: dict[int, _Question] = {}
 
@@ -86,7 +78,7 @@ class Asking:
     def ask(
         self,
         *,
-        key: tuple[str, str],
+        key: ContextKey,
         channel: str,
         turns: Sequence[Turn],
         asker: str,
@@ -132,26 +124,29 @@ class Asking:
             return
         answer = parse_answer(completion.text, [line.number for line in question.lines])
         text = reply_text(question.asker, answer, question.lines)
-        if self.check_output is not None:
-            verdict = self.check_output(
-                text,
-                ModerationContext(
-                    network=self.network,
-                    target=question.reply_to,
-                    nick=self.sender.nick,
-                    private=question.reply_to == question.asker,
-                ),
-            )
-            if verdict.decision is Decision.BLOCK:
-                log.warning("answer_blocked", hook=verdict.hook, reason=verdict.reason, **context)
-                return
-            if verdict.decision is Decision.REPLACE:
-                text = verdict.text
-        lines = reply_lines(text, self.sender.payload_budget(question.reply_to), self.max_lines())
-        for line in lines:
-            if line.startswith("/"):
-                continue  # never a command, as with replies
-            self.sender.send_message(question.reply_to, line)
+        allowed = moderated(
+            self.moderation(),
+            text,
+            ModerationContext(
+                network=self.network,
+                target=question.reply_to,
+                nick=self.sender.nick,
+                private=question.reply_to == question.asker,
+            ),
+            context,
+            what="answer",
+        )
+        if allowed is None:
+            return
+        lines = irc_lines(
+            allowed,
+            speaker=self.sender.nick,
+            budget=self.sender.payload_budget(question.reply_to),
+            max_lines=self.max_lines(),
+            actions=False,  # an answer is text; a line starting with "/" is dropped
+            log_context=context,
+        )
+        send_lines(self.sender, question.reply_to, lines)
         log.info(
             "question_answered",
             cited=list(answer.cited),

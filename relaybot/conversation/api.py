@@ -17,7 +17,13 @@ from pathlib import Path
 
 from relaybot.config.schema import ModelConfig
 from relaybot.conversation.export import jsonl
-from relaybot.conversation.formats import EMPTY_MESSAGE, Prompt, PromptFormat, Turn
+from relaybot.conversation.formats import (
+    EMPTY_MESSAGE,
+    Prompt,
+    PromptFormat,
+    Turn,
+    strip_echoed_speaker,
+)
 from relaybot.conversation.instruct import configured_format, format_by_name
 from relaybot.conversation.transcript import (
     QUERY_BOT_ROLE,
@@ -91,11 +97,7 @@ def clean_reply(text: str, speaker: str, stops: Sequence[str]) -> str:
     for stop in stops:
         if stop and stop in text:
             text = text[: text.index(stop)]
-    text = text.strip()
-    prefix = f"<{speaker}>"
-    if text.startswith(prefix):
-        text = text[len(prefix) :].strip()
-    return text
+    return strip_echoed_speaker(text.strip(), speaker).strip()
 
 
 def _required(value: str, what: str) -> str:

@@ -105,3 +105,11 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
             if found >= 0:
                 cut = min(cut, found)
     return text[:cut]
+
+
+def strip_echoed_speaker(text: str, speaker: str) -> str:
+    """The text without a leading `<speaker>`: two-role formats show the channel as
+    `<nick> text` lines, and the model may copy that for its own line."""
+    stripped = text.lstrip()
+    prefix = f"<{speaker}>"
+    return stripped[len(prefix) :] if stripped.startswith(prefix) else text

@@ -22,7 +22,6 @@ QUERY_BOT_ROLE = "user"
 QUERY_PEER_ROLE = "anon"
 
 TokenCounter = Callable[[str], int]
-ContextKey = tuple[str, str]  # (network, casefolded channel or nick)
 
 
 def bot_join_turns(bot_nick: str, channel: str) -> list[Turn]:

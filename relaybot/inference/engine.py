@@ -8,6 +8,7 @@ from typing import Protocol
 
 from relaybot.config.schema import ModelConfig
 from relaybot.conversation.formats import Prompt
+from relaybot.conversation.identity import ContextKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class GenerationRequest:
     # The conversation this prompt continues, e.g. (network, casefolded channel). An engine that
     # keeps per-conversation state (a KV-cache prefix) reuses it for the next prompt with the
     # same key; None keeps nothing.
-    cache_key: tuple[str, str] | None = None
+    cache_key: ContextKey | None = None
 
 
 class EngineError(RuntimeError):
@@ -94,7 +95,7 @@ class ForgetsConversations(Protocol):
     """Optional for engines: drop what is kept for a conversation (its context was reset or
     the bot left). Safe to call from any thread."""
 
-    def forget(self, key: tuple[str, str]) -> None: ...
+    def forget(self, key: ContextKey) -> None: ...
 
 
 class ReportsDegradation(Protocol):

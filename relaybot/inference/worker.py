@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from relaybot.conversation.identity import ContextKey
 from relaybot.inference.engine import Engine, EngineError, GenerationRequest, SamplingParams
 from relaybot.log import get_logger
 
@@ -31,7 +32,7 @@ _RECENT_JOBS = 4096
 @dataclass(frozen=True, slots=True)
 class Job:
     job_id: int
-    key: tuple[str, str]  # (network, casefolded channel or query peer)
+    key: ContextKey  # (network, casefolded channel or query peer)
     reply_to: str  # where the reply goes: the channel, or the peer's nick
     speaker: str  # the role the model writes as
     request: GenerationRequest
@@ -78,7 +79,7 @@ class InferenceWorker:
         self._cancel_lock = threading.Lock()
         # Conversation of each recent job, so that cancelling a job (a reset, a part) also
         # drops the engine's state for it, even when the job has just completed.
-        self._job_keys: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self._job_keys: OrderedDict[int, ContextKey] = OrderedDict()
 
     def start(self) -> None:
         # A worker stopped earlier on this engine interrupted it for good; this one needs it
@@ -115,7 +116,7 @@ class InferenceWorker:
         if key is not None:
             self.forget(key)
 
-    def forget(self, key: tuple[str, str]) -> None:
+    def forget(self, key: ContextKey) -> None:
         """Thread-safe: drop the engine's state for a conversation (reset, part), if it keeps
         any. Takes effect at once, even while that conversation is generating."""
         forget = getattr(self.engine, "forget", None)

@@ -8,8 +8,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from relaybot.config.schema import PolicyConfig
+from relaybot.conversation.identity import ContextKey
 from relaybot.irc.text import casefold, strip_formatting
 from relaybot.policy.ratelimit import TokenBucket
 
@@ -57,6 +59,9 @@ class _Streak:
     last: float
 
 
+K = TypeVar("K", str, ContextKey)  # a user's casefolded nick, or a conversation
+
+
 class ReplyGate:
     """Whether a reply that policy wants may be generated now: budgets, cooldown, loop and
     repeat guards. Pure bookkeeping on an injected clock; keys are casefolded by the caller.
@@ -74,10 +79,10 @@ class ReplyGate:
         self.config = config
         self.clock = clock
         self._users: dict[str, TokenBucket] = {}
-        self._channels: dict[str, TokenBucket] = {}
-        self._last_reply: dict[str, float] = {}
-        self._streaks: dict[str, _Streak] = {}
-        self._recent_lines: dict[str, deque[tuple[float, str, str]]] = {}
+        self._channels: dict[ContextKey, TokenBucket] = {}
+        self._last_reply: dict[ContextKey, float] = {}
+        self._streaks: dict[ContextKey, _Streak] = {}
+        self._recent_lines: dict[ContextKey, deque[tuple[float, str, str]]] = {}
 
     def configure(self, config: PolicyConfig) -> None:
         """Apply new limits (reload); existing buckets are rebuilt lazily."""
@@ -86,7 +91,7 @@ class ReplyGate:
         self._channels.clear()
 
     def _bucket(
-        self, table: dict[str, TokenBucket], key: str, per_minute: float, burst: int
+        self, table: dict[K, TokenBucket], key: K, per_minute: float, burst: int
     ) -> TokenBucket:
         bucket = table.get(key)
         if bucket is None:
@@ -100,11 +105,11 @@ class ReplyGate:
         c = self.config
         return self._bucket(self._users, user, c.user_per_minute, c.user_burst)
 
-    def _channel(self, conversation: str) -> TokenBucket:
+    def _channel(self, conversation: ContextKey) -> TokenBucket:
         c = self.config
         return self._bucket(self._channels, conversation, c.channel_per_minute, c.channel_burst)
 
-    def heard(self, conversation: str, nick: str, text: str) -> bool:
+    def heard(self, conversation: ContextKey, nick: str, text: str) -> bool:
         """Record a line; False when it repeats one the same nick sent within repeat_window."""
         now = self.clock()
         recent = self._recent_lines.setdefault(conversation, deque(maxlen=20))
@@ -120,7 +125,7 @@ class ReplyGate:
             self._recent_lines.pop(next(iter(self._recent_lines)))
         return not repeated
 
-    def refusal(self, conversation: str, user: str) -> str | None:
+    def refusal(self, conversation: ContextKey, user: str) -> str | None:
         """None if a reply to `user` may be generated now, else why not (for the log)."""
         now = self.clock()
         streak = self._streaks.get(conversation)
@@ -142,11 +147,11 @@ class ReplyGate:
             return "channel_budget"
         return None
 
-    def cooldown_left(self, conversation: str) -> float:
+    def cooldown_left(self, conversation: ContextKey) -> float:
         last = self._last_reply.get(conversation)
         return 0.0 if last is None else max(0.0, self.config.cooldown - (self.clock() - last))
 
-    def admit(self, conversation: str, user: str) -> str | None:
+    def admit(self, conversation: ContextKey, user: str) -> str | None:
         """`refusal`, and when allowed, spend the budgets and count the exchange."""
         reason = self.refusal(conversation, user)
         if reason is not None:
@@ -172,7 +177,7 @@ class ReplyGate:
             del self._last_reply[key]
             self._streaks.pop(key, None)
 
-    def forget(self, conversation: str) -> None:
+    def forget(self, conversation: ContextKey) -> None:
         self._streaks.pop(conversation, None)
         self._recent_lines.pop(conversation, None)
         self._last_reply.pop(conversation, None)

@@ -20,8 +20,8 @@ from relaybot.config.loader import load_config
 from relaybot.config.schema import Config, ConfigError, OperatorConfig
 from relaybot.control.commands import format_duration
 from relaybot.control.dispatch import Control
+from relaybot.conversation.identity import ContextKey
 from relaybot.conversation.instruct import configured_format
-from relaybot.conversation.transcript import ContextKey
 from relaybot.inference.engine import Engine, degradation, sampling_from
 from relaybot.inference.worker import Completion, InferenceWorker
 from relaybot.irc.session import IrcSession
@@ -91,7 +91,7 @@ class Bot:
             model=ModelInfo(engine.count_tokens, engine.context_window),
             reply=config.reply,
             params=sampling_from(config.model),
-            submit=self.worker.submit,
+            jobs=self.worker,
             sender=self.session,
             gate=self.gate,
             moderation=self.moderation,
@@ -103,11 +103,8 @@ class Bot:
                 origin,
                 self.relay.fold,
             ),
-            is_command=self.control.is_command,
-            on_command=self.control.handle,
-            schedule=self.session.schedule,
-            cancel_job=self.worker.cancel,
-            forget_cached=self.worker.forget,
+            commands=self.control,
+            timers=self.session,
             operator_state=self.operator_state,
         )
         self.asking = Asking(
@@ -120,7 +117,7 @@ class Bot:
             new_job_id=self.relay.new_job_id,
             sender=self.session,
             # Through `self`, so that a reload's new chain and limits apply here too.
-            check_output=lambda text, context: self.moderation.check_output(text, context),
+            moderation=lambda: self.moderation,
             max_lines=lambda: self.config.reply.max_lines,
         )
         self._saved_revisions: dict[ContextKey, int] = {}
@@ -350,8 +347,8 @@ class Bot:
         self.relay.reply = new.reply
         if not plan.needs_restart:
             self.relay.params = sampling_from(new.model)
-        self.relay.max_concurrent = new.policy.max_concurrent
-        self.relay.max_waiting = new.policy.max_waiting
+        self.relay.scheduler.max_concurrent = new.policy.max_concurrent
+        self.relay.scheduler.max_waiting = new.policy.max_waiting
         self.relay.ignore_bots = new.policy.ignore_bots
         self.gate.configure(new.policy)
         for channel in plan.join:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relaybot.conversation.formats import Prompt
+from relaybot.conversation.identity import ContextKey
 from relaybot.inference.engine import SamplingParams
 from relaybot.inference.local.kv import (
     KVState,
@@ -39,7 +40,7 @@ class Row:
     index: int  # in the request list (admitted requests continue the numbering)
     prompt: Prompt
     ids: list[int]
-    key: tuple[str, str] | None
+    key: ContextKey | None
     reused: int = 0  # prompt tokens whose KV came from the prefix cache
     cache: Any = None  # the prefilled batch-of-one cache (every prompt token but the last)
     output: list[int] = field(default_factory=list)

@@ -22,6 +22,7 @@ from typing import Any
 
 from relaybot.config.schema import ModelConfig
 from relaybot.conversation.formats import Prompt, Segment
+from relaybot.conversation.identity import ContextKey
 from relaybot.inference.engine import BatchFeed, GenerationRequest, SamplingParams
 from relaybot.inference.local.decode import Row, stepwise_support
 from relaybot.inference.local.kv import KVState
@@ -177,7 +178,7 @@ class TransformersEngine:
 
     # --- prefix cache ------------------------------------------------------------------
 
-    def forget(self, key: tuple[str, str]) -> None:
+    def forget(self, key: ContextKey) -> None:
         """Drop the cached prefix of a conversation (reset, part); any thread."""
         self.prefix_cache.forget(key)
 
@@ -260,7 +261,7 @@ class TransformersEngine:
         self.last_stats[row.index] = RowStats(len(row.ids), row.reused, len(row.output))
         done(row.index, self._tokens.reply(row.prompt, row.output))
 
-    def _row(self, index: int, request: GenerationRequest, key: tuple[str, str] | None) -> Row:
+    def _row(self, index: int, request: GenerationRequest, key: ContextKey | None) -> Row:
         prompt = request.prompt
         ids = self._tokens.fit(prompt, request.params.max_new_tokens, self.context_window)
         return Row(index, prompt, ids, key, text_stops=self._tokens.text_stops(prompt))

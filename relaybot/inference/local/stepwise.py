@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from relaybot.conversation.identity import ContextKey
 from relaybot.inference.engine import BatchFeed, EngineError, GenerationRequest, SamplingParams
 from relaybot.inference.local.decode import Decoder, Row, StepModel, StepwiseSupport
 from relaybot.inference.local.kv import KVState
@@ -24,8 +25,7 @@ _PLAIN_HEAD_MODELS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalL
 _MAX_HEAD_COPY_BYTES = 512 * 1024**2
 
 # Makes the row for a request: (index, request, the conversation whose cache entry it owns).
-ConversationKey = tuple[str, str]
-NewRow = Callable[[int, GenerationRequest, ConversationKey | None], Row]
+NewRow = Callable[[int, GenerationRequest, ContextKey | None], Row]
 
 
 def split_head(model: Any) -> tuple[Any, Any]:
@@ -76,7 +76,7 @@ class _Run:
         self.new_row = new_row
         self.prefill = prefill
         self.report = report
-        self.claimed: set[ConversationKey] = set()
+        self.claimed: set[ContextKey] = set()
         self.rows: list[Row] = []
 
     def prefilled(self, requests: Iterable[tuple[int, GenerationRequest]]) -> list[Row]:
@@ -87,7 +87,7 @@ class _Run:
             self.prefill(row)
         return new
 
-    def _key_for(self, request: GenerationRequest) -> ConversationKey | None:
+    def _key_for(self, request: GenerationRequest) -> ContextKey | None:
         key = request.cache_key
         if key is None or key in self.claimed or not self.store.enabled:
             return None  # one row per conversation may own its cache entry

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import pytest
 from structlog.testing import capture_logs
 
-from relaybot.bridge.relay import ModelInfo, Relay
 from relaybot.config.schema import ReplyConfig
-from relaybot.conversation.formats import RelayFormat, Turn
+from relaybot.conversation.formats import Turn
 from relaybot.inference.engine import SamplingParams
-from relaybot.inference.worker import Completion, Job
 from relaybot.irc.events import (
     Action,
     Join,
     Kick,
-    Message,
     Names,
     NickChange,
     Origin,
@@ -25,102 +19,14 @@ from relaybot.irc.events import (
     Quit,
     Topic,
 )
-from relaybot.irc.text import casefold, privmsg_payload_budget
-
-NET = "testnet"
-BOT = Origin("relaybot", "~relay", "bot.example")
-ALICE = Origin("alice", "al", "a.example")
-BOB = Origin("bob", "b", "b.example")
-CAROL = Origin("carol", "c", "c.example")
-
-
-@dataclass
-class Sent:
-    target: str
-    text: str
-    action: bool
-
-
-@dataclass
-class FakeSender:
-    nick: str = "relaybot"
-    casemapping: str = "rfc1459"
-    deliver_now: bool = True
-    sent: list[Sent] = field(default_factory=list)
-    pending: list[Callable[[], None]] = field(default_factory=list)
-    unconfirmed: list[Callable[[], None]] = field(default_factory=list)  # their on_lost
-
-    def payload_budget(self, target: str) -> int:
-        return privmsg_payload_budget(self.nick, target, BOT.user, BOT.host)
-
-    def send_message(
-        self,
-        target: str,
-        text: str,
-        *,
-        action: bool = False,
-        on_sent: Callable[[], None] | None = None,
-        on_lost: Callable[[], None] | None = None,
-    ) -> None:
-        self.sent.append(Sent(target, text, action))
-        if on_lost is not None:
-            self.unconfirmed.append(on_lost)
-        if on_sent is not None:
-            if self.deliver_now:
-                on_sent()
-            else:
-                self.pending.append(on_sent)
-
-    def flush(self) -> None:
-        callbacks, self.pending = self.pending, []
-        for callback in callbacks:
-            callback()
-
-
-@dataclass
-class Harness:
-    relay: Relay
-    sender: FakeSender
-    jobs: list[Job]
-
-    def complete(self, job: Job, text: str | None, error: str | None = None) -> None:
-        self.relay.on_completion(Completion(job, text, error, 0.01, 1))
-
-    def say(self, origin: Origin, target: str, text: str) -> None:
-        self.relay.handle(Message(origin, target, text))
-
-    def context(self, name: str) -> list[Turn]:
-        transcript = self.relay.transcript(name)
-        assert transcript is not None, f"no context for {name}"
-        return transcript.turns_for(self.sender.nick)
-
-
-def words(text: str) -> int:
-    return len(text.split())
+from relaybot.irc.text import casefold
+from tests.support.bridge import ALICE, BOB, BOT, CAROL, NET, Harness, Sent, make_relay
 
 
 def make_harness(
     *, reply: ReplyConfig | None = None, accept: bool = True, random_value: float = 0.99
 ) -> Harness:
-    sender = FakeSender()
-    jobs: list[Job] = []
-
-    def submit(job: Job) -> bool:
-        if accept:
-            jobs.append(job)
-        return accept
-
-    relay = Relay(
-        network=NET,
-        fmt=RelayFormat(),
-        model=ModelInfo(count_tokens=words, context_window=2048),
-        reply=reply or ReplyConfig(),
-        params=SamplingParams(),
-        submit=submit,
-        sender=sender,
-        random=lambda: random_value,
-    )
-    return Harness(relay, sender, jobs)
+    return make_relay(reply=reply, accept=accept, random_value=random_value)
 
 
 @pytest.fixture
@@ -271,7 +177,7 @@ def test_rejected_submit_does_not_block_later_jobs():
     harness.relay.handle(Join(BOT, "#chan"))
     harness.say(ALICE, "#chan", "relaybot: one")
     assert harness.jobs == []
-    assert not harness.relay._in_flight
+    assert harness.relay.in_flight() == 0
 
 
 # --- completions ------------------------------------------------------------------------------
@@ -617,9 +523,7 @@ def test_query_reply_in_flight_survives_peer_nick_change(h: Harness):
 
 
 def test_forgetting_a_conversation_drops_the_engines_cached_prefix(joined: Harness):
-    forgotten: list[tuple[str, str]] = []
-    joined.relay.forget_cached = forgotten.append
     key = joined.relay.key("#CHAN")
     joined.relay.cancel(key)  # what reset and mute do
     joined.relay.forget("#chan")  # what part, kick and a lost channel do
-    assert forgotten == [key, key]
+    assert joined.queue.forgotten == [key, key]

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pytest
 from irc.features import FeatureSet
 
-from relaybot.bridge.relay import ModelInfo, Relay
+from relaybot.bridge.relay import Relay
 from relaybot.bridge.state import SavedContext
 from relaybot.config.schema import PolicyConfig, ReplyConfig
-from relaybot.conversation.formats import Prompt, RelayFormat, Turn
+from relaybot.conversation.formats import Prompt, Turn
 from relaybot.inference.engine import SamplingParams
-from relaybot.inference.worker import Completion, Job
 from relaybot.irc.events import (
     Action,
     Join,
-    Message,
     Names,
     NickChange,
     Origin,
@@ -29,167 +26,21 @@ from relaybot.irc.events import (
     Topic,
 )
 from relaybot.irc.session import status_changes
-from relaybot.irc.text import privmsg_payload_budget
-from relaybot.moderation import ModerationContext, Verdict
-from relaybot.policy.gate import ReplyGate
+from relaybot.moderation import Verdict
+from tests.support.bridge import (
+    ALICE,
+    BOB,
+    BOT,
+    NET,
+    OTHERBOT,
+    FakeModeration,
+    Harness,
+    TimersFrom,
+    make_relay,
+    words,
+)
 
-NET = "testnet"
-BOT = Origin("relaybot", "~relay", "bot.example")
-ALICE = Origin("alice", "al", "a.example")
-BOB = Origin("bob", "b", "b.example")
-OTHERBOT = Origin("otherbot", "ob", "o.example", bot=True)
-
-
-# --- harness ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Sent:
-    target: str
-    text: str
-    action: bool
-
-
-@dataclass
-class FakeSender:
-    nick: str = "relaybot"
-    casemapping: str = "rfc1459"
-    sent: list[Sent] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-
-    def payload_budget(self, target: str) -> int:
-        return privmsg_payload_budget(self.nick, target, BOT.user, BOT.host)
-
-    def send_message(
-        self,
-        target: str,
-        text: str,
-        *,
-        action: bool = False,
-        on_sent: Callable[[], None] | None = None,
-        on_lost: Callable[[], None] | None = None,
-    ) -> None:
-        self.sent.append(Sent(target, text, action))
-        if on_sent is not None:
-            on_sent()
-
-    def drop_queued(self, target: str) -> int:
-        self.dropped.append(target)
-        return 0
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeModeration:
-    """Rules by substring: block or replace, on input or output; records what it saw."""
-
-    def __init__(self) -> None:
-        self.input_rules: dict[str, Verdict] = {}
-        self.output_rules: dict[str, Verdict] = {}
-        self.inputs: list[tuple[str, ModerationContext]] = []
-        self.outputs: list[tuple[str, ModerationContext]] = []
-
-    @staticmethod
-    def _apply(rules: dict[str, Verdict], text: str) -> Verdict:
-        for needle, verdict in rules.items():
-            if needle in text:
-                return verdict
-        return Verdict.allow()
-
-    def check_input(self, text: str, context: ModerationContext) -> Verdict:
-        self.inputs.append((text, context))
-        return self._apply(self.input_rules, text)
-
-    def check_output(self, text: str, context: ModerationContext) -> Verdict:
-        self.outputs.append((text, context))
-        return self._apply(self.output_rules, text)
-
-
-@dataclass
-class Harness:
-    relay: Relay
-    sender: FakeSender
-    jobs: list[Job]
-    commands: list[tuple[Message, str | None]]
-    clock: Clock
-    wall: Clock
-
-    def say(self, origin: Origin, target: str, text: str) -> None:
-        self.relay.handle(Message(origin, target, text))
-
-    def join(self, channel: str, *others: str) -> None:
-        self.relay.handle(Join(BOT, channel))
-        self.relay.handle(Names(channel, ("relaybot", *others)))
-
-    def complete(self, job: Job, text: str | None, error: str | None = None) -> None:
-        self.relay.on_completion(Completion(job, text, error, 0.01, 1))
-
-    def turns(self, name: str) -> list[Turn]:
-        transcript = self.relay.transcript(name)
-        assert transcript is not None, f"no context for {name}"
-        return transcript.turns
-
-    def prompt(self, name: str) -> list[Turn]:
-        transcript = self.relay.transcript(name)
-        assert transcript is not None, f"no context for {name}"
-        return transcript.turns_for(self.sender.nick)
-
-    def texts(self) -> list[str]:
-        return [sent.text for sent in self.sender.sent]
-
-
-def words(text: str) -> int:
-    return len(text.split())
-
-
-def make(
-    *,
-    reply: ReplyConfig | None = None,
-    params: SamplingParams | None = None,
-    random_value: float = 0.99,
-    context_window: int = 2048,
-    policy: PolicyConfig | None = None,
-    moderation: FakeModeration | None = None,
-    commands: bool = False,
-    **relay_args: object,
-) -> Harness:
-    sender = FakeSender()
-    jobs: list[Job] = []
-    seen: list[tuple[Message, str | None]] = []
-    clock, wall = Clock(), Clock()
-
-    def submit(job: Job) -> bool:
-        jobs.append(job)
-        return True
-
-    def on_command(message: Message, channel: str | None) -> None:
-        seen.append((message, channel))
-
-    extra: dict[str, object] = dict(relay_args)
-    if commands:
-        extra["is_command"] = lambda text: text.startswith("!relay")
-        extra["on_command"] = on_command
-    relay = Relay(
-        network=NET,
-        fmt=RelayFormat(),
-        model=ModelInfo(count_tokens=words, context_window=context_window),
-        reply=reply or ReplyConfig(),
-        params=params or SamplingParams(),
-        submit=submit,
-        sender=sender,
-        random=lambda: random_value,
-        gate=ReplyGate(policy, clock) if policy is not None else None,
-        moderation=moderation,
-        wall_clock=wall,
-        **extra,  # type: ignore[arg-type]
-    )
-    return Harness(relay, sender, jobs, seen, clock, wall)
+make = make_relay
 
 
 @pytest.fixture
@@ -217,17 +68,17 @@ def prompt_tokens(prompt: Prompt) -> int:
 
 def test_channel_command_goes_to_on_command_not_the_context(h: Harness):
     h.say(ALICE, "#chan", "!relay mute 10m relaybot")
-    assert [(m.text, channel) for m, channel in h.commands] == [
+    assert [(m.text, channel) for m, channel in h.commands.seen] == [
         ("!relay mute 10m relaybot", "#chan")
     ]
-    assert h.commands[0][0].origin == ALICE
+    assert h.commands.seen[0][0].origin == ALICE
     assert h.turns("#chan") == []
     assert h.jobs == []
 
 
 def test_query_command_goes_to_on_command_with_no_channel(h: Harness):
     h.say(ALICE, "relaybot", "!relay status")
-    assert [(m.text, channel) for m, channel in h.commands] == [("!relay status", None)]
+    assert [(m.text, channel) for m, channel in h.commands.seen] == [("!relay status", None)]
     assert h.relay.transcript("alice") is None
     assert h.jobs == []
 
@@ -235,13 +86,13 @@ def test_query_command_goes_to_on_command_with_no_channel(h: Harness):
 def test_non_command_lines_do_not_reach_on_command(h: Harness):
     h.say(ALICE, "#chan", "relaybot: hello")
     h.relay.handle(Action(ALICE, "#chan", "!relay status"))  # an action is never a command
-    assert h.commands == []
+    assert h.commands.seen == []
     assert [t.content for t in h.turns("#chan")] == ["relaybot: hello", "* alice !relay status"]
     assert len(h.jobs) == 1
 
 
 def test_command_lines_are_ordinary_text_without_a_handler():
-    harness = make(is_command=lambda text: True)
+    harness = make()  # no operator commands wired: a command line is ordinary text
     harness.join("#chan")
     harness.say(ALICE, "#chan", "!relay relaybot")
     assert [t.content for t in harness.turns("#chan")] == ["!relay relaybot"]
@@ -726,7 +577,7 @@ def test_a_request_during_cooldown_is_answered_once_it_passes():
     timers: list[tuple[float, Callable[[], None]]] = []
     harness = make(
         policy=PolicyConfig(cooldown=10.0),
-        schedule=lambda delay, fn: timers.append((delay, fn)),
+        timers=TimersFrom(lambda delay, fn: timers.append((delay, fn))),
     )
     harness.join("#chan", "alice", "bob")
     harness.say(ALICE, "#chan", "relaybot: one")
@@ -752,7 +603,7 @@ def test_a_deferred_request_is_consumed_by_a_reply_that_starts_before_its_timer(
     timers: list[tuple[float, Callable[[], None]]] = []  # (due on harness.clock, callback)
     harness = make(
         policy=PolicyConfig(cooldown=2.0),
-        schedule=lambda delay, fn: timers.append((harness.clock.now + delay, fn)),
+        timers=TimersFrom(lambda delay, fn: timers.append((harness.clock.now + delay, fn))),
     )
 
     def run_timers(until: float) -> None:
@@ -794,7 +645,7 @@ def test_a_reply_started_by_retry_consumes_the_deferred_request():
     timers: list[tuple[float, Callable[[], None]]] = []
     harness = make(
         policy=PolicyConfig(cooldown=2.0),
-        schedule=lambda delay, fn: timers.append((delay, fn)),
+        timers=TimersFrom(lambda delay, fn: timers.append((delay, fn))),
     )
     harness.join("#chan", "alice")
     harness.say(ALICE, "#chan", "relaybot: one")
@@ -816,7 +667,7 @@ def test_a_deferred_request_is_dropped_when_the_channel_is_reset_meanwhile():
     timers: list[tuple[float, Callable[[], None]]] = []
     harness = make(
         policy=PolicyConfig(cooldown=10.0),
-        schedule=lambda delay, fn: timers.append((delay, fn)),
+        timers=TimersFrom(lambda delay, fn: timers.append((delay, fn))),
     )
     harness.join("#chan", "alice")
     harness.say(ALICE, "#chan", "relaybot: one")
@@ -1076,7 +927,7 @@ def test_status_change_twice_is_idempotent(h: Harness):
 def test_status_change_for_a_stranger_adds_no_member(h: Harness):
     h.relay.handle(StatusChange("#chan", "mallory", "@", True))
     assert h.relay.status_of("#chan", "mallory") == ""
-    assert "mallory" not in h.relay.members[KEY]
+    assert "mallory" not in h.relay.members.of(KEY)
     h.relay.handle(StatusChange("#nowhere", "alice", "@", True))
     assert h.relay.status_of("#nowhere", "alice") == ""
 
@@ -1164,13 +1015,12 @@ def test_private_conversations_are_bounded_least_recent_first():
 
 
 def test_cancel_tells_the_worker_to_skip_the_queued_job():
-    cancelled: list[int] = []
-    harness = make(cancel_job=cancelled.append)
+    harness = make()
     harness.join("#chan", "alice")
     harness.say(ALICE, "#chan", "relaybot: hello")
     [job] = harness.jobs
     harness.relay.cancel(KEY)
-    assert cancelled == [job.job_id]
+    assert harness.queue.cancelled == [job.job_id]
     harness.complete(job, "too late")
     assert harness.sender.sent == []
 

@@ -3,6 +3,7 @@ log fitted to the token budget, citations read back, and the `ask` jobs' deliver
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relaybot.bridge.asking import MAX_PENDING, Asking
@@ -102,8 +103,21 @@ class _Sender:
     def payload_budget(self, target: str) -> int:
         return 400
 
-    def send_message(self, target: str, text: str) -> None:
+    casemapping: str = "rfc1459"
+
+    def send_message(self, target: str, text: str, **_: object) -> None:
         self.sent.append((target, text))
+
+    def drop_queued(self, target: str) -> int:
+        return 0
+
+
+@dataclass
+class _OutputCheck:
+    check: Callable[[str, ModerationContext], Verdict]
+
+    def check_output(self, text: str, context: ModerationContext) -> Verdict:
+        return self.check(text, context)
 
 
 def _asking(
@@ -128,7 +142,7 @@ def _asking(
         submit=submit,
         new_job_id=lambda: next(ids),
         sender=sender,
-        check_output=check,
+        moderation=lambda: _OutputCheck(check),
         max_lines=lambda: 2,
     )
 

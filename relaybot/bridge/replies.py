@@ -1,0 +1,139 @@
+"""The one way generated text reaches IRC: output moderation, clean-up, splitting into safe
+lines, and sending them paced, each line recorded only once it is written.
+
+Used for replies in channels and queries and for `ask`'s answers. Model output never becomes
+an IRC command: a line that looks like one (`/join ...`) is dropped, `/me` becomes a CTCP
+ACTION where actions are allowed, and every line goes through `irc.text`'s sanitiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from relaybot.conversation.formats import strip_echoed_speaker
+from relaybot.irc.text import reply_lines
+from relaybot.log import get_logger
+from relaybot.moderation import Decision, ModerationContext, Verdict
+
+log = get_logger(component="replies")
+
+# A line may go out as a /me: leave room for the CTCP framing in every line's budget.
+ACTION_FRAMING = len("\x01ACTION \x01")
+
+
+class Sender(Protocol):
+    """What replies need from the IRC session."""
+
+    @property
+    def nick(self) -> str: ...
+
+    @property
+    def casemapping(self) -> str: ...
+
+    def payload_budget(self, target: str) -> int: ...
+
+    def send_message(
+        self,
+        target: str,
+        text: str,
+        *,
+        action: bool = False,
+        on_sent: Callable[[], None] | None = None,
+        on_lost: Callable[[], object] | None = None,
+    ) -> None: ...
+
+    def drop_queued(self, target: str) -> int: ...
+
+
+class OutputModeration(Protocol):
+    def check_output(self, text: str, context: ModerationContext) -> Verdict: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutLine:
+    text: str
+    action: bool  # sent as a /me
+
+
+def moderated(
+    moderation: OutputModeration | None,
+    text: str,
+    context: ModerationContext,
+    log_context: Mapping[str, Any],
+    *,
+    what: str = "reply",
+) -> str | None:
+    """The text as output moderation lets it out, or None when blocked (logged as
+    `{what}_blocked`; a replacement as `{what}_replaced`)."""
+    if moderation is None:
+        return text
+    verdict = moderation.check_output(text, context)
+    if verdict.decision is Decision.BLOCK:
+        log.warning(f"{what}_blocked", hook=verdict.hook, reason=verdict.reason, **log_context)
+        return None
+    if verdict.decision is Decision.REPLACE:
+        log.info(f"{what}_replaced", hook=verdict.hook, reason=verdict.reason, **log_context)
+        return verdict.text
+    return text
+
+
+def irc_lines(
+    text: str,
+    *,
+    speaker: str,
+    budget: int,
+    max_lines: int,
+    actions: bool,
+    log_context: Mapping[str, Any],
+) -> list[OutLine]:
+    """Model text as at most `max_lines` lines of at most `budget` bytes: an echoed
+    `<speaker>` prefix dropped, `/me` lines made actions (or dropped where `actions` is off),
+    and lines imitating any other IRC command dropped."""
+    lines = reply_lines(strip_echoed_speaker(text, speaker), budget, max_lines)
+    out: list[OutLine] = []
+    for line in lines:
+        if line.startswith("/me ") and actions:
+            out.append(OutLine(line[len("/me ") :].strip(), True))
+        elif line.startswith("/"):
+            # The model imitating an IRC command: never sent as one, and not as text either.
+            log.info("reply_line_dropped_command", line=line[:80], **log_context)
+        else:
+            out.append(OutLine(line, False))
+    return out
+
+
+def line_budget(sender: Sender, target: str) -> int:
+    """Bytes of text one line to `target` may carry, with room for a /me's framing."""
+    return sender.payload_budget(target) - ACTION_FRAMING
+
+
+def send_lines(
+    sender: Sender,
+    target: str,
+    lines: list[OutLine],
+    *,
+    on_written: Callable[[OutLine, bool], None] | None = None,
+    on_lost: Callable[[OutLine], Callable[[], object]] | None = None,
+) -> None:
+    """Queue `lines` for `target`. `on_written(line, last)` runs when a line is written (never
+    for one that is dropped); `on_lost(line)` gives what to run if the connection dies before
+    the server confirmed it."""
+    for index, line in enumerate(lines):
+        last = index == len(lines) - 1
+        written = None
+        if on_written is not None:
+
+            def written_now(line: OutLine = line, last: bool = last) -> None:
+                assert on_written is not None
+                on_written(line, last)
+
+            written = written_now
+        sender.send_message(
+            target,
+            line.text,
+            action=line.action,
+            on_sent=written,
+            on_lost=on_lost(line) if on_lost is not None else None,
+        )
