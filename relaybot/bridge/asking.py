@@ -12,7 +12,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from relaybot.bridge.replies import OutputModeration, Sender, irc_lines, moderated, send_lines
+from relaybot.bridge.ports import OutputModeration, Sender
+from relaybot.bridge.replies import irc_lines, moderated, send_lines
 from relaybot.conversation.formats import PromptFormat, Turn
 from relaybot.conversation.identity import ContextKey
 from relaybot.conversation.instruct import instruction_prompt

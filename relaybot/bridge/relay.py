@@ -8,20 +8,20 @@ Runs on the reactor thread only. It owns the per-conversation transcripts; membe
 from __future__ import annotations
 
 import dataclasses
-import functools
 import random as random_module
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
+from relaybot.bridge.jobs import reply_job
 from relaybot.bridge.members import Members
 from relaybot.bridge.operator_state import OperatorState
-from relaybot.bridge.replies import OutLine, Sender, irc_lines, line_budget, moderated, send_lines
-from relaybot.bridge.scheduling import JobQueue, ReplyScheduler, Timers, Wanted
-from relaybot.bridge.state import SavedContext
-from relaybot.config.channel_settings import CHANNEL_SETTINGS, ChannelSettings
+from relaybot.bridge.ports import Commands, JobQueue, Moderation, Sender, Timers
+from relaybot.bridge.replies import irc_lines, line_budget, moderated
+from relaybot.bridge.scheduling import ReplyScheduler, Wanted
+from relaybot.bridge.speaking import Speaking
+from relaybot.bridge.state import SavedContext, saved_context
+from relaybot.config.channel_settings import ChannelSettings
 from relaybot.config.schema import ReplyConfig
 from relaybot.conversation.formats import PromptFormat, Turn
 from relaybot.conversation.identity import ContextKey
@@ -35,7 +35,7 @@ from relaybot.conversation.transcript import (
     cast_turns,
     channel_event_turns,
 )
-from relaybot.inference.engine import GenerationRequest, SamplingParams
+from relaybot.inference.engine import SamplingParams
 from relaybot.inference.worker import Completion, Job
 from relaybot.irc.events import (
     Action,
@@ -54,25 +54,10 @@ from relaybot.irc.events import (
 )
 from relaybot.irc.text import casefold, is_channel_name, safe_line
 from relaybot.log import get_logger
-from relaybot.moderation import Decision, ModerationContext, Verdict
+from relaybot.moderation import Decision, ModerationContext
 from relaybot.policy.gate import ReplyGate, ReplyPolicy
 
 log = get_logger(component="relay")
-
-
-class Commands(Protocol):
-    """Operator commands (control.dispatch.Control): recognised, then handled instead of
-    entering a context."""
-
-    def is_command(self, text: str) -> bool: ...
-
-    def handle(self, message: Message, channel: str | None) -> None: ...
-
-
-class Moderation(Protocol):
-    def check_input(self, text: str, context: ModerationContext) -> Verdict: ...
-
-    def check_output(self, text: str, context: ModerationContext) -> Verdict: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +121,7 @@ class Relay:
             fold=lambda name: self.fold(name), wall_clock=wall_clock
         )
         self.saved: dict[ContextKey, SavedContext] = {}  # restored when the bot joins
-        self._recent_replies: dict[ContextKey, deque[str]] = {}
-        self._retrying: set[ContextKey] = set()  # the next reply there may repeat the last
-        self.reply_times: deque[float] = deque(maxlen=10_000)
+        self.speaking = Speaking(sender, wall_clock)
 
     # --- keys and contexts --------------------------------------------------------------
 
@@ -167,7 +150,7 @@ class Relay:
         self.transcripts.pop(key, None)
         self.members.forget(key)
         self.cancel(key)
-        self._recent_replies.pop(key, None)
+        self.speaking.forget(key)
         if self.gate is not None:
             self.gate.forget(key)
 
@@ -347,7 +330,7 @@ class Relay:
         for key in queries[: max(0, len(queries) - self.max_queries + 1)]:
             if not self.scheduler.is_busy(key):
                 del self.transcripts[key]
-                self._recent_replies.pop(key, None)
+                self.speaking.forget(key)
                 self.scheduler.drop_idle(key)
 
     def _channel_line(self, event: Message | Action, channel: str) -> None:
@@ -428,7 +411,7 @@ class Relay:
         transcript.drop_trailing(
             lambda turn: turn.role == me or turn.content.startswith(f"* {me} ")
         )
-        self._retrying.add(key)
+        self.speaking.retrying(key)
         self.scheduler.want(key, Wanted(transcript.name, me, me, False))
         return True
 
@@ -436,35 +419,19 @@ class Relay:
         """A job id no reply uses (other kinds of job, such as `ask`, share the sequence)."""
         return self.scheduler.new_job_id()
 
-    def _params_for(self, key: ContextKey) -> SamplingParams:
-        settings = self.settings_for(key)
-        changes = {
-            spec.name: value
-            for spec in CHANNEL_SETTINGS.values()
-            if spec.section == "model" and (value := getattr(settings, spec.name)) is not None
-        }
-        return dataclasses.replace(self.params, **changes) if changes else self.params
-
     def job_for(self, key: ContextKey, wanted: Wanted, job_id: int) -> Job | None:
         transcript = self.transcripts.get(key)
         if transcript is None:
             return None
-        params = self._params_for(key)
-        # A channel may allow longer replies than the context budget was sized for.
-        extra = params.max_new_tokens - self.params.max_new_tokens
-        prompt = self.fmt.render(transcript.turns_for(wanted.speaker, extra), wanted.speaker)
-        return Job(
-            job_id=job_id,
-            key=key,
-            reply_to=wanted.reply_to,
-            speaker=wanted.speaker,
-            # The key lets the engine reuse this conversation's cached prompt prefix.
-            request=GenerationRequest(prompt, params, cache_key=key),
-            log_context={
-                "network": self.network,
-                "channel": wanted.reply_to,
-                "nick": wanted.asker,
-            },
+        return reply_job(
+            key,
+            wanted,
+            job_id,
+            transcript=transcript,
+            fmt=self.fmt,
+            base=self.params,
+            settings=self.settings_for(key),
+            network=self.network,
         )
 
     def on_completion(self, completion: Completion) -> None:
@@ -517,67 +484,13 @@ class Relay:
             actions=True,
             log_context=context,
         )
-        recent = self._recent_replies.setdefault(key, deque(maxlen=3))
-        normalised = " ".join(
-            " ".join(("/me " if line.action else "") + line.text for line in lines).split()
-        ).lower()
-        retried = key in self._retrying
-        self._retrying.discard(key)
-        if normalised and normalised in recent and not retried:
-            log.info("reply_dropped_repeated", **context)
-            return
-        if not lines:
-            log.info("reply_empty", seconds=round(seconds, 3), **context)
-            return
-        recent.append(normalised)
-
-        # One turn object a line: a retraction takes back exactly the turn that was recorded.
-        turns = {
-            id(line): Turn(SYSTEM, f"* {speaker} {line.text}")
-            if line.action
-            else Turn(speaker, line.text)
-            for line in lines
-        }
-        written = 0
-
-        def on_written(line: OutLine, last: bool) -> None:
-            # Each line enters the transcript when it is written (and leaves it again if the
-            # connection dies before the server confirmed it); `reply_sent` comes with the
-            # last one, never for lines that are dropped.
-            nonlocal written
-            transcript.add([turns[id(line)]])
-            written += 1
-            if last:
-                self.reply_times.append(self.wall_clock())
-                log.info("reply_sent", lines=written, seconds=round(seconds, 3), **context)
-
-        send_lines(
-            self.sender,
-            reply_to,
-            lines,
-            on_written=on_written,
-            on_lost=lambda line: functools.partial(transcript.retract, turns[id(line)]),
-        )
+        self.speaking.say(key, transcript, speaker, lines, log_context=context, seconds=seconds)
 
     def saved_contexts(self) -> list[tuple[ContextKey, SavedContext]]:
         """Channel contexts as plain values, for the state store (queries are not saved)."""
         now = self.wall_clock()
-        result = []
-        for key, transcript in self.transcripts.items():
-            if not is_channel_name(transcript.name):
-                continue
-            topic = transcript.topic.content if transcript.topic else None
-            prefix = f"* Topic for {transcript.name} is: "
-            result.append(
-                (
-                    key,
-                    SavedContext(
-                        name=transcript.name,
-                        header=tuple(transcript.header),
-                        topic=topic[len(prefix) :] if topic and topic.startswith(prefix) else None,
-                        turns=tuple(transcript.turns),
-                        saved_at=now,
-                    ),
-                )
-            )
-        return result
+        return [
+            (key, saved_context(transcript, now))
+            for key, transcript in self.transcripts.items()
+            if is_channel_name(transcript.name)
+        ]

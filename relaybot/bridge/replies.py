@@ -10,45 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from relaybot.bridge.ports import OutputModeration, Sender
 from relaybot.conversation.formats import strip_echoed_speaker
 from relaybot.irc.text import reply_lines
 from relaybot.log import get_logger
-from relaybot.moderation import Decision, ModerationContext, Verdict
+from relaybot.moderation import Decision, ModerationContext
 
 log = get_logger(component="replies")
 
 # A line may go out as a /me: leave room for the CTCP framing in every line's budget.
 ACTION_FRAMING = len("\x01ACTION \x01")
-
-
-class Sender(Protocol):
-    """What replies need from the IRC session."""
-
-    @property
-    def nick(self) -> str: ...
-
-    @property
-    def casemapping(self) -> str: ...
-
-    def payload_budget(self, target: str) -> int: ...
-
-    def send_message(
-        self,
-        target: str,
-        text: str,
-        *,
-        action: bool = False,
-        on_sent: Callable[[], None] | None = None,
-        on_lost: Callable[[], object] | None = None,
-    ) -> None: ...
-
-    def drop_queued(self, target: str) -> int: ...
-
-
-class OutputModeration(Protocol):
-    def check_output(self, text: str, context: ModerationContext) -> Verdict: ...
 
 
 @dataclass(frozen=True, slots=True)

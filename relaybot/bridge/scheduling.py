@@ -14,32 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from relaybot.bridge.ports import JobQueue, Timers
 from relaybot.conversation.identity import ContextKey
 from relaybot.inference.worker import Job
 from relaybot.log import get_logger
 from relaybot.policy.gate import ReplyGate
 
 log = get_logger(component="relay")
-
-
-class JobQueue(Protocol):
-    """The inference worker, as the bridge uses it."""
-
-    def submit(self, job: Job) -> bool:
-        """Queue a job; False when the queue is full."""
-        ...
-
-    def cancel(self, job_id: int) -> None:
-        """Skip the job if queued, stop it if decoding; its completion is then dropped."""
-        ...
-
-    def forget(self, key: ContextKey) -> None:
-        """Drop the engine's cached prompt prefix for a conversation."""
-        ...
-
-
-class Timers(Protocol):
-    def schedule(self, delay: float, fn: Callable[[], None]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from relaybot.config.channel_settings import ChannelSettings, SettingValue
 from relaybot.conversation.formats import Turn
+from relaybot.conversation.transcript import Transcript
 
 # --- values -----------------------------------------------------------------------------------
 
@@ -130,3 +131,16 @@ class SavedContext:
     def __post_init__(self) -> None:
         object.__setattr__(self, "header", tuple(self.header))
         object.__setattr__(self, "turns", tuple(self.turns))
+
+
+def saved_context(transcript: Transcript, now: float) -> SavedContext:
+    """A conversation's context as plain values, for the state store."""
+    topic = transcript.topic.content if transcript.topic else None
+    prefix = f"* Topic for {transcript.name} is: "
+    return SavedContext(
+        name=transcript.name,
+        header=tuple(transcript.header),
+        topic=topic[len(prefix) :] if topic and topic.startswith(prefix) else None,
+        turns=tuple(transcript.turns),
+        saved_at=now,
+    )

@@ -303,8 +303,8 @@ class Bot:
 
     def status_line(self) -> str:
         now = time.time()
-        replies_10m = sum(1 for t in self.relay.reply_times if now - t <= 600)
-        replies_1h = sum(1 for t in self.relay.reply_times if now - t <= 3600)
+        replies_10m = sum(1 for t in self.relay.speaking.reply_times if now - t <= 600)
+        replies_1h = sum(1 for t in self.relay.speaking.reply_times if now - t <= 3600)
         channels = []
         for name in self.session.joined_channels():
             until = self.operator_state.muted_until(self._key(name)[1])

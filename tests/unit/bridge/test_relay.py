@@ -210,9 +210,9 @@ def test_a_reply_counts_for_status_once_its_last_line_is_written(joined: Harness
     joined.sender.deliver_now = False
     joined.say(ALICE, "#chan", "relaybot: hello")
     joined.complete(joined.jobs[0], "hi alice\nnice to see you")
-    assert len(joined.relay.reply_times) == 0  # queued, not written
+    assert len(joined.relay.speaking.reply_times) == 0  # queued, not written
     joined.sender.flush()
-    assert len(joined.relay.reply_times) == 1
+    assert len(joined.relay.speaking.reply_times) == 1
 
 
 def test_lines_the_server_never_confirmed_leave_the_transcript(joined: Harness):

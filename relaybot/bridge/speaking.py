@@ -1,0 +1,90 @@
+"""The bot speaking in its conversations: a reply's lines are sent, each recorded in the
+transcript when it is written (and taken back if the server never confirmed it), repeats of
+the last few replies are dropped, and the times of finished replies are kept for status."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from relaybot.bridge.ports import Sender
+from relaybot.bridge.replies import OutLine, send_lines
+from relaybot.conversation.formats import Turn
+from relaybot.conversation.identity import ContextKey
+from relaybot.conversation.transcript import SYSTEM, Transcript
+from relaybot.log import get_logger
+
+log = get_logger(component="relay")
+
+RECENT_REPLIES = 3  # a reply equal to one of a conversation's last few is dropped
+
+
+class Speaking:
+    def __init__(self, sender: Sender, wall_clock: Callable[[], float] = time.time) -> None:
+        self.sender = sender
+        self.wall_clock = wall_clock
+        self._recent: dict[ContextKey, deque[str]] = {}
+        self._retrying: set[ContextKey] = set()  # the next reply there may repeat the last
+        self.reply_times: deque[float] = deque(maxlen=10_000)  # wall clock, last line written
+
+    def retrying(self, key: ContextKey) -> None:
+        """An operator's retry: the next reply in `key` may repeat the last one."""
+        self._retrying.add(key)
+
+    def forget(self, key: ContextKey) -> None:
+        self._recent.pop(key, None)
+        self._retrying.discard(key)
+
+    def say(
+        self,
+        key: ContextKey,
+        transcript: Transcript,
+        speaker: str,
+        lines: list[OutLine],
+        *,
+        log_context: Mapping[str, Any],
+        seconds: float,
+    ) -> None:
+        """Send a reply's lines to the conversation `transcript` holds."""
+        recent = self._recent.setdefault(key, deque(maxlen=RECENT_REPLIES))
+        normalised = " ".join(
+            " ".join(("/me " if line.action else "") + line.text for line in lines).split()
+        ).lower()
+        retried = key in self._retrying
+        self._retrying.discard(key)
+        if normalised and normalised in recent and not retried:
+            log.info("reply_dropped_repeated", **log_context)
+            return
+        if not lines:
+            log.info("reply_empty", seconds=round(seconds, 3), **log_context)
+            return
+        recent.append(normalised)
+
+        # One turn object a line: a retraction takes back exactly the turn that was recorded.
+        turns = {
+            id(line): Turn(SYSTEM, f"* {speaker} {line.text}")
+            if line.action
+            else Turn(speaker, line.text)
+            for line in lines
+        }
+        written = 0
+
+        def on_written(line: OutLine, last: bool) -> None:
+            # `reply_sent` comes with the last line written, never for lines that are dropped.
+            nonlocal written
+            transcript.add([turns[id(line)]])
+            written += 1
+            if last:
+                self.reply_times.append(self.wall_clock())
+                log.info("reply_sent", lines=written, seconds=round(seconds, 3), **log_context)
+
+        send_lines(
+            self.sender,
+            transcript.name,
+            lines,
+            on_written=on_written,
+            on_lost=lambda line: functools.partial(transcript.retract, turns[id(line)]),
+        )
