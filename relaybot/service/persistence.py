@@ -1,48 +1,50 @@
-"""State on disk: the operators' runtime state and each conversation's context, written and
-read back.
+"""The state store: where the bot's files go under `<state dir>/<network>/`, safe file names,
+locking, atomic writes, moving unreadable files aside, and transcript exports. What the files
+say is state_format.py's business."""
 
-This module owns everything the bot writes under `<state dir>/<network>/`:
-
-    state.toml                   RuntimeState: joined and parted channels, mutes, casts,
-                                 per-channel settings, ignore masks
-    contexts/<stem>.toml         one SavedContext per conversation; the real name is stored
-                                 inside, the file name is only a safe, hashed stand-in
-    exports/<stem>-<UTC>.jsonl   transcripts exported on request, one {"role", "content"} a line
-
-Every write is atomic (temp file in the same directory, fsync, rename, fsync the directory),
-so a crash leaves either the old file or the new one, never half of one. A file that cannot
-be understood is moved aside (never deleted) and logged, and loading returns defaults, so a
-bad file costs the bot its saved state but never its start.
-"""
+# The layout:
+#
+#     state.toml                   RuntimeState: joined and parted channels, mutes, casts,
+#                                  per-channel settings, ignore masks
+#     contexts/<stem>.toml         one SavedContext per conversation; the real name is stored
+#                                  inside, the file name is only a safe, hashed stand-in
+#     exports/<stem>-<UTC>.jsonl   transcripts exported on request, one {"role", "content"} a line
+#
+# Every write is atomic (temp file in the same directory, fsync, rename, fsync the directory),
+# so a crash leaves either the old file or the new one, never half of one. A file that cannot
+# be understood is moved aside (never deleted) and logged, and loading returns defaults, so a
+# bad file costs the bot its saved state but never its start.
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import re
 import tempfile
 import threading
 import time
-import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from relaybot.bridge.state import RuntimeState, SavedContext
-from relaybot.config.channel_settings import CHANNEL_SETTINGS, ChannelSettings
 from relaybot.conversation.export import jsonl
 from relaybot.conversation.formats import Turn
 from relaybot.conversation.transcript import topic_line
 from relaybot.log import get_logger
+from relaybot.service.state_format import (
+    StateFormatError,
+    decode,
+    encode_context,
+    encode_runtime,
+    parse_context,
+    parse_runtime,
+)
 
 log = get_logger(component="state")
 
-FORMAT_VERSION = 1
 RUNTIME_FILE = "state.toml"
 CONTEXTS_DIR = "contexts"
 EXPORTS_DIR = "exports"
@@ -52,201 +54,6 @@ FILE_MODE = 0o600
 # Temp files end in this suffix (not `.toml`), so a crash mid-write never leaves a file that
 # loading would pick up, and the leftovers can be recognised and swept.
 _TEMP_SUFFIX = ".partial"
-
-
-# --- validation -------------------------------------------------------------------------------
-
-
-class _Corrupt(Exception):
-    """A file's content is not what this module writes; the message says what is wrong."""
-
-
-# IRC cannot carry these inside a channel name or mask; a name holding one came from a
-# damaged or mistyped file and would otherwise end up inside a JOIN line.
-_BAD_CHANNEL_CHARS = frozenset(" ,\x00\x07\r\n")
-_BAD_MASK_CHARS = frozenset(" \x00\r\n")
-
-
-def _kind_name(value: object) -> str:
-    return type(value).__name__
-
-
-def _check_version(doc: Mapping[str, Any]) -> None:
-    if "version" not in doc:
-        raise _Corrupt("missing key 'version'")
-    version = doc["version"]
-    if type(version) is not int:
-        raise _Corrupt(f"version must be an integer, not {_kind_name(version)}")
-    if version > FORMAT_VERSION:
-        raise _Corrupt(
-            f"version {version} is newer than this relaybot understands (it reads version "
-            f"{FORMAT_VERSION}); was it written by a newer release?"
-        )
-    if version < 1:
-        raise _Corrupt(f"version {version} is not a valid version")
-
-
-def _only_keys(doc: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
-    extra = sorted(set(doc) - set(allowed))
-    if extra:
-        raise _Corrupt(f"{where}: unknown key(s) {', '.join(map(repr, extra))}")
-
-
-def _required(doc: Mapping[str, Any], key: str, where: str = "") -> Any:
-    if key not in doc:
-        raise _Corrupt(f"{where}missing key {key!r}")
-    return doc[key]
-
-
-def _name(value: object, where: str, bad: frozenset[str]) -> str:
-    if not isinstance(value, str):
-        raise _Corrupt(f"{where} must be a string, not {_kind_name(value)}")
-    if not value:
-        raise _Corrupt(f"{where} must not be empty")
-    if any(ch in bad for ch in value):
-        raise _Corrupt(f"{where} {value!r} contains a character IRC cannot carry")
-    return value
-
-
-def _names(value: object, where: str, bad: frozenset[str]) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise _Corrupt(f"{where} must be an array of strings, not {_kind_name(value)}")
-    return tuple(_name(item, f"{where}[{i}]", bad) for i, item in enumerate(value))
-
-
-def _table(value: object, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Corrupt(f"{where} must be a table, not {_kind_name(value)}")
-    return value
-
-
-def _number(value: object, where: str, *, finite: bool) -> float:
-    # bool is an int subclass; `true` is not a time or a temperature.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Corrupt(f"{where} must be a number, not {_kind_name(value)}")
-    number = float(value)
-    if math.isnan(number) or (finite and math.isinf(number)):
-        raise _Corrupt(f"{where} must be a finite number, not {value!r}")
-    return number
-
-
-def _channel_settings(value: object, where: str) -> ChannelSettings:
-    table = _table(value, where)
-    _only_keys(table, CHANNEL_SETTINGS, where)
-    settings = ChannelSettings()
-    for name, item in table.items():
-        # bool is an int subclass and an int is no float: name the kind the file has
-        problem = CHANNEL_SETTINGS[name].problem(item)
-        if problem is not None:
-            raise _Corrupt(f"{where}.{name} {problem}, not {_kind_name(item)} {item!r}")
-        settings = settings.with_value(name, item)
-    return settings
-
-
-_RUNTIME_KEYS = ("version", "joined", "parted", "ignores", "mutes", "casts", "settings")
-
-
-def _parse_runtime(doc: Mapping[str, Any]) -> RuntimeState:
-    _check_version(doc)
-    _only_keys(doc, _RUNTIME_KEYS, "top level")
-    for key in _RUNTIME_KEYS:
-        _required(doc, key)
-    mutes = {
-        _name(key, "mutes key", _BAD_CHANNEL_CHARS): _number(
-            value, f"mutes[{key!r}] (unix time the mute ends)", finite=False
-        )
-        for key, value in _table(doc["mutes"], "mutes").items()
-    }
-    casts: dict[str, str] = {}
-    for key, value in _table(doc["casts"], "casts").items():
-        if not isinstance(value, str):
-            raise _Corrupt(f"casts[{key!r}] must be a string, not {_kind_name(value)}")
-        casts[_name(key, "casts key", _BAD_CHANNEL_CHARS)] = value
-    settings = {
-        _name(key, "settings key", _BAD_CHANNEL_CHARS): _channel_settings(
-            value, f"settings[{key!r}]"
-        )
-        for key, value in _table(doc["settings"], "settings").items()
-    }
-    return RuntimeState(
-        joined=_names(doc["joined"], "joined", _BAD_CHANNEL_CHARS),
-        parted=_names(doc["parted"], "parted", _BAD_CHANNEL_CHARS),
-        mutes=mutes,
-        casts=casts,
-        settings=settings,
-        ignores=_names(doc["ignores"], "ignores", _BAD_MASK_CHARS),
-    )
-
-
-def _runtime_doc(state: RuntimeState) -> dict[str, Any]:
-    return {
-        "version": FORMAT_VERSION,
-        "joined": list(state.joined),
-        "parted": list(state.parted),
-        "ignores": list(state.ignores),
-        "mutes": dict(state.mutes),
-        "casts": dict(state.casts),
-        "settings": {key: value.as_dict() for key, value in state.settings.items()},
-    }
-
-
-def _turns(value: object, where: str) -> tuple[Turn, ...]:
-    if not isinstance(value, list):
-        raise _Corrupt(f"{where} must be an array of tables, not {_kind_name(value)}")
-    turns = []
-    for i, item in enumerate(value):
-        table = _table(item, f"{where}[{i}]")
-        _only_keys(table, ("role", "content"), f"{where}[{i}]")
-        role = _required(table, "role", f"{where}[{i}]: ")
-        content = _required(table, "content", f"{where}[{i}]: ")
-        if not isinstance(role, str) or not isinstance(content, str):
-            raise _Corrupt(f"{where}[{i}]: role and content must be strings")
-        turns.append(Turn(role, content))
-    return tuple(turns)
-
-
-_CONTEXT_KEYS = ("version", "name", "saved_at", "topic", "header", "turns")
-
-
-def _parse_context(doc: Mapping[str, Any]) -> SavedContext:
-    _check_version(doc)
-    _only_keys(doc, _CONTEXT_KEYS, "top level")
-    name = _required(doc, "name")
-    if not isinstance(name, str) or not name:
-        raise _Corrupt("name must be a non-empty string")
-    # TOML has no null: a context without a topic simply has no `topic` key.
-    topic = doc.get("topic")
-    if topic is not None and not isinstance(topic, str):
-        raise _Corrupt(f"topic must be a string, not {_kind_name(topic)}")
-    return SavedContext(
-        name=name,
-        header=_turns(_required(doc, "header"), "header"),
-        topic=topic,
-        turns=_turns(_required(doc, "turns"), "turns"),
-        saved_at=_number(_required(doc, "saved_at"), "saved_at", finite=True),
-    )
-
-
-def _context_doc(ctx: SavedContext) -> dict[str, Any]:
-    doc: dict[str, Any] = {"version": FORMAT_VERSION, "name": ctx.name, "saved_at": ctx.saved_at}
-    if ctx.topic is not None:
-        doc["topic"] = ctx.topic
-    doc["header"] = [{"role": t.role, "content": t.content} for t in ctx.header]
-    doc["turns"] = [{"role": t.role, "content": t.content} for t in ctx.turns]
-    return doc
-
-
-def _encode(doc: Mapping[str, Any], parse: Callable[[Mapping[str, Any]], object]) -> bytes:
-    """TOML bytes for `doc`, refused unless loading them back would succeed: never write a
-    file that the next start would have to move aside."""
-    try:
-        text = tomli_w.dumps(dict(doc))
-        parse(tomllib.loads(text))
-        return text.encode("utf-8")
-    except _Corrupt as exc:
-        raise ValueError(f"refusing to save state that would not load back: {exc}") from None
-    except (TypeError, UnicodeEncodeError) as exc:
-        raise ValueError(f"refusing to save state that TOML cannot hold: {exc}") from None
 
 
 # --- file names -------------------------------------------------------------------------------
@@ -371,15 +178,15 @@ class StateStore:
                 if doc is None:
                     log.debug("state_file_missing", path=str(self.runtime_path))
                     return RuntimeState()
-                return _parse_runtime(doc)
-            except _Corrupt as exc:
+                return parse_runtime(doc)
+            except StateFormatError as exc:
                 self._move_aside(self.runtime_path, str(exc))
                 return RuntimeState()
 
     def save_runtime(self, state: RuntimeState) -> None:
         """Write `state` atomically. ValueError when it holds values that would not load back
         (a wrong type, a name IRC cannot carry); OSError when the disk refuses."""
-        data = _encode(_runtime_doc(state), _parse_runtime)
+        data = encode_runtime(state)
         with self._lock:
             self._make_dirs(self.root)
             _atomic_write(self.runtime_path, data)
@@ -398,15 +205,15 @@ class StateStore:
                     doc = self._read(path)
                     if doc is None:  # removed while we were listing
                         continue
-                    ctx = _parse_context(doc)
+                    ctx = parse_context(doc)
                     # A hand-renamed or copied file would shadow or outlive the real one:
                     # save and delete only ever touch the name's own file.
                     if path.name != self.context_path(ctx.name).name:
-                        raise _Corrupt(
+                        raise StateFormatError(
                             f"file name does not match the conversation stored inside "
                             f"({ctx.name!r} belongs in {self.context_path(ctx.name).name})"
                         )
-                except _Corrupt as exc:
+                except StateFormatError as exc:
                     self._move_aside(path, str(exc))
                     continue
                 contexts[ctx.name] = ctx
@@ -416,7 +223,7 @@ class StateStore:
         """Write one context atomically (ValueError / OSError as for save_runtime)."""
         if not ctx.name:
             raise ValueError("a saved context needs a name")
-        data = _encode(_context_doc(ctx), _parse_context)
+        data = encode_context(ctx)
         with self._lock:
             self._make_dirs(self.contexts_dir)
             _atomic_write(self.context_path(ctx.name), data)
@@ -484,13 +291,8 @@ class StateStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise _Corrupt(f"cannot read the file: {exc.strerror or exc}") from None
-        try:
-            return tomllib.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise _Corrupt(f"not valid UTF-8: {exc.reason} at byte {exc.start}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise _Corrupt(f"not valid TOML: {exc}") from None
+            raise StateFormatError(f"cannot read the file: {exc.strerror or exc}") from None
+        return decode(raw)
 
     def _move_aside(self, path: Path, problem: str) -> None:
         """Keep a bad file for a person to inspect, out of the way of the next save."""

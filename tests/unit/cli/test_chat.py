@@ -8,7 +8,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pexpect
@@ -28,27 +28,11 @@ from relaybot.cli.main import main
 from relaybot.config.schema import ConfigError
 from relaybot.conversation.api import Conversation
 from relaybot.conversation.formats import Turn
-from relaybot.inference.engine import EngineError, GenerationRequest
+from relaybot.inference.engine import EngineError
+from tests.support.fakes import ScriptedEngine
 
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 ERASE = "\x1b[F\x1b[K"
-
-
-class ScriptedEngine:
-    description = "scripted"
-    context_window = 2048
-
-    def __init__(self, *replies: str | BaseException) -> None:
-        self.replies = list(replies)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        reply = self.replies.pop(0)
-        if isinstance(reply, BaseException):
-            raise reply
-        return [reply]
 
 
 class Tty(io.StringIO):

@@ -15,27 +15,9 @@ from relaybot.conversation.export import jsonl
 from relaybot.conversation.formats import RelayFormat, Turn
 from relaybot.conversation.instruct import format_by_name
 from relaybot.inference.engine import Engine, EngineError, GenerationRequest, SamplingParams
-from tests.support.fakes import FixedEngine
+from tests.support.fakes import FixedEngine, ScriptedEngine
 
 S = "system"
-
-
-class ScriptedEngine:
-    """Answers with the given texts in turn and keeps every request."""
-
-    description = "scripted"
-
-    def __init__(self, *texts: str, context_window: int = 2048) -> None:
-        self.texts = list(texts)
-        self.context_window = context_window
-        self.requests: list[GenerationRequest] = []
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 1
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        self.requests.extend(requests)
-        return [self.texts.pop(0) for _ in requests]
 
 
 class FailingEngine(FixedEngine):

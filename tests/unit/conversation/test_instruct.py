@@ -1,7 +1,7 @@
 """Golden prompts for the instruct formats of the seed model cards, byte for byte.
 
 The expected strings are written out by hand from the cards' templates (see
-relaybot/conversation/instruct.py for the passages), not produced by the code under test.
+relaybot/conversation/families.py for the passages), not produced by the code under test.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relaybot.conversation import families, instruct, template, two_role
 from relaybot.conversation.formats import PromptFormat, RelayFormat, Turn
 from relaybot.conversation.instruct import (
     FORMATS,
@@ -363,3 +364,13 @@ def test_format_by_name_unknown_lists_valid_names() -> None:
 def test_vicuna_unknown_variant() -> None:
     with pytest.raises(ValueError, match="airoboros"):
         VicunaFormat(variant="fastchat")
+
+
+def test_split_modules_stay_importable_from_instruct() -> None:
+    # Callers import the formats and channel helpers from instruct; the split must not move them.
+    for module in (families, template, two_role):
+        for name in instruct.__all__:
+            if hasattr(module, name):
+                assert getattr(instruct, name) is getattr(module, name), name
+    assert set(instruct.__all__) <= set(dir(instruct))
+    assert set(instruct.FORMAT_NAMES) == {*FORMATS, "template"}

@@ -9,14 +9,9 @@ import pytest
 
 from relaybot.config.schema import ModelConfig
 from relaybot.conversation.formats import Turn
-from relaybot.conversation.instruct import (
-    TemplateFormat,
-    channel_request,
-    channel_system_prompt,
-    configured_format,
-    format_by_name,
-    template_format,
-)
+from relaybot.conversation.instruct import configured_format, format_by_name
+from relaybot.conversation.template import TemplateFormat, template_format
+from relaybot.conversation.two_role import channel_request, channel_system_prompt
 
 BOT = "relaybot"
 TURNS = [
