@@ -30,6 +30,7 @@ from relaybot.log import get_logger
 from relaybot.moderation import ModerationChain, build_chain
 from relaybot.policy.gate import ReplyGate
 from relaybot.policy.permissions import any_mask_matches
+from relaybot.service.contexts import ContextSaver
 from relaybot.service.persistence import StateStore
 from relaybot.service.readiness import Readiness
 from relaybot.service.reload import plan_reload
@@ -120,9 +121,11 @@ class Bot:
             moderation=lambda: self.moderation,
             max_lines=lambda: self.config.reply.max_lines,
         )
-        self._saved_revisions: dict[ContextKey, int] = {}
+        self.contexts = ContextSaver(
+            self.store, self.relay, self.session, lambda: self.config.state.flush_interval
+        )
         self._restore()
-        self._schedule_flush()
+        self.contexts.start()
         self.readiness = Readiness(
             self.session,
             Notifier.from_environment(),
@@ -142,9 +145,7 @@ class Bot:
         for name in state.joined:
             if is_channel_name(name):
                 self.session.join(name)
-        contexts = self.store.load_contexts()
-        for name, saved in contexts.items():
-            self.relay.saved[self._key(name)] = saved
+        contexts = self.contexts.restore()
         for name in state.casts:
             previous = self.relay.saved.get(self._key(name))
             for turn in previous.header if previous else ():
@@ -159,7 +160,7 @@ class Bot:
                 casts=len(state.casts),
                 settings=len(state.settings),
                 ignores=len(state.ignores),
-                contexts=len(contexts),
+                contexts=contexts,
             )
 
     def _save_runtime(self, state: RuntimeState) -> None:
@@ -168,28 +169,8 @@ class Bot:
         except (OSError, ValueError) as exc:
             log.error("state_save_failed", error=str(exc))
 
-    def _schedule_flush(self) -> None:
-        def flush() -> None:
-            self.flush_contexts()
-            self.session.schedule(self.config.state.flush_interval, flush)
-
-        self.session.schedule(self.config.state.flush_interval, flush)
-
     def flush_contexts(self) -> int:
-        """Save every channel context changed since the last save; returns how many."""
-        written = 0
-        for key, saved in self.relay.saved_contexts():
-            revision = self.relay.transcripts[key].revision
-            if self._saved_revisions.get(key) == revision:
-                continue
-            try:
-                self.store.save_context(saved)
-            except (OSError, ValueError) as exc:
-                log.error("context_save_failed", channel=saved.name, error=str(exc))
-                continue
-            self._saved_revisions[key] = revision
-            written += 1
-        return written
+        return self.contexts.flush()
 
     # --- operator actions (relaybot.control.actions.OperatorActions; on the reactor thread) ---
 
@@ -244,23 +225,15 @@ class Bot:
         configured = any(fold(c.name) == fold(name) for c in self.config.irc.channels)
         self.operator_state.part(name, configured=configured)
         self.session.part(name, reason)
-        self._drop_context(name)
+        self.contexts.drop(name)
         self.readiness.progress()
 
     def _forgotten(self, name: str) -> None:
         """The session gave a channel up (kicked, banned...): forget it for good."""
         self.relay.forget(name)
         self.operator_state.forget_joined(name)
-        self._drop_context(name)
+        self.contexts.drop(name)
         self.readiness.progress()  # a refused channel no longer holds up READY=1
-
-    def _drop_context(self, name: str) -> None:
-        self.relay.forget(name)
-        self._saved_revisions.pop(self._key(name), None)
-        try:
-            self.store.delete_context(name)
-        except OSError as exc:
-            log.error("context_delete_failed", channel=name, error=str(exc))
 
     def mute(self, channel: str, seconds: float) -> None:
         key = self._key(channel)
@@ -355,7 +328,7 @@ class Bot:
             self.session.join(channel.name, channel.key.value if channel.key else None)
         for name in plan.part:
             self.session.part(name, "removed from the config")
-            self._drop_context(name)
+            self.contexts.drop(name)
         log.info(
             "config_reloaded",
             joined=[channel.name for channel in plan.join],
