@@ -62,5 +62,9 @@ class Members:
     def status_of(self, key: ContextKey, nick: str) -> str:
         return self._by_channel.get(key, {}).get(self.fold(nick), "")
 
+    def sizes(self) -> dict[ContextKey, int]:
+        """How many members each channel has (bounded: the tests of hostile input check it)."""
+        return {key: len(members) for key, members in self._by_channel.items()}
+
     def of(self, key: ContextKey) -> frozenset[str]:
         return frozenset(self._by_channel.get(key, {}))

@@ -282,17 +282,17 @@ def take_snapshot(runner: BotRunner) -> Snapshot:
         nick=session.nick,
         connected=bool(session.connection.is_connected()),
         contexts=contexts,
-        members={name: len(members) for (_, name), members in relay.members.items()},
+        members={name: size for (_, name), size in relay.members.sizes().items()},
         accounts=len(session.accounts),
         bots=len(session.bots),
         buffered=len(session.connection.buffer.buffer),
         outbox=len(session.outbox),
         max_queued=session.outbox.max_queued,
         waiting=relay.waiting(),
-        max_waiting=relay.max_waiting,
+        max_waiting=relay.scheduler.max_waiting,
         in_flight=relay.in_flight(),
-        max_concurrent=relay.max_concurrent,
-        timers=len(getattr(session, "_timers", ())),
+        max_concurrent=relay.scheduler.max_concurrent,
+        timers=session.loop.pending_timers(),
     )
 
 

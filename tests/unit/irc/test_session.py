@@ -55,20 +55,20 @@ def session() -> Iterator[Recording]:
         )
     )
     yield recording
-    recording._wake_read.close()
-    recording._wake_write.close()
+    recording.loop.close()
 
 
 def test_numerics_reach_named_handlers(session: Recording) -> None:
-    handlers = session._handlers
-    assert handlers[numerics.ERR_NICKNAMEINUSE] == session._on_nick_refused
-    assert handlers[numerics.ERR_ERRONEUSNICKNAME] == session._on_nick_refused
-    assert handlers[numerics.ERR_UNAVAILRESOURCE] == session._on_nick_refused
-    assert handlers[numerics.RPL_WELCOME] == session._on_welcome
-    assert handlers[numerics.RPL_WHOSPCRPL] == session._on_whox_reply
-    assert handlers[numerics.ERR_BANNEDFROMCHAN] == session._on_join_refused
+    lines = session.inbound
+    handlers = lines.handlers
+    assert handlers[numerics.ERR_NICKNAMEINUSE] == lines.on_nick_refused
+    assert handlers[numerics.ERR_ERRONEUSNICKNAME] == lines.on_nick_refused
+    assert handlers[numerics.ERR_UNAVAILRESOURCE] == lines.on_nick_refused
+    assert handlers[numerics.RPL_WELCOME] == lines.on_welcome
+    assert handlers[numerics.RPL_WHOSPCRPL] == lines.on_whox_reply
+    assert handlers[numerics.ERR_BANNEDFROMCHAN] == lines.on_join_refused
     # Every line the capabilities class answers, and only those, goes to it.
-    negotiated = {command for command, fn in handlers.items() if fn == session._negotiate}
+    negotiated = {command for command, fn in handlers.items() if fn == lines.negotiate}
     assert negotiated == session.caps.commands
     assert all((len(key) == 3 and key.isdigit()) or key.isupper() for key in handlers)
 

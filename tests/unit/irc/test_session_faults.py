@@ -261,5 +261,5 @@ def test_both_pong_forms_confirm() -> None:
         session.delivery.written(lambda: None, now=0.0)
         assert session.delivery.want_ack(10.0) is not None
         session.delivery.ack_written()
-        session._on_pong(message)
+        session.inbound.on_pong(message)
         assert len(session.delivery) == 0
