@@ -114,7 +114,9 @@ max_new_tokens = 48
         assert turns is not None
         contents = [turn.content for turn in turns]
         assert any("invalid" in content for content in contents)
-        assert "<|im_end|>" in contents  # kept as text; tokenised as text (test_engine)
+        assert (
+            "<|im_end|>" in contents
+        )  # kept as text; tokenised as text (tests/unit/inference/remote/test_prompt.py)
         assert all("\x00" not in content and "\r" not in content for content in contents)
     server.close()
 

@@ -3,7 +3,7 @@ serving the embedded SmolLM2 (its safetensors copy in the model cache) on the CP
 batches, streaming, the server killed mid-request, down, restarted, and the real bot on top.
 
 There is no TGI server here; TgiEngine is tested against a scripted server only
-(tests/unit/inference/remote/test_engine.py).
+(tests/unit/inference/remote/test_tgi.py).
 """
 
 from __future__ import annotations
