@@ -7,9 +7,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from relaybot.conversation.families import (
-    AIROBOROS_SYSTEM,
-    ALPACA_PREAMBLE,
-    BAGEL_SYSTEM,
     AlpacaFormat,
     ChatMLFormat,
     Llama2Format,
@@ -18,50 +15,14 @@ from relaybot.conversation.families import (
     VicunaFormat,
 )
 from relaybot.conversation.formats import Prompt, PromptFormat, RelayFormat, Turn, with_stops
-from relaybot.conversation.template import ApplyTemplate, TemplateFormat, template_format
+from relaybot.conversation.template import TemplateFormat, template_format
 from relaybot.conversation.two_role import (
-    SYSTEM_ROLE,
-    TRANSCRIPT_STOPS,
     TwoRoleFormat,
-    channel_name,
-    channel_request,
-    channel_system_prompt,
-    neutralize,
-    transcript_line,
 )
 
 if TYPE_CHECKING:
     # config/ validates format names against this module: only a type is needed back.
     from relaybot.config.schema import ModelConfig
-
-# The formats and channel helpers stay importable from here, where callers have always found them.
-__all__ = [
-    "AIROBOROS_SYSTEM",
-    "ALPACA_PREAMBLE",
-    "BAGEL_SYSTEM",
-    "FORMATS",
-    "FORMAT_NAMES",
-    "SYSTEM_ROLE",
-    "TRANSCRIPT_STOPS",
-    "AlpacaFormat",
-    "ApplyTemplate",
-    "ChatMLFormat",
-    "Llama2Format",
-    "Llama3Format",
-    "MistralFormat",
-    "TemplateFormat",
-    "TwoRoleFormat",
-    "VicunaFormat",
-    "channel_name",
-    "channel_request",
-    "channel_system_prompt",
-    "configured_format",
-    "format_by_name",
-    "instruction_prompt",
-    "neutralize",
-    "template_format",
-    "transcript_line",
-]
 
 
 def instruction_prompt(fmt: PromptFormat, system: str, user: str) -> Prompt:

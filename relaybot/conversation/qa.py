@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from relaybot.conversation.formats import Turn
-from relaybot.conversation.instruct import SYSTEM_ROLE, neutralize
+from relaybot.conversation.two_role import SYSTEM_ROLE, neutralize
 
 QA_SYSTEM = (
     "You answer questions about an IRC channel using only its log, given as input blocks. "

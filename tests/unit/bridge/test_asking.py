@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relaybot.bridge.asking import MAX_PENDING, Asking
+from relaybot.conversation.families import VicunaFormat
 from relaybot.conversation.formats import Turn
-from relaybot.conversation.instruct import VicunaFormat
 from relaybot.inference.engine import SamplingParams
 from relaybot.inference.worker import Completion, Job
 from relaybot.moderation import Decision, ModerationContext, Verdict

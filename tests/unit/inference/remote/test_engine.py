@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from relaybot.config.schema import ModelConfig
-from relaybot.conversation.instruct import Llama2Format
+from relaybot.conversation.families import Llama2Format
 from relaybot.inference.factory import load_engine
 from relaybot.inference.remote.engine import RemoteEngine
 from relaybot.inference.remote.openai import OpenAICompletionsEngine

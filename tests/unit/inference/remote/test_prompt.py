@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relaybot.config.schema import ModelConfig
+from relaybot.conversation.families import Llama2Format
 from relaybot.conversation.formats import Prompt, Segment
-from relaybot.conversation.instruct import Llama2Format
 from relaybot.inference.remote.openai import OpenAICompletionsEngine
 from relaybot.inference.remote.prompt import (
     INSTRUCTION_MARKERS,
