@@ -27,7 +27,6 @@ from relaybot.irc.text import casefold, privmsg_payload_budget, safe_line
 from relaybot.irc.tracking import UserTracker
 
 # Importable from here, where it was defined before the split (tests use it).
-from relaybot.irc.translate import status_changes as status_changes
 from relaybot.irc.writer import Writer
 from relaybot.log import get_logger
 

@@ -169,9 +169,6 @@ class Bot:
         except (OSError, ValueError) as exc:
             log.error("state_save_failed", error=str(exc))
 
-    def flush_contexts(self) -> int:
-        return self.contexts.flush()
-
     # --- operator actions (relaybot.control.actions.OperatorActions; on the reactor thread) ---
 
     @property
@@ -254,7 +251,7 @@ class Bot:
             return False
         self.relay.cancel(key)
         transcript.clear()
-        self.flush_contexts()
+        self.contexts.flush()
         return True
 
     def set_setting(self, channel: str, name: str, value: SettingValue | None) -> None:
@@ -368,7 +365,7 @@ class Bot:
             self.readiness.stopping()
             self.worker.stop(timeout=10.0)
             self.moderation.close()
-            written = self.flush_contexts()
+            written = self.contexts.flush()
             log.info("contexts_saved", count=written)
 
     def stop(self) -> None:

@@ -192,9 +192,6 @@ class Harness:
         assert transcript is not None, f"no context for {name}"
         return transcript.turns_for(self.sender.nick)
 
-    def context(self, name: str) -> list[Turn]:
-        return self.prompt(name)
-
     def texts(self) -> list[str]:
         return [sent.text for sent in self.sender.sent]
 

@@ -66,7 +66,7 @@ def test_context_key_is_casefolded(h: Harness):
 def test_others_join_and_part_recorded(joined: Harness):
     joined.relay.handle(Join(CAROL, "#chan"))
     joined.relay.handle(Part(CAROL, "#chan", "bye"))
-    assert joined.context("#chan")[2:] == [
+    assert joined.prompt("#chan")[2:] == [
         Turn("system", "* carol has joined #chan"),
         Turn("system", "* carol has left #chan (bye)"),
     ]
@@ -74,7 +74,7 @@ def test_others_join_and_part_recorded(joined: Harness):
 
 def test_topic_on_join_goes_to_header(joined: Harness):
     joined.relay.handle(Topic("#chan", "cats"))
-    turns = joined.context("#chan")
+    turns = joined.prompt("#chan")
     assert turns == [
         Turn("relaybot", "/join #chan"),
         Turn("system", "* Now talking in #chan"),
@@ -127,7 +127,7 @@ def test_non_addressed_messages_create_no_job(joined: Harness):
     joined.say(BOB, "#chan", "relaybots are neat")
     joined.relay.handle(Action(ALICE, "#chan", "pokes relaybot"))
     assert joined.jobs == []
-    assert joined.context("#chan")[2:] == [
+    assert joined.prompt("#chan")[2:] == [
         Turn("alice", "just chatting"),
         Turn("bob", "relaybots are neat"),
         Turn("system", "* alice pokes relaybot"),
@@ -190,7 +190,7 @@ def test_completion_sends_lines(joined: Harness):
         Sent("#chan", "hi alice", False),
         Sent("#chan", "nice to see you", False),
     ]
-    assert joined.context("#chan")[-2:] == [
+    assert joined.prompt("#chan")[-2:] == [
         Turn("relaybot", "hi alice"),
         Turn("relaybot", "nice to see you"),
     ]
@@ -201,9 +201,9 @@ def test_reply_enters_transcript_only_when_sent(joined: Harness):
     joined.say(ALICE, "#chan", "relaybot: hello")
     joined.complete(joined.jobs[0], "hi alice")
     assert joined.sender.sent == [Sent("#chan", "hi alice", False)]
-    assert Turn("relaybot", "hi alice") not in joined.context("#chan")
+    assert Turn("relaybot", "hi alice") not in joined.prompt("#chan")
     joined.sender.flush()
-    assert joined.context("#chan")[-1] == Turn("relaybot", "hi alice")
+    assert joined.prompt("#chan")[-1] == Turn("relaybot", "hi alice")
 
 
 def test_a_reply_counts_for_status_once_its_last_line_is_written(joined: Harness):
@@ -219,14 +219,14 @@ def test_lines_the_server_never_confirmed_leave_the_transcript(joined: Harness):
     joined.say(ALICE, "#chan", "relaybot: hello")
     joined.complete(joined.jobs[0], "hi alice\nnice to see you")
     joined.say(BOB, "#chan", "hi all")
-    assert joined.context("#chan")[-3:] == [
+    assert joined.prompt("#chan")[-3:] == [
         Turn("relaybot", "hi alice"),
         Turn("relaybot", "nice to see you"),
         Turn("bob", "hi all"),
     ]
     # The connection died before the server confirmed the second line (newest first).
     joined.sender.unconfirmed.pop()()
-    assert joined.context("#chan")[-2:] == [Turn("relaybot", "hi alice"), Turn("bob", "hi all")]
+    assert joined.prompt("#chan")[-2:] == [Turn("relaybot", "hi alice"), Turn("bob", "hi all")]
 
 
 def sent_events(logs: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -243,7 +243,7 @@ def test_reply_sent_is_logged_when_the_last_line_is_written(joined: Harness):
         assert sent_events(logs) == []  # queued, not written
         joined.sender.pending.pop(0)()  # the first line is written
         assert sent_events(logs) == []
-        assert joined.context("#chan")[-1] == Turn("relaybot", "hi alice")
+        assert joined.prompt("#chan")[-1] == Turn("relaybot", "hi alice")
         joined.sender.flush()  # and the last
     assert sent_events(logs) == [
         {
@@ -258,7 +258,7 @@ def test_reply_sent_is_logged_when_the_last_line_is_written(joined: Harness):
             "nick": "alice",
         }
     ]
-    assert joined.context("#chan")[-2:] == [
+    assert joined.prompt("#chan")[-2:] == [
         Turn("relaybot", "hi alice"),
         Turn("relaybot", "nice to see you"),
     ]
@@ -272,8 +272,8 @@ def test_reply_whose_lines_are_dropped_is_not_logged_as_sent(joined: Harness):
         joined.sender.pending.pop(0)()  # the first line is written; shutdown drops the rest
         joined.sender.pending.clear()
     assert sent_events(logs) == []
-    assert joined.context("#chan")[-1] == Turn("relaybot", "hi alice")
-    assert Turn("relaybot", "nice to see you") not in joined.context("#chan")
+    assert joined.prompt("#chan")[-1] == Turn("relaybot", "hi alice")
+    assert Turn("relaybot", "nice to see you") not in joined.prompt("#chan")
 
 
 def test_reply_never_written_is_not_logged_as_sent(joined: Harness):
@@ -284,7 +284,7 @@ def test_reply_never_written_is_not_logged_as_sent(joined: Harness):
         joined.sender.pending.clear()
     assert joined.sender.sent == [Sent("#chan", "waves", True)]
     assert sent_events(logs) == []
-    assert joined.context("#chan")[-1] == Turn("alice", "relaybot: hello")
+    assert joined.prompt("#chan")[-1] == Turn("alice", "relaybot: hello")
 
 
 def test_reply_written_at_once_is_logged_as_sent(joined: Harness):
@@ -336,14 +336,14 @@ def test_reply_speaks_as_current_nick(joined: Harness):
     joined.say(ALICE, "#chan", "relaybot: hello")
     joined.sender.nick = "relaybot_"
     joined.complete(joined.jobs[0], "hi")
-    assert joined.context("#chan")[-1] == Turn("relaybot_", "hi")
+    assert joined.prompt("#chan")[-1] == Turn("relaybot_", "hi")
 
 
 # --- routing: nothing leaks between channels --------------------------------------------------
 
 
 def all_text(harness: Harness, name: str) -> str:
-    return "\n".join(f"{t.role}: {t.content}" for t in harness.context(name))
+    return "\n".join(f"{t.role}: {t.content}" for t in harness.prompt(name))
 
 
 def test_lines_never_cross_channels(h: Harness):
@@ -375,7 +375,7 @@ def test_lines_never_cross_channels(h: Harness):
 def test_quit_of_stranger_recorded_nowhere(joined: Harness):
     joined.relay.handle(Quit(CAROL, "bye"))
     joined.relay.handle(NickChange(CAROL, "caroline"))
-    assert joined.context("#chan") == [
+    assert joined.prompt("#chan") == [
         Turn("relaybot", "/join #chan"),
         Turn("system", "* Now talking in #chan"),
     ]
@@ -385,7 +385,7 @@ def test_membership_follows_nick_changes(joined: Harness):
     joined.relay.handle(NickChange(ALICE, "alicia"))
     joined.relay.handle(Quit(ALICE, "old nick"))  # no longer a member under the old nick
     joined.relay.handle(Quit(Origin("alicia"), "new nick"))
-    assert joined.context("#chan")[2:] == [
+    assert joined.prompt("#chan")[2:] == [
         Turn("system", "* alice is now known as alicia"),
         Turn("system", "* alicia has quit (new nick)"),
     ]
@@ -396,7 +396,7 @@ def test_part_and_kick_remove_membership(joined: Harness):
     joined.relay.handle(Kick(ALICE, "#chan", "bob", "spam"))
     joined.relay.handle(Quit(ALICE))
     joined.relay.handle(Quit(BOB))
-    assert joined.context("#chan")[2:] == [
+    assert joined.prompt("#chan")[2:] == [
         Turn("system", "* alice has left #chan"),
         Turn("system", "* bob was kicked by alice (spam)"),
     ]
@@ -407,7 +407,7 @@ def test_names_with_status_prefixes_and_casefolding(h: Harness):
     h.relay.handle(Names("#chan", ("@Dan[1]", "~+Eve")))
     h.relay.handle(Quit(Origin("dan{1}"), "x"))
     h.relay.handle(Quit(Origin("EVE"), "y"))
-    assert h.context("#chan")[2:] == [
+    assert h.prompt("#chan")[2:] == [
         Turn("system", "* dan{1} has quit (x)"),
         Turn("system", "* EVE has quit (y)"),
     ]
@@ -490,7 +490,7 @@ def test_me_line_is_sent_as_action(joined: Harness):
     joined.say(ALICE, "#chan", "relaybot: wave")
     joined.complete(joined.jobs[0], "/me waves")
     assert joined.sender.sent == [Sent("#chan", "waves", True)]
-    assert joined.context("#chan")[-1] == Turn("system", "* relaybot waves")
+    assert joined.prompt("#chan")[-1] == Turn("system", "* relaybot waves")
 
 
 def test_injected_quit_is_only_text(joined: Harness):

@@ -1,6 +1,6 @@
 """Unit tests for the operator-facing parts of relaybot.bridge.relay (commands, ignores, bots,
 mutes, per-channel settings, personas, retry, concurrency, the reply gate, moderation, saved
-contexts, channel status) and for relaybot.irc.session.status_changes. No sockets, no model."""
+contexts, channel status) and for relaybot.irc.translate.status_changes. No sockets, no model."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from relaybot.irc.events import (
     StatusChange,
     Topic,
 )
-from relaybot.irc.session import status_changes
+from relaybot.irc.translate import status_changes
 from relaybot.moderation import Verdict
 from tests.support.bridge import (
     ALICE,
@@ -943,7 +943,7 @@ def test_status_follows_nick_change_and_ends_on_part(h: Harness):
     assert h.relay.status_of("#chan", "alicia") == ""  # rejoining gives no status back
 
 
-# --- session.status_changes -------------------------------------------------------------------
+# --- translate.status_changes -----------------------------------------------------------------
 
 
 @pytest.fixture
