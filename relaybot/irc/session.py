@@ -21,7 +21,7 @@ from relaybot.irc.events import IrcEvent
 from relaybot.irc.inbound import ServerLines
 from relaybot.irc.loop import Loop
 from relaybot.irc.nicks import NickKeeper
-from relaybot.irc.outbox import Outbox
+from relaybot.irc.outbox import Batch, Outbox
 from relaybot.irc.reconnect import Backoff, Liveness
 from relaybot.irc.text import casefold, privmsg_payload_budget, safe_line
 from relaybot.irc.tracking import UserTracker
@@ -136,17 +136,25 @@ class IrcSession:
         action: bool = False,
         on_sent: Callable[[], None] | None = None,
         on_lost: Callable[[], object] | None = None,
+        batch: Batch | None = None,
     ) -> None:
         """Queue `text` as PRIVMSG lines: sanitised, and split where it is longer than a line.
         `on_sent` runs once the last of them is written; `on_lost` if the connection then
-        dies before the server confirmed them (see relaybot.irc.delivery)."""
-        self.writer.queue_text("PRIVMSG", target, text, on_sent, on_lost, action=action)
+        dies before the server confirmed them (see relaybot.irc.delivery). `batch`: the
+        reply they belong to (its deadline and supersession, relaybot.irc.outbox)."""
+        self.writer.queue_text(
+            "PRIVMSG", target, text, on_sent, on_lost, action=action, batch=batch
+        )
 
     def send_notice(self, target: str, text: str) -> None:
         self.writer.queue_text("NOTICE", target, text, None, None)
 
     def drop_queued(self, target: str) -> int:
         return len(self.outbox.drop_target(self._fold(target)))
+
+    def send_delay(self, target: str) -> float:
+        """Seconds a line queued now for `target` would wait for its turn to go out."""
+        return self.outbox.wait(self._fold(target), self.clock())
 
     # --- cross-thread hand-over --------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from relaybot.irc.connection import BotConnection
 from relaybot.irc.delivery import Delivery
-from relaybot.irc.outbox import Outbox, Outgoing
+from relaybot.irc.outbox import Batch, Outbox, Outgoing
 from relaybot.irc.text import reply_lines, safe_line
 
 # Lines one send_message/send_notice may become when its text is longer than a line.
@@ -50,6 +50,7 @@ class Writer:
         on_lost: Callable[[], object] | None,
         *,
         action: bool = False,
+        batch: Batch | None = None,
     ) -> None:
         target = safe_line(target).split(" ")[0]
         if not single_target(target):
@@ -65,17 +66,21 @@ class Writer:
         for index, piece in enumerate(pieces):
             line = f"{command} {target} :{wrapper[0]}{piece}{wrapper[1]}"
             if index < len(pieces) - 1:
-                self.queue(Outgoing(line, target=folded))
+                self.queue(Outgoing(line, target=folded, batch=batch))
             else:  # the last piece confirms the ones before it
-                self.queue(Outgoing(line, on_sent, folded, on_lost))
+                self.queue(Outgoing(line, on_sent, folded, on_lost, batch))
 
     def queue(self, item: Outgoing) -> None:
         if not self.ready():
             # Never held for a later connection: the channel may not be ours by then.
             self.log.warning("line_dropped_disconnected", channel=item.target)
             return
+        if item.batch is not None and item.batch.dropped:
+            return  # the rest of a reply the outbox already dropped
         if not self.outbox.push(item):
             self.log.warning("outbox_full_line_dropped", channel=item.target)
+            if item.batch is not None:  # the rest of its reply would make no sense alone
+                self.outbox.drop_batch(item.target, item.batch, "outbox full")
 
     def flush(self, now: float) -> None:
         """Write the lines the outbox's pacing allows at `now`, then ask for a delivery check."""

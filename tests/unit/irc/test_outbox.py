@@ -1,9 +1,10 @@
-"""Unit tests for relaybot.irc.outbox: pacing, per-byte cost and per-target fairness on a fake
-clock."""
+"""Unit tests for relaybot.irc.outbox: pacing, per-byte cost, the order of targets, and the
+freshness of batches (deadlines, supersession, the wait estimate) on a fake clock."""
 
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -12,6 +13,7 @@ from relaybot.irc.outbox import (
     DEFAULT_BYTES_PER_SECOND,
     DEFAULT_INTERVAL,
     MAX_LINE_BYTES,
+    Batch,
     Outbox,
     Outgoing,
 )
@@ -181,7 +183,7 @@ def test_interval_zero_paces_by_bytes_alone():
     assert len(outbox.due(0.5)) == 1
 
 
-def test_round_robin_across_targets():
+def test_a_quiet_target_goes_before_a_busy_one():
     outbox = Outbox(burst=1, interval=1.0, bytes_per_second=FREE_BYTES)
     fill(outbox, 200, "#busy")
     assert lines(outbox.due(0.0)) == ["PRIVMSG #busy :0"]
@@ -189,13 +191,28 @@ def test_round_robin_across_targets():
     assert outbox.push(Outgoing("PRIVMSG nick :psst", target="nick"))
     sent = [lines(outbox.due(float(t))) for t in range(1, 5)]
     assert sent == [
-        ["PRIVMSG #busy :1"],
-        ["PRIVMSG #quiet :hello"],  # after one line of #busy, not after 199
+        ["PRIVMSG #quiet :hello"],  # never served: before #busy's 199 others
         ["PRIVMSG nick :psst"],
+        ["PRIVMSG #busy :1"],
         ["PRIVMSG #busy :2"],
     ]
     assert outbox.pending("#busy") == 197
     assert outbox.pending("#quiet") == 0 and outbox.pending("nick") == 0
+
+
+def test_a_target_quiet_for_a_while_goes_before_busy_ones():
+    outbox = Outbox(burst=1, interval=1.0, bytes_per_second=FREE_BYTES)
+    fill(outbox, 1, "#early")
+    assert lines(outbox.due(0.0)) == ["PRIVMSG #early :0"]
+    fill(outbox, 50, "#a")
+    fill(outbox, 50, "#b")
+    sent = [line for t in range(1, 7) for line in lines(outbox.due(float(t)))]
+    assert sent == ["PRIVMSG #a :0", "PRIVMSG #b :0"] * 1 + [
+        "PRIVMSG #a :1", "PRIVMSG #b :1", "PRIVMSG #a :2", "PRIVMSG #b :2",
+    ]  # fmt: skip
+    fill(outbox, 1, "#early", start=1)  # served 7 lines ago, the busy ones 1 and 2 ago
+    assert lines(outbox.due(7.0)) == ["PRIVMSG #early :1"]
+    assert lines(outbox.due(8.0)) == ["PRIVMSG #a :3"]
 
 
 def test_interleaves_targets_and_keeps_order_within_each():
@@ -314,3 +331,127 @@ def test_clock_going_backwards_does_not_refill():
 def test_rejects_nonsense_settings(kwargs: dict[str, float]):
     with pytest.raises(ValueError):
         Outbox(**kwargs)  # type: ignore[arg-type]
+
+
+# --- batches: deadlines and supersession --------------------------------------------------
+
+
+def reply(outbox: Outbox, target: str, texts: list[str], batch: Batch) -> None:
+    for text in texts:
+        assert outbox.push(Outgoing(f"PRIVMSG {target} :{text}", target=target, batch=batch))
+
+
+def test_a_batch_that_has_not_started_by_its_deadline_is_dropped_whole():
+    outbox = Outbox(burst=1, interval=1.0, bytes_per_second=FREE_BYTES)
+    reasons: list[str] = []
+    fill(outbox, 3, "#busy")
+    late = Batch(deadline=0.5, on_dropped=reasons.append)
+    reply(outbox, "#busy", ["late 1", "late 2"], late)
+    sent = [line for t in range(6) for line in lines(outbox.due(float(t)))]
+    assert sent == ["PRIVMSG #busy :0", "PRIVMSG #busy :1", "PRIVMSG #busy :2"]
+    assert reasons == ["stale"] and late.dropped and not late.started
+    assert len(outbox) == 0
+
+
+def test_a_stale_batch_leaves_the_queue_before_its_turn():
+    outbox = Outbox(burst=1, interval=10.0, bytes_per_second=FREE_BYTES)
+    reasons: list[str] = []
+    fill(outbox, 2, "#busy")
+    reply(outbox, "#other", ["a", "b", "c"], Batch(deadline=3.0, on_dropped=reasons.append))
+    assert lines(outbox.due(0.0)) == ["PRIVMSG #busy :0"]
+    assert outbox.due(4.0) == []  # paced: nothing may go, but the stale lines are gone
+    assert reasons == ["stale"] and len(outbox) == 1
+
+
+def test_a_batch_that_started_in_time_finishes_after_its_deadline():
+    outbox = Outbox(burst=1, interval=1.0, bytes_per_second=FREE_BYTES)
+    reasons: list[str] = []
+    batch = Batch(deadline=0.5, on_dropped=reasons.append)
+    reply(outbox, "#c", ["one", "two", "three"], batch)
+    sent = [line for t in range(4) for line in lines(outbox.due(float(t)))]
+    assert sent == ["PRIVMSG #c :one", "PRIVMSG #c :two", "PRIVMSG #c :three"]
+    assert batch.started and reasons == []
+
+
+def test_a_newer_batch_supersedes_an_unstarted_older_one_for_the_same_target():
+    outbox = Outbox(burst=1, interval=1.0, bytes_per_second=FREE_BYTES)
+    reasons: list[tuple[str, str]] = []
+    fill(outbox, 1, "#c")
+    older = Batch(key="reply", on_dropped=lambda why: reasons.append(("older", why)))
+    other_kind = Batch(key="ask")
+    elsewhere = Batch(key="reply")
+    reply(outbox, "#c", ["old 1", "old 2"], older)
+    reply(outbox, "#c", ["an answer"], other_kind)
+    reply(outbox, "#d", ["elsewhere"], elsewhere)
+    reply(outbox, "#c", ["new"], Batch(key="reply"))
+    assert reasons == [("older", "superseded")] and older.dropped
+    sent = [line for t in range(5) for line in lines(outbox.due(float(t)))]
+    assert sent == [
+        "PRIVMSG #c :0", "PRIVMSG #d :elsewhere", "PRIVMSG #c :an answer", "PRIVMSG #c :new",
+    ]  # fmt: skip
+
+
+def test_a_started_batch_is_not_superseded():
+    outbox = Outbox(burst=1, interval=1.0, bytes_per_second=FREE_BYTES)
+    reasons: list[str] = []
+    older = Batch(key="reply", on_dropped=reasons.append)
+    reply(outbox, "#c", ["old 1", "old 2"], older)
+    assert lines(outbox.due(0.0)) == ["PRIVMSG #c :old 1"]
+    reply(outbox, "#c", ["new"], Batch(key="reply"))
+    sent = [line for t in range(1, 3) for line in lines(outbox.due(float(t)))]
+    assert sent == ["PRIVMSG #c :old 2", "PRIVMSG #c :new"] and reasons == []
+
+
+def test_without_a_key_nothing_is_superseded():
+    outbox = Outbox(burst=1, interval=1.0, bytes_per_second=FREE_BYTES)
+    reply(outbox, "#c", ["first"], Batch())
+    reply(outbox, "#c", ["second"], Batch())
+    assert len(outbox) == 2
+
+
+def test_oldest_request_is_the_oldest_queued_batch():
+    outbox = Outbox(burst=1, interval=1.0, bytes_per_second=FREE_BYTES)
+    assert outbox.oldest_request() is None
+    fill(outbox, 1, "#c")
+    reply(outbox, "#c", ["b"], Batch(requested=7.0))
+    reply(outbox, "#d", ["a"], Batch(requested=3.0))
+    assert outbox.oldest_request() == 3.0
+
+
+# --- the wait estimate -----------------------------------------------------------------------
+
+
+def test_wait_is_zero_on_an_idle_link_and_grows_with_the_queue_ahead():
+    outbox = Outbox(burst=2, interval=1.0, bytes_per_second=FREE_BYTES)
+    assert outbox.wait("#c", 0.0) == 0.0
+    fill(outbox, 5, "#c")
+    # Five of its own ahead; the burst lets two go at once, then one a second.
+    assert outbox.wait("#c", 0.0) == pytest.approx(4.0)
+    assert outbox.wait("#quiet", 0.0) == pytest.approx(0.0)  # goes first: never served
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_wait_matches_when_the_line_actually_goes(seed: int):
+    rng = random.Random(seed)
+    outbox = Outbox(burst=3, interval=1.0, bytes_per_second=500)
+    targets = ["#a", "#b", "#c", "#d"]
+    for _ in range(rng.randrange(0, 30)):
+        target = rng.choice(targets)
+        outbox.push(Outgoing(f"PRIVMSG {target} :" + "x" * rng.randrange(1, 300), target=target))
+    outbox.due(0.0)
+    for _ in range(rng.randrange(0, 10)):  # some have been served: ranks differ
+        target = rng.choice(targets)
+        outbox.push(Outgoing(f"PRIVMSG {target} :y", target=target))
+    now = 0.37
+    target = rng.choice([*targets, "#new"])
+    expected = outbox.wait(target, now)
+    probe = Outgoing(f"PRIVMSG {target} :probe", target=target)
+    outbox.push(probe)
+    went = None
+    t = now
+    while went is None and t < now + 500:
+        if probe in outbox.due(t):
+            went = t
+        t += 0.01
+    assert went is not None
+    assert went - now == pytest.approx(expected, abs=0.02)
