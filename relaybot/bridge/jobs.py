@@ -47,4 +47,5 @@ def reply_job(
         # The key lets the engine reuse this conversation's cached prompt prefix.
         request=GenerationRequest(prompt, params, cache_key=key),
         log_context={"network": network, "channel": wanted.reply_to, "nick": wanted.asker},
+        requested_at=wanted.requested_at,
     )

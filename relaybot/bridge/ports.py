@@ -10,6 +10,7 @@ from typing import Protocol
 from relaybot.conversation.identity import ContextKey
 from relaybot.inference.worker import Job
 from relaybot.irc.events import Message
+from relaybot.irc.outbox import Batch
 from relaybot.moderation import ModerationContext, Verdict
 
 
@@ -32,9 +33,14 @@ class Sender(Protocol):
         action: bool = False,
         on_sent: Callable[[], None] | None = None,
         on_lost: Callable[[], object] | None = None,
+        batch: Batch | None = None,
     ) -> None: ...
 
     def drop_queued(self, target: str) -> int: ...
+
+    def send_delay(self, target: str) -> float:
+        """Seconds a line queued now for `target` would wait for its turn to go out."""
+        ...
 
 
 class JobQueue(Protocol):

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from relaybot.bridge.freshness import Freshness
 from relaybot.bridge.jobs import reply_job
 from relaybot.bridge.members import Members
 from relaybot.bridge.operator_state import OperatorState
@@ -89,8 +90,10 @@ class Relay:
         timers: Timers | None = None,
         max_queries: int = 1000,
         operator_state: OperatorState | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.network = network
+        self.clock = clock  # monotonic, the one the session's outbox reads deadlines on
         self.fmt = fmt
         self.model = model
         self.reply = reply
@@ -104,6 +107,7 @@ class Relay:
         self.commands = commands
         self.wall_clock = wall_clock
         self.max_queries = max_queries
+        self.freshness = Freshness(lambda: self.reply.max_age, clock)
         self.scheduler = ReplyScheduler(
             network=network,
             jobs=jobs,
@@ -113,6 +117,8 @@ class Relay:
             timers=timers,
             max_concurrent=max_concurrent,
             max_waiting=max_waiting,
+            freshness=self.freshness,
+            send_delay=sender.send_delay,
         )
         self.transcripts: dict[ContextKey, Transcript] = {}
         self.members = Members(self.fold)
@@ -121,7 +127,7 @@ class Relay:
             fold=lambda name: self.fold(name), wall_clock=wall_clock
         )
         self.saved: dict[ContextKey, SavedContext] = {}  # restored when the bot joins
-        self.speaking = Speaking(sender, wall_clock)
+        self.speaking = Speaking(sender, wall_clock, self.freshness)
 
     # --- keys and contexts --------------------------------------------------------------
 
@@ -364,7 +370,9 @@ class Relay:
             return
         if self._declines(key, event.origin, fresh, channel):
             return
-        self.scheduler.want(key, Wanted(channel, self.sender.nick, event.origin.nick, True))
+        self.scheduler.want(
+            key, Wanted(channel, self.sender.nick, event.origin.nick, True, self.clock())
+        )
 
     def _declines(self, key: ContextKey, origin: Origin, fresh: bool, where: str) -> bool:
         context = {"network": self.network, "channel": where, "nick": origin.nick}
@@ -397,7 +405,7 @@ class Relay:
         fresh = self.gate.heard(key, self.fold(peer), text) if self.gate else True
         if not self.reply.in_query or self._declines(key, event.origin, fresh, peer):
             return
-        self.scheduler.want(key, Wanted(peer, QUERY_BOT_ROLE, peer, True))
+        self.scheduler.want(key, Wanted(peer, QUERY_BOT_ROLE, peer, True, self.clock()))
 
     # --- jobs and replies -----------------------------------------------------------------
 
@@ -412,7 +420,7 @@ class Relay:
             lambda turn: turn.role == me or turn.content.startswith(f"* {me} ")
         )
         self.speaking.retrying(key)
-        self.scheduler.want(key, Wanted(transcript.name, me, me, False))
+        self.scheduler.want(key, Wanted(transcript.name, me, me, False, self.clock()))
         return True
 
     def new_job_id(self) -> int:
@@ -444,6 +452,7 @@ class Relay:
             self.scheduler.start_waiting()
             return
         reply_to = transcript.name
+        self.freshness.generated(completion.seconds)
         if completion.text is None:
             log.error("reply_failed", error=completion.error, **context)
         elif self.is_muted(key):
@@ -484,7 +493,15 @@ class Relay:
             actions=True,
             log_context=context,
         )
-        self.speaking.say(key, transcript, speaker, lines, log_context=context, seconds=seconds)
+        self.speaking.say(
+            key,
+            transcript,
+            speaker,
+            lines,
+            log_context=context,
+            seconds=seconds,
+            requested_at=job.requested_at,
+        )
 
     def saved_contexts(self) -> list[tuple[ContextKey, SavedContext]]:
         """Channel contexts as plain values, for the state store (queries are not saved)."""

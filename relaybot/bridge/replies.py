@@ -14,6 +14,7 @@ from typing import Any
 
 from relaybot.bridge.ports import OutputModeration, Sender
 from relaybot.conversation.formats import strip_echoed_speaker
+from relaybot.irc.outbox import Batch
 from relaybot.irc.text import reply_lines
 from relaybot.log import get_logger
 from relaybot.moderation import Decision, ModerationContext
@@ -89,10 +90,12 @@ def send_lines(
     *,
     on_written: Callable[[OutLine, bool], None] | None = None,
     on_lost: Callable[[OutLine], Callable[[], object]] | None = None,
+    batch: Batch | None = None,
 ) -> None:
-    """Queue `lines` for `target`. `on_written(line, last)` runs when a line is written (never
-    for one that is dropped); `on_lost(line)` gives what to run if the connection dies before
-    the server confirmed it."""
+    """Queue `lines` for `target`. `on_written(line, last)` runs when a line is delivered
+    (written, or echoed where the server echoes; never for one that is dropped);
+    `on_lost(line)` gives what to run if the connection dies before the server confirmed it.
+    `batch` makes them one reply in the outbox: sent whole or dropped whole."""
     for index, line in enumerate(lines):
         last = index == len(lines) - 1
         written = None
@@ -109,4 +112,5 @@ def send_lines(
             action=line.action,
             on_sent=written,
             on_lost=on_lost(line) if on_lost is not None else None,
+            batch=batch,
         )

@@ -1,6 +1,8 @@
 """When each conversation's reply is generated: one job in flight per conversation, the reply
-gate's budgets (a request inside the cooldown waits it out), the concurrency cap with a bounded
-queue of waiting conversations, and which job belongs to which conversation now.
+gate's budgets (a request inside the cooldown waits it out), backpressure (no generation whose
+lines could not leave within `[reply] max_age`, given what is queued to go out), the
+concurrency cap with a bounded queue of waiting conversations (a request that waited past the
+bound is dropped), and which job belongs to which conversation now.
 
 Reactor thread only. Jobs go to the inference worker through `JobQueue`.
 """
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from relaybot.bridge.freshness import Freshness
 from relaybot.bridge.ports import JobQueue, Timers
 from relaybot.conversation.identity import ContextKey
 from relaybot.inference.worker import Job
@@ -30,7 +33,8 @@ class Wanted:
     reply_to: str
     speaker: str
     asker: str
-    gated: bool  # False for an operator's retry, which skips budgets
+    gated: bool  # False for an operator's retry, which skips budgets and backpressure
+    requested_at: float  # when the line asked, on the reactor's monotonic clock
 
 
 class Conversations(Protocol):
@@ -59,8 +63,12 @@ class ReplyScheduler:
         timers: Timers | None = None,
         max_concurrent: int = 1_000_000,
         max_waiting: int = 64,
+        freshness: Freshness | None = None,
+        send_delay: Callable[[str], float] | None = None,
     ) -> None:
         self.network = network
+        self.freshness = freshness
+        self.send_delay = send_delay  # seconds a line for a target would wait to go out
         self.jobs = jobs
         self.conversations = conversations
         self.fold = fold
@@ -77,6 +85,7 @@ class ReplyScheduler:
         # (a query follows its peer across nick changes; a forgotten context has no entry).
         self._in_flight: dict[ContextKey, int] = {}
         self._job_keys: dict[int, ContextKey] = {}
+        self._job_requested: dict[int, float] = {}  # for the oldest request still unanswered
         self._wanted_again: dict[ContextKey, Wanted] = {}
         # Conversations waiting for a generation slot, oldest first; one entry each, so the
         # newest request of a conversation replaces its older one.
@@ -106,6 +115,8 @@ class ReplyScheduler:
             # One reply per conversation at a time; answer the newest lines when it lands.
             self._wanted_again[key] = wanted
             return
+        if wanted.gated and self._backlogged(wanted, context):
+            return
         if wanted.gated and self.gate is not None:
             reason = self.gate.admit(key, self.fold(wanted.asker))
             if reason == "cooldown" and self.timers is not None:
@@ -134,6 +145,30 @@ class ReplyScheduler:
             return
         self._start(key, wanted)
 
+    def _backlogged(self, wanted: Wanted, context: dict[str, str]) -> bool:
+        """Too many lines queued to go out for a reply started now to leave in time: declined
+        before it spends budget or generation."""
+        if self.freshness is None or self.send_delay is None:
+            return False
+        wait = self.send_delay(wanted.reply_to)
+        if not self.freshness.too_late_to_start(wait):
+            return False
+        self.freshness.count("backlog")
+        log.info(
+            "reply_declined",
+            reason="backlog",
+            send_wait_s=round(wait, 1),
+            generation_s=round(self.freshness.expected_generation, 1),
+            **context,
+        )
+        return True
+
+    def oldest_request(self) -> float | None:
+        """When the oldest request still being generated or waiting for a slot was made."""
+        times = [*self._job_requested.values()]
+        times += [wanted.requested_at for wanted in self._waiting.values()]
+        return min(times, default=None)
+
     def _after_cooldown(self, key: ContextKey, wanted: Wanted, token: int) -> None:
         if self._deferred.get(key) != token:
             # Cancelled meanwhile (reset, part, mute), or a reply that started since has
@@ -151,6 +186,7 @@ class ReplyScheduler:
         if self.jobs.submit(job):
             self._in_flight[key] = job.job_id
             self._job_keys[job.job_id] = key
+            self._job_requested[job.job_id] = wanted.requested_at
             # At most one pending reply per conversation: this one answers every line so far,
             # so a request still deferred or waiting for a slot there is consumed.
             self._deferred.pop(key, None)
@@ -163,13 +199,24 @@ class ReplyScheduler:
         """Start waiting conversations (those still there) while there are slots."""
         while self._waiting and len(self._in_flight) < self.max_concurrent:
             key, wanted = self._waiting.popitem(last=False)
-            if self.conversations.name_of(key) is not None:
+            if self.freshness is not None and self.freshness.is_stale(wanted.requested_at):
+                self.freshness.count("stale")
+                log.warning(
+                    "reply_dropped_stale",
+                    stage="waiting",
+                    age_s=round(self.freshness.age(wanted.requested_at), 1),
+                    network=self.network,
+                    channel=wanted.reply_to,
+                    nick=wanted.asker,
+                )
+            elif self.conversations.name_of(key) is not None:
                 self._start(key, wanted)
 
     def finished(self, job_id: int) -> tuple[ContextKey | None, Wanted | None]:
         """A job's completion came back: the conversation it belongs to now (None when that
         was forgotten), and the request that waited for it there, if any."""
         key = self._job_keys.pop(job_id, None)
+        self._job_requested.pop(job_id, None)
         if key is None:
             return None, None
         if self._in_flight.get(key) == job_id:
@@ -187,6 +234,7 @@ class ReplyScheduler:
         if job_id is None:
             return
         self._job_keys.pop(job_id, None)
+        self._job_requested.pop(job_id, None)
         self.jobs.cancel(job_id)  # skipped if queued, stopped if decoding; reply dropped
         self.start_waiting()
 

@@ -1,6 +1,8 @@
-"""The bot speaking in its conversations: a reply's lines are sent, each recorded in the
-transcript when it is written (and taken back if the server never confirmed it), repeats of
-the last few replies are dropped, and the times of finished replies are kept for status."""
+"""The bot speaking in its conversations: a reply's lines are sent as one batch that must start
+going out within `[reply] max_age` of the request (a newer reply supersedes it while it has
+not), each line recorded in the transcript when it is delivered (and taken back if the server
+never confirmed it), repeats of the last few replies are dropped, and the times of finished
+replies are kept for status."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from relaybot.bridge.freshness import Freshness
 from relaybot.bridge.ports import Sender
 from relaybot.bridge.replies import OutLine, send_lines
 from relaybot.conversation.formats import Turn
 from relaybot.conversation.identity import ContextKey
 from relaybot.conversation.transcript import SYSTEM, Transcript
+from relaybot.irc.outbox import Batch
 from relaybot.log import get_logger
 
 log = get_logger(component="relay")
@@ -22,10 +26,21 @@ log = get_logger(component="relay")
 RECENT_REPLIES = 3  # a reply equal to one of a conversation's last few is dropped
 
 
+# The supersession key of replies: a newer reply drops an older unsent one, not an answer of
+# another kind (`ask`) to the same target.
+REPLY = "reply"
+
+
 class Speaking:
-    def __init__(self, sender: Sender, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        wall_clock: Callable[[], float] = time.time,
+        freshness: Freshness | None = None,
+    ) -> None:
         self.sender = sender
         self.wall_clock = wall_clock
+        self.freshness = freshness
         self._recent: dict[ContextKey, deque[str]] = {}
         self._retrying: set[ContextKey] = set()  # the next reply there may repeat the last
         self.reply_times: deque[float] = deque(maxlen=10_000)  # wall clock, last line written
@@ -47,8 +62,21 @@ class Speaking:
         *,
         log_context: Mapping[str, Any],
         seconds: float,
+        requested_at: float | None = None,
     ) -> None:
-        """Send a reply's lines to the conversation `transcript` holds."""
+        """Send a reply's lines to the conversation `transcript` holds; `requested_at` (the
+        reactor's clock) is when the line it answers asked for it."""
+        freshness = self.freshness
+        if freshness is not None and requested_at is not None and freshness.is_stale(requested_at):
+            freshness.count("stale")
+            log.warning(
+                "reply_dropped_stale",
+                stage="generated",
+                age_s=round(freshness.age(requested_at), 1),
+                seconds=round(seconds, 3),
+                **log_context,
+            )
+            return
         recent = self._recent.setdefault(key, deque(maxlen=RECENT_REPLIES))
         normalised = " ".join(
             " ".join(("/me " if line.action else "") + line.text for line in lines).split()
@@ -81,10 +109,31 @@ class Speaking:
                 self.reply_times.append(self.wall_clock())
                 log.info("reply_sent", lines=written, seconds=round(seconds, 3), **log_context)
 
+        batch = None
+        if freshness is not None and requested_at is not None:
+            batch = Batch(
+                deadline=freshness.deadline(requested_at),
+                key=REPLY,
+                requested=requested_at,
+                on_dropped=functools.partial(self._dropped, requested_at, log_context),
+            )
         send_lines(
             self.sender,
             transcript.name,
             lines,
             on_written=on_written,
             on_lost=lambda line: functools.partial(transcript.retract, turns[id(line)]),
+            batch=batch,
         )
+
+    def _dropped(self, requested_at: float, log_context: Mapping[str, Any], reason: str) -> None:
+        """The outbox dropped a reply before its first line went: never said, never recorded."""
+        assert self.freshness is not None
+        self.freshness.count(reason.replace(" ", "_"))
+        age = round(self.freshness.age(requested_at), 1)
+        if reason == "stale":
+            log.warning("reply_dropped_stale", stage="queued", age_s=age, **log_context)
+        elif reason == "superseded":
+            log.info("reply_dropped_superseded", age_s=age, **log_context)
+        else:
+            log.warning("reply_dropped", reason=reason, age_s=age, **log_context)

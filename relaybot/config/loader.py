@@ -99,6 +99,7 @@ def _reply(section: Section) -> ReplyConfig:
         in_query=section.get("in_query", bool),
         chance=section.number("chance", float, *overridden_bounds("reply.chance")),
         max_lines=section.number("max_lines", int, *overridden_bounds("reply.max_lines")),
+        max_age=section.number("max_age", float, 5.0, 3600.0),
     )
     section.finish()
     return config

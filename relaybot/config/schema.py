@@ -92,6 +92,9 @@ class ReplyConfig:
     in_query: bool = True
     chance: float = 0.0
     max_lines: int = 3
+    # Seconds from the line that asked to the reply's first line going out; a reply that
+    # cannot make it is not generated, or dropped unsent (and unrecorded).
+    max_age: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,9 @@ class Job:
     speaker: str  # the role the model writes as
     request: GenerationRequest
     log_context: dict[str, Any] = field(default_factory=dict)
+    # When the line it answers asked for it, on the reactor's monotonic clock; None for jobs
+    # no reply waits on (an operator's `ask`).
+    requested_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,7 @@ class Bot:
             commands=self.control,
             timers=self.session,
             operator_state=self.operator_state,
+            clock=self.session.clock,  # the outbox's clock: reply deadlines are read on it
         )
         self.asking = Asking(
             network=config.irc.network,
@@ -289,8 +290,25 @@ class Bot:
             (f"WARNING: {degraded}; " if degraded else "")
             + f"model {self.engine.description}; queue {self.worker.pending} pending,"
             f" {self.relay.in_flight()} generating, {self.relay.waiting()} waiting;"
-            f" replies {replies_10m} in 10m, {replies_1h} in 1h; up {uptime};"
-            f" channels: {', '.join(channels) or 'none'}"
+            f" replies {replies_10m} in 10m, {replies_1h} in 1h; {self._backlog_status()};"
+            f" up {uptime}; channels: {', '.join(channels) or 'none'}"
+        )
+
+    def _backlog_status(self) -> str:
+        """What waits to go out, how old the oldest unanswered request is, and what was
+        dropped for freshness (`[reply] max_age`)."""
+        requests = [self.relay.scheduler.oldest_request(), self.session.outbox.oldest_request()]
+        oldest = min((t for t in requests if t is not None), default=None)
+        waiting = (
+            f", oldest reply waiting {self.session.clock() - oldest:.0f}s"
+            if oldest is not None
+            else ""
+        )
+        dropped = self.relay.freshness.dropped
+        return (
+            f"outbox {len(self.session.outbox)} lines{waiting};"
+            f" dropped {dropped['stale']} stale, {dropped['superseded']} superseded,"
+            f" {dropped['backlog']} for backlog"
         )
 
     def reload(self) -> str:

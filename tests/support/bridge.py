@@ -14,6 +14,7 @@ from relaybot.conversation.identity import ContextKey
 from relaybot.inference.engine import SamplingParams
 from relaybot.inference.worker import Completion, Job
 from relaybot.irc.events import Join, Message, Names, Origin
+from relaybot.irc.outbox import Batch
 from relaybot.irc.text import privmsg_payload_budget
 from relaybot.moderation import ModerationContext, Verdict
 from relaybot.policy.gate import ReplyGate
@@ -45,6 +46,8 @@ class FakeSender:
     pending: list[Callable[[], None]] = field(default_factory=list)
     unconfirmed: list[Callable[[], object]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    batches: list[Batch | None] = field(default_factory=list)  # each sent line's batch
+    delays: dict[str, float] = field(default_factory=dict)  # send_delay by target; else 0
 
     def payload_budget(self, target: str) -> int:
         return privmsg_payload_budget(self.nick, target, BOT.user, BOT.host)
@@ -57,8 +60,10 @@ class FakeSender:
         action: bool = False,
         on_sent: Callable[[], None] | None = None,
         on_lost: Callable[[], object] | None = None,
+        batch: Batch | None = None,
     ) -> None:
         self.sent.append(Sent(target, text, action))
+        self.batches.append(batch)
         if on_lost is not None:
             self.unconfirmed.append(on_lost)
         if on_sent is not None:
@@ -75,6 +80,9 @@ class FakeSender:
     def drop_queued(self, target: str) -> int:
         self.dropped.append(target)
         return 0
+
+    def send_delay(self, target: str) -> float:
+        return self.delays.get(target, 0.0)
 
 
 @dataclass
@@ -227,6 +235,7 @@ def make_relay(
         moderation=moderation,
         wall_clock=wall,
         commands=recorded if commands else None,
+        clock=clock,
         **relay_args,
     )
     return Harness(relay, sender, queue, recorded, clock, wall)
