@@ -115,7 +115,9 @@ class Speaking:
                 deadline=freshness.deadline(requested_at),
                 key=REPLY,
                 requested=requested_at,
-                on_dropped=functools.partial(self._dropped, requested_at, log_context),
+                on_dropped=functools.partial(
+                    self._dropped, key, normalised, requested_at, log_context
+                ),
             )
         send_lines(
             self.sender,
@@ -126,9 +128,20 @@ class Speaking:
             batch=batch,
         )
 
-    def _dropped(self, requested_at: float, log_context: Mapping[str, Any], reason: str) -> None:
-        """The outbox dropped a reply before its first line went: never said, never recorded."""
+    def _dropped(
+        self,
+        key: ContextKey,
+        normalised: str,
+        requested_at: float,
+        log_context: Mapping[str, Any],
+        reason: str,
+    ) -> None:
+        """The outbox dropped a reply before its first line went: never said, never recorded,
+        and not a repeat for the next reply to avoid."""
         assert self.freshness is not None
+        recent = self._recent.get(key)
+        if recent is not None and normalised in recent:
+            recent.remove(normalised)
         self.freshness.count(reason.replace(" ", "_"))
         age = round(self.freshness.age(requested_at), 1)
         if reason == "stale":

@@ -78,6 +78,8 @@ def test_channel_commands_each_do_what_they_say(runner: BotRunner, ngircd: Runni
     oper.privmsg("#ops", "!relay status")
     status = oper.wait_for(notice_to("oper", "model "), 10)
     assert "#ops" in status and "up " in status
+    # What waits to go out and what freshness dropped: nothing yet.
+    assert "outbox 0 lines; dropped 0 stale, 0 superseded, 0 for backlog" in status
     # Commands never enter the channel's context.
     assert not any("!relay" in turn.content for turn in runner.turns("#ops") or [])
 

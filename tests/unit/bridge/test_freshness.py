@@ -254,3 +254,21 @@ def test_a_request_waiting_for_a_slot_within_the_bound_starts():
     h.complete(h.jobs[0], "answer")
     assert len(h.jobs) == 2 and h.jobs[1].reply_to == "#other"
     assert h.jobs[1].requested_at == h.clock.now - (MAX_AGE - 1)
+
+
+def test_a_dropped_reply_does_not_count_as_said_for_the_repeat_guard():
+    clock = Clock()
+    sender = real_outbox(clock)
+    h = harness(sender=sender)
+    sender.outbox.push(Outgoing("PRIVMSG #x :first", target="#x"))
+    sender.flush()
+    h.say(ALICE, "#chan", "relaybot: one")
+    h.complete(h.jobs[0], "same words")
+    h.say(BOB, "#chan", "relaybot: two")
+    h.complete(h.jobs[1], "other words")  # supersedes "same words", never sent
+    h.say(ALICE, "#chan", "relaybot: three")
+    h.complete(h.jobs[2], "same words")  # supersedes again: not a repeat of anything said
+    for _ in range(4):
+        clock.now += 1.0
+        sender.flush()
+    assert bot_lines(h, "#chan") == ["same words"]
