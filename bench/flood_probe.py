@@ -32,8 +32,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.ircservers import RawClient, RunningServer, parse_line, start_server
-
 from relaybot.irc.outbox import (
     DEFAULT_BURST,
     DEFAULT_BYTES_PER_SECOND,
@@ -41,6 +39,7 @@ from relaybot.irc.outbox import (
     Outbox,
     Outgoing,
 )
+from tests.support.ircservers import RawClient, RunningServer, parse_line, start_server
 
 _ids = itertools.count(1)
 _ids_lock = threading.Lock()

@@ -41,13 +41,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from relay_contexts import percentile  # noqa: E402
-from tests.botrunner import BotRunner  # noqa: E402
-from tests.ircservers import RawClient, parse_line, start_server  # noqa: E402
 
 from relaybot.config.loader import load_config  # noqa: E402
 from relaybot.config.schema import Config  # noqa: E402
 from relaybot.inference.engine import GenerationRequest  # noqa: E402
 from relaybot.log import configure_logging  # noqa: E402
+from tests.support.botrunner import BotRunner  # noqa: E402
+from tests.support.ircservers import RawClient, parse_line, start_server  # noqa: E402
 
 BOT = "relaybot"
 

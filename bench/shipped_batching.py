@@ -42,7 +42,7 @@ import tomli_w
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.ircservers import RawClient, parse_line, start_server  # noqa: E402
+from tests.support.ircservers import RawClient, parse_line, start_server  # noqa: E402
 
 BOT = "relaybot"
 
