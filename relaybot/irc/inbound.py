@@ -1,6 +1,7 @@
 """What a session does about each server line it acts on: the dispatch table by command or
 numeric, and one handler each (registration, PING, who is who, the bot's own channels), which
-hands the events relaybot.irc.translate makes on to the session's `on_event`.
+hands the events relaybot.irc.translate makes on to the session's `on_event`. The bot's own
+PRIVMSG/NOTICE lines echoed back (echo-message) also go to the writer, which records them.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class ServerLines:
             num.RPL_WHOISBOT: self.on_whois_bot,
             # channel events
             "PRIVMSG": self.on_privmsg,
+            "NOTICE": self.on_notice,
             "JOIN": self.on_join,
             "PART": self.on_part,
             "QUIT": self.on_quit,
@@ -175,8 +177,21 @@ class ServerLines:
     # channel events: what the bot does about them, besides handing them on
 
     def on_privmsg(self, message: IrcMessage) -> None:
-        for event in translate.privmsg_events(message, self._origin(message)):
+        origin = self._origin(message)
+        self._own_echo(message, origin.nick)
+        # Our own line goes on as an event too: the relay knows it and leaves it alone.
+        for event in translate.privmsg_events(message, origin):
             self.session.on_event(event)
+
+    def on_notice(self, message: IrcMessage) -> None:
+        # Only our own NOTICEs echoed back matter; other notices are no event.
+        self._own_echo(message, irc.client.NickMask(message.source or "").nick or "")
+
+    def _own_echo(self, message: IrcMessage, nick: str) -> None:
+        """A PRIVMSG/NOTICE from ourselves is the server echoing a line of ours (echo-message):
+        the writer then counts it as said."""
+        if len(message.params) >= 2 and self._is_me(nick):
+            self.session.writer.echoed(message.command, message.params[0], message.params[1])
 
     def on_join(self, message: IrcMessage) -> None:
         session = self.session

@@ -66,6 +66,8 @@ class IrcSession:
             fold=self._fold,
             clock=clock,
             log=self.log,
+            # Asked as each line is written: lines then count as said when echoed back.
+            echoing=lambda: "echo-message" in self.caps.enabled,
         )
         self.outbox, self.delivery = self.writer.outbox, self.writer.delivery
         self.channels: dict[str, Channel] = {}

@@ -1,6 +1,12 @@
 """The send side of a session: text as sanitised, split PRIVMSG/NOTICE lines in the outbox,
-the paced flush to the socket, and the delivery checks (PINGs whose PONG confirms every line
-written before them, relaybot.irc.delivery), down to what a lost link drops and retracts.
+the paced flush to the socket, and knowing which written lines the server really has, down to
+what a lost link drops and retracts.
+
+Where the server gave echo-message, a PRIVMSG/NOTICE counts as said when the server echoes it
+back (relaybot.irc.echoes): its `on_sent` waits for the echo, and a line never echoed is never
+recorded. Without it, a line counts as said when written, and the delivery checks (PINGs whose
+PONG confirms every line written before them, relaybot.irc.delivery) retract the lines a lost
+link swallowed. Which of the two applies is decided for each line as it is written.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from typing import Any
 
 from relaybot.irc.connection import BotConnection
 from relaybot.irc.delivery import Delivery
+from relaybot.irc.echoes import Echoes
 from relaybot.irc.outbox import Batch, Outbox, Outgoing
 from relaybot.irc.text import reply_lines, safe_line
 
@@ -30,10 +37,13 @@ class Writer:
         fold: Callable[[str], str],
         clock: Callable[[], float],
         log: Any,
+        echoing: Callable[[], bool] = lambda: False,
     ) -> None:
         self.connection = connection
         self.outbox = outbox
         self.delivery = Delivery()
+        self.echoes = Echoes(fold, clock)
+        self.echoing = echoing  # the server echoes our PRIVMSG/NOTICE lines (echo-message)
         self.ready = ready
         self.budget = budget  # payload bytes a PRIVMSG to a target may carry
         self.fold = fold
@@ -88,6 +98,8 @@ class Writer:
             return
         due = self.outbox.due(now)
         for written, item in enumerate(due):
+            # Decided as the line goes: the cap can come (CAP NEW) or go (CAP DEL) any time.
+            echo = message_parts(item.line) if self.echoing() else None
             if not self.connection.send_raw(item.line):
                 if self.connection.is_connected():  # refused as malformed: only this line
                     if item is self._ack_item:
@@ -100,10 +112,16 @@ class Writer:
                 self._ack_item = None
                 self.delivery.ack_written()
                 continue
+            if echo is not None:
+                # Said once the server echoes it: the echo proves it was relayed, so no PING
+                # confirms it and nothing has to retract it.
+                self._await_echo(echo, item.on_sent)
+                continue
             if item.on_sent is not None:
                 item.on_sent()
             if item.on_lost is not None:
                 self.delivery.written(item.on_lost, self.clock())
+        self._check_echoes()
         # The real clock: a shutdown flushes with a time far ahead, and must not queue a PING
         # that no later flush would write.
         token = self.delivery.want_ack(self.clock())
@@ -118,26 +136,75 @@ class Writer:
         self._ack_item = None
         self.delivery.ack_dropped()
 
+    def _await_echo(self, parts: tuple[str, str, str], on_sent: Callable[[], None] | None) -> None:
+        pushed_out = self.echoes.written(*parts, on_sent)
+        if pushed_out:
+            self.log.warning(
+                "line_not_echoed", count=pushed_out, reason="too many lines awaiting their echo"
+            )
+
+    def _check_echoes(self) -> None:
+        waited = self.echoes.missing()
+        if waited is not None:
+            self.log.warning(
+                "echo_missing",
+                waited_s=round(waited, 1),
+                awaiting=len(self.echoes),
+                problem="the server enabled echo-message but does not echo the bot's lines;"
+                " until it does, nothing the bot says is recorded in its context",
+            )
+
+    def echoed(self, command: str, target: str, text: str) -> None:
+        """The server sent one of our own PRIVMSG/NOTICE lines back (echo-message): the line
+        it matches now counts as said, and older lines still waiting were never relayed."""
+        echo = self.echoes.echoed(command, target, text)
+        if echo is None:
+            # Not written by this writer on this connection (or already given up on).
+            self.log.debug("echo_unmatched", command=command, target=target)
+            return
+        if echo.skipped:
+            # The server answered those with an error (404, a ban) instead of relaying them.
+            self.log.warning(
+                "line_not_echoed", count=echo.skipped, reason="a later line was echoed first"
+            )
+        if echo.on_sent is not None:
+            echo.on_sent()
+
+    def _drop_unechoed(self) -> None:
+        count = self.echoes.lost()
+        if count:
+            # Written, but never echoed: the server may never have had them. Not recorded.
+            self.log.warning("unechoed_lines_dropped", count=count)
+
     def confirm_before_quit(self, deadline: float, process: Callable[[float], None]) -> None:
-        """At shutdown, before QUIT: PING until the server has confirmed every line written,
-        so that lines it has are kept in the saved contexts, not retracted. `process` reads
-        the server for up to the seconds it is given."""
+        """At shutdown, before QUIT: until `deadline`, PING until the server has confirmed
+        every line written, and wait for the echo of every line it echoes, so that lines it
+        has are kept in the saved contexts. Lines still not echoed then are dropped. `process`
+        reads the server for up to the seconds it is given."""
         if self._ack_item is not None:  # queued, never written: ask again directly
             self._drop_ack()
-        while len(self.delivery) and self.connection.is_connected() and self.clock() < deadline:
-            if not self.delivery.awaiting_pong:
+        while (
+            (len(self.delivery) or len(self.echoes))
+            and self.connection.is_connected()
+            and self.clock() < deadline
+        ):
+            # Echoed lines need no PING: their echoes are on the way, in order.
+            if len(self.delivery) and not self.delivery.awaiting_pong:
                 token = self.delivery.want_ack(self.clock(), at_once=True)
                 if token is None or not self.connection.send_raw(f"PING :{token}"):
-                    return
+                    break
                 self.delivery.ack_written()
             process(0.1)
+        self._drop_unechoed()
 
     def disconnected(self) -> None:
-        """The link is gone: drop what was never written, retract what was never confirmed."""
+        """The link is gone: drop what was never written or never echoed, retract what was
+        never confirmed."""
         dropped = self.outbox.clear()
         if dropped:
             self.log.warning("unsent_lines_dropped", count=len(dropped))
         self._ack_item = None
+        self._drop_unechoed()
         retractions = self.delivery.lost()
         if retractions:
             # Written, but the server never confirmed them: no longer counted as said.
@@ -147,6 +214,16 @@ class Writer:
                 retract()
             except Exception:
                 self.log.exception("retract_failed")
+
+
+def message_parts(line: str) -> tuple[str, str, str] | None:
+    """(command, target, text) of a PRIVMSG/NOTICE line as queue_text builds it; None for any
+    other line (the delivery check's PING)."""
+    command, _, rest = line.partition(" ")
+    if command not in ("PRIVMSG", "NOTICE"):
+        return None
+    target, separator, text = rest.partition(" :")
+    return (command, target, text) if separator else None
 
 
 def single_target(target: str) -> bool:

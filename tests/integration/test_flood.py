@@ -91,11 +91,20 @@ dir = "{workdir / "state"}"
             written_at: list[float] = []
             result.sent = [reply_body(index) for index in range(LINES)]
 
+            write = session.connection.send_raw
+
+            def timed_write(line: str) -> bool:
+                # When each line reaches the socket: on_sent comes later where the server
+                # echoes (echo-message), and the lag to measure is the server's.
+                written = write(line)
+                if written and line.startswith(f"PRIVMSG {CHANNEL} :"):
+                    written_at.append(time.monotonic())
+                return written
+
             def queue_all() -> None:
+                session.connection.send_raw = timed_write  # type: ignore[method-assign]
                 for body in result.sent:
-                    session.send_message(
-                        CHANNEL, body, on_sent=lambda: written_at.append(time.monotonic())
-                    )
+                    session.send_message(CHANNEL, body)
                 session.send_message(QUIET, "a quiet channel is not starved")
 
             runner.on_reactor(queue_all)

@@ -15,8 +15,11 @@ Faults: an RST from both sides (reset); a link that forwards nothing and never c
 (freeze); server -> bot at one byte per 50 ms for 10 s, then an RST (drip); 10 MB without a
 newline from the "server" (inject); and a TLS front that stops in the middle of a record.
 
-A frozen link keeps what was written into it: those lines are retracted from the context at
-the disconnect, because the server never answered the PING after them (relaybot.irc.delivery).
+A frozen link keeps what was written into it. On ngIRCd (no echo-message) those lines are
+retracted from the context at the disconnect, because the server never answered the PING after
+them (relaybot.irc.delivery). The frozen link is also played against InspIRCd, which grants
+echo-message: there a line enters the context only when the server echoes it, so the lines
+written into the frozen link are never recorded at all (relaybot.irc.echoes).
 """
 
 from __future__ import annotations
@@ -269,18 +272,38 @@ class FrozenOutcome:
     story_seen: list[str] = field(default_factory=list)
     events: set[str] = field(default_factory=set)
     running_error: str | None = None
+    kind: str = ""
+    echo_message: list[bool] = field(default_factory=list)  # enabled, for each connection
+    unechoed_dropped: list[int] = field(default_factory=list)  # counts logged
+    retracted: list[int] = field(default_factory=list)  # counts logged
 
 
-@pytest.fixture(scope="module")
-def frozen_outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrozenOutcome]:
+def _echo_message(runner: BotRunner) -> bool:
+    return bool(session_value(runner, lambda s: "echo-message" in s.caps.enabled))
+
+
+def _counts(logs: Sequence[Mapping[str, Any]], event: str) -> list[int]:
+    return [int(entry["count"]) for entry in logs if entry["event"] == event]
+
+
+FROZEN_SERVERS = {"ngircd": "/usr/sbin/ngircd", "inspircd": "/usr/sbin/inspircd"}
+
+
+@pytest.fixture(scope="module", params=sorted(FROZEN_SERVERS))
+def frozen_outcome(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FrozenOutcome]:
     """The bot mid-reply when the link freezes: nothing moves either way and nothing closes.
-    The ping check (5 s + 5 s) is what notices; the ghost connection keeps NICK on ngIRCd,
-    so the bot comes back as ALT_NICK."""
-    if not shutil.which("/usr/sbin/ngircd"):
-        pytest.skip("ngircd is not installed (/usr/sbin/ngircd); .ci/run installs it")
-    base = tmp_path_factory.mktemp("frozen")
-    server = start_server("ngircd", base / "ngircd")
-    outcome = FrozenOutcome()
+    The ping check (5 s + 5 s) is what notices; the ghost connection keeps NICK, so the bot
+    comes back as ALT_NICK. Played on ngIRCd (delivery by PING, retraction) and on InspIRCd
+    (echo-message: a line counts once echoed)."""
+    kind = str(request.param)
+    binary = FROZEN_SERVERS[kind]
+    if not shutil.which(binary):
+        pytest.skip(f"{kind} is not installed ({binary}); .ci/run installs it")
+    base = tmp_path_factory.mktemp(f"frozen-{kind}")
+    server = start_server(kind, base / kind)
+    outcome = FrozenOutcome(kind=kind)
     engine = FixedEngine(STORY)
     try:
         with (
@@ -291,10 +314,12 @@ def frozen_outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrozenO
         ):
             try:
                 start_story(runner, observer)
+                outcome.echo_message.append(_echo_message(runner))
                 fault_at = time.monotonic()
                 assert proxy.freeze() == 1
                 outcome.rejoin_seconds = wait_rejoined(runner, connects=2, since=fault_at)
                 outcome.nick_after = hello_again(runner, observer, engine)
+                outcome.echo_message.append(_echo_message(runner))
                 try:
                     assert_still_running(runner, logs)
                 except AssertionError as error:
@@ -303,6 +328,8 @@ def frozen_outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrozenO
                 outcome.seen = seen_bot_lines(observer)
                 outcome.story_seen = story_seen(observer)
                 outcome.events = events(logs)
+                outcome.unechoed_dropped = _counts(logs, "unechoed_lines_dropped")
+                outcome.retracted = _counts(logs, "unconfirmed_lines_retracted")
             except Exception as error:  # reported by the test that needs it, not hidden
                 outcome.error = error
     finally:
@@ -336,6 +363,34 @@ def test_frozen_link_records_no_line_the_channel_never_saw(
     if frozen_outcome.error is not None:
         pytest.fail(f"the frozen-link scenario itself failed: {frozen_outcome.error!r}")
     assert undelivered(frozen_outcome.recorded, frozen_outcome.seen) == []
+
+
+def test_frozen_link_lines_the_server_never_had_are_dropped_or_retracted(
+    frozen_outcome: FrozenOutcome,
+) -> None:
+    """Which way the bot knew: with echo-message, the lines written into the frozen link were
+    never echoed and so never recorded (dropped at the disconnect, no PING spent); without
+    it, they were recorded when written and retracted at the disconnect."""
+    outcome = frozen_outcome
+    if outcome.error is not None:
+        pytest.fail(f"the frozen-link scenario itself failed: {outcome.error!r}")
+    late_story = [line for line in STORY.splitlines() if line not in outcome.story_seen]
+    assert late_story, "the fault did not hit mid-reply"
+    recorded_story = [line for line in outcome.recorded if line.startswith("story line")]
+    if outcome.kind == "inspircd":
+        assert outcome.echo_message == [True, True]  # on both connections
+        # Lines were written and never echoed: the scenario really tested the drop.
+        assert outcome.unechoed_dropped and all(count > 0 for count in outcome.unechoed_dropped)
+        assert outcome.retracted == []  # nothing was recorded unconfirmed
+        # Replies are still recorded: the story the channel saw (the echo of the last line
+        # before the freeze may have been caught in it) and the answer after the reconnect.
+        assert len(recorded_story) >= FAULT_AFTER - 1, recorded_story
+        assert outcome.recorded[-1] == AGAIN
+    else:
+        assert outcome.echo_message == [False, False]
+        assert outcome.retracted and all(count > 0 for count in outcome.retracted)
+        assert outcome.unechoed_dropped == []
+    assert not set(late_story) & set(recorded_story)
 
 
 # --- (3) slow drip, then a reset ----------------------------------------------------------

@@ -166,3 +166,23 @@ def test_status_modes_and_refused_joins(session: Recording) -> None:
         StatusChange("#relay", "bob", "+", False),
     ]
     assert session.forgotten == ["#relay"] and session.wanted_channels() == []
+
+
+def test_own_lines_echoed_back_go_to_the_writer_and_on_as_events(session: Recording) -> None:
+    said: list[str] = []
+    echoes = session.writer.echoes
+    echoes.written("PRIVMSG", "#relay", "\x01ACTION waves\x01", lambda: said.append("waves"))
+    echoes.written("NOTICE", "alice", "psst", lambda: said.append("psst"))
+    session.feed(
+        # Someone else saying the same words, and server notices: no echo of ours.
+        ":alice!a@h PRIVMSG #relay :\x01ACTION waves\x01",
+        ":irc.test NOTICE * :*** Looking up your hostname",
+        "NOTICE relaybot :no source at all",
+    )
+    assert said == [] and len(echoes) == 2
+    session.feed(":RelayBot!u@h PRIVMSG #Relay :\x01ACTION waves\x01")  # casefolded nick too
+    assert said == ["waves"]
+    # The relay still gets our own line, and knows it for ours.
+    assert session.events[-1] == Action(Origin("RelayBot", "u", "h"), "#Relay", "waves")
+    session.feed(":relaybot!u@h NOTICE alice :psst")
+    assert said == ["waves", "psst"] and len(echoes) == 0

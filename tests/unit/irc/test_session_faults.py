@@ -64,6 +64,35 @@ def _serving(server: ScriptedServer, seconds: float) -> threading.Thread:
     return thread
 
 
+def _echoing(
+    server: ScriptedServer, seconds: float, echo: Callable[[bytes], bool]
+) -> threading.Thread:
+    """The server reads for `seconds` and, as one with echo-message does, sends back each of
+    the bot's PRIVMSG lines whose text `echo` picks (the others it refuses, as with a 404)."""
+
+    def read() -> None:
+        assert server.conn is not None
+        buffer = b""
+        deadline = time.monotonic() + seconds
+        with contextlib.suppress(OSError):
+            while time.monotonic() < deadline:
+                try:
+                    data = server.conn.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                *lines, buffer = (buffer + data).split(b"\r\n")
+                server.received.extend(lines)
+                for line in lines:
+                    if line.startswith(b"PRIVMSG ") and echo(line.split(b" :", 1)[1]):
+                        server.send(b":relaybot!bot@127.0.0.1 " + line + b"\r\n")
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_a_reset_while_the_outbox_flushes_is_a_reconnect_and_nothing_unwritten_counts() -> None:
     server = ScriptedServer()
     session = _session(server.port)
@@ -263,3 +292,60 @@ def test_both_pong_forms_confirm() -> None:
         session.delivery.ack_written()
         session.inbound.on_pong(message)
         assert len(session.delivery) == 0
+
+
+def test_with_echo_message_only_echoed_lines_count_and_no_ping_confirms_them() -> None:
+    server = ScriptedServer()
+    session = _session(server.port)
+    session.delivery.delay = 0.2  # a confirming PING would be due almost at once
+    _registered(server, session)
+    session.caps.enabled.add("echo-message")  # as if the server had ACKed it
+    said: list[str] = []
+
+    def say(text: str) -> None:
+        session.send_message(
+            "#c", text, on_sent=lambda: said.append(text), on_lost=lambda: said.remove(text)
+        )
+
+    with structlog.testing.capture_logs() as logs:
+        for text in ("one", "refused", "three"):
+            say(text)
+        reader = _echoing(server, 2.0, lambda text: text != b"refused")
+        _step_until(session, lambda: said == ["one", "three"], 10, "the echoes")
+        deadline = time.monotonic() + 1.0  # long past the delay a PING would wait
+        while time.monotonic() < deadline:
+            session.step(0.05)
+        reader.join()
+        assert not any(line.startswith(b"PING") for line in server.received)
+        assert len(session.delivery) == 0
+        # Two more are written, but the server reads nothing more before the link dies.
+        say("four")
+        say("five")
+        _step_until(session, lambda: len(session.writer.echoes) == 2, 5, "written")
+        assert said == ["one", "three"]  # written is not said
+        assert server.conn is not None
+        rst_close(server.conn)
+        _step_until(session, lambda: not session.connection.is_connected(), 10, "the drop")
+    assert said == ["one", "three"]
+    assert [e["count"] for e in logs if e["event"] == "line_not_echoed"] == [1]
+    assert [e["count"] for e in logs if e["event"] == "unechoed_lines_dropped"] == [2]
+    assert not any(e["event"] == "unconfirmed_lines_retracted" for e in logs)
+    server.close()
+
+
+def test_stopping_soon_after_speaking_waits_for_the_echo_instead_of_a_ping() -> None:
+    server = ScriptedServer()
+    session = _session(server.port)
+    _registered(server, session)
+    session.caps.enabled.add("echo-message")
+    said: list[str] = []
+    session.send_message("#c", "goodbye", on_sent=lambda: said.append("goodbye"))
+    reader = _echoing(server, 4.0, lambda text: True)  # echoes while we stop
+    session.stop()
+    session._shutdown()
+    reader.join()
+    assert said == ["goodbye"]
+    commands = [line.split(b" ")[0] for line in server.received]
+    assert commands.index(b"PRIVMSG") < commands.index(b"QUIT")
+    assert b"PING" not in commands
+    server.close()
