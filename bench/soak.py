@@ -29,14 +29,43 @@ whether the bot still answers at the end: after the load a client that never spo
 addressed line in a channel kept quiet during the load (`#soak-final`, so that no budget of the
 load is spent there) and waits up to `--final-timeout` (30 s) for the answer.
 
-    python bench/soak.py                                          # the whole soak (~5 min)
+Freshness (issue 16: `[reply] max_age`, default 60 s: a reply that has not started going out
+within max_age of its line is dropped; a newer reply supersedes an older unsent one in the same
+conversation; the scheduler declines generations that could not leave in time; the outbox
+serves the least recently served channel first), also in the result:
+
+- `replies.latency_s` (all the load's answers) and `replies.latency_during_load_s` (those that
+  arrived by the last load line): count, p50, p95 and max of request (the client sending
+  `q<id>`) to the first reply line naming it;
+- from the bot's log (`log.replies`, `log.dropped_stale_by_stage`, `log.declined_reasons`,
+  gathered in `freshness`): replies dropped stale by `stage` (waiting, generated, queued),
+  dropped superseded, and declined for "backlog";
+- `backlog_at_end`: reply lines (and first answers) the bot still sent in the load's channels
+  after the last load line, and when the last one came (`quiet_after_s`). After the final
+  check the clients watch until those channels stay quiet `--quiet-gap` s (10) or
+  `--drain-timeout` s (120) after the last load line have passed (`went_quiet`, `watched_s`;
+  RSS "end" is taken after that);
+- `quiet_probes`: a channel the load leaves alone, under load: at `--probe-at` of --seconds
+  (25, 50 and 75 %) a client that never spoke asks once in a channel of its own
+  (#soak-quiet1, #soak-quiet2, ...: no cooldown or budget shared with another probe) and each
+  one's time to the answer is reported (null past `--probe-timeout`, 30 s), with the worst and
+  whether all came within the target of 10 s;
+- `freshness`: max_age (from the config the bench wrote; 60 s when it has none), the answers
+  and the reply lines that arrived later than max_age after their question (the bound is on a
+  reply starting to go out; arriving adds the server's relay, a few ms unless ngIRCd's own
+  flood control delays the bot), and the oldest answer.
+
+    python bench/soak.py                                          # the whole soak (~5-7 min)
     python bench/soak.py --lines 1000 --channels 10 --seconds 40  # a short run
     python bench/soak.py --pacing shipped     # shipped [irc.flood], ngIRCd's own flood control
 
 Changes from config.example.toml (everything else, [policy] budgets included, as shipped):
 
 - irc.network "soak"; irc.host/port the local ngIRCd, irc.tls false; irc.channels the load's
-  channels plus #soak-final; state.dir in the run's temporary directory;
+  channels plus #soak-final and the quiet probes' channels; state.dir in the run's temporary
+  directory;
+- reply.max_age only with `--max-age` (not written otherwise, so that a config schema without
+  the key still loads);
 - model.engine "openai" with [model.remote] url (the stand-in, ".../v1"), model "soak-standin"
   and stream (false unless --stream); model.name stays "auto" (token counts are estimated,
   nothing is loaded);
@@ -92,13 +121,17 @@ import tomli_w
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.ircservers import RawClient, parse_line, start_server  # noqa: E402
+from tests.support.ircservers import RawClient, parse_line, start_server  # noqa: E402
 
 BOT = "relaybot"
 HOST = "127.0.0.1"
 MODEL = "soak-standin"
 CHECK_CHANNEL = "#soak-final"
 CHECK_NICK = "soakcheck"
+QUIET_CHANNEL = "#soak-quiet{}"  # one per probe during the load: #soak-quiet1, ...
+QUIET_NICK = "soakquiet{}"
+QUIET_TARGET_S = 10.0  # a quiet channel's answer under load, at most (issue 16)
+DEFAULT_MAX_AGE = 60.0  # [reply] max_age when the config does not set it
 RAISED_INTERVAL = 0.1  # irc.flood.interval with --pacing raised (shipped: 1.1)
 SAMPLE_EVERY = 5.0  # seconds between RSS samples
 QUESTION_TAG = re.compile(r"\bq(\d+)\b")
@@ -297,7 +330,14 @@ class StandIn(ThreadingHTTPServer):
 
 
 def soak_config(
-    port: int, channels: list[str], state: Path, url: str, *, pacing: str, stream: bool
+    port: int,
+    channels: list[str],
+    state: Path,
+    url: str,
+    *,
+    pacing: str,
+    stream: bool,
+    max_age: float | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """config.example.toml, pointed at the local server and the stand-in; and what changed."""
     data: dict[str, Any] = tomllib.loads((ROOT / "config.example.toml").read_text())
@@ -322,7 +362,15 @@ def soak_config(
     model["remote"] = {"url": url, "model": MODEL, "stream": stream}
     changes["model.remote"] = {"shipped": None, "soak": dict(model["remote"])}
     change(data.setdefault("log", {}), "log", "format", "json")
+    if max_age is not None:  # only when asked: a schema without the key would refuse it
+        change(data.setdefault("reply", {}), "reply", "max_age", max_age)
     return tomli_w.dumps(data), changes
+
+
+def configured_max_age(config_text: str) -> tuple[float, str]:
+    """[reply] max_age of the config the bench wrote, and where it came from."""
+    value = tomllib.loads(config_text).get("reply", {}).get("max_age")
+    return (DEFAULT_MAX_AGE, "default") if value is None else (float(value), "config")
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -371,6 +419,23 @@ class Observed:
     server_errors: list[str] = field(default_factory=list)
     numerics: Counter[str] = field(default_factory=Counter)  # error numerics (4xx/5xx)
 
+    def last_reply(self, excluded: set[str]) -> float:
+        """When the newest reply line outside `excluded` channels arrived (0 if none)."""
+        return max(
+            (seen for (channel, _), seen in self.reply_lines.items() if channel not in excluded),
+            default=0.0,
+        )
+
+
+@dataclass
+class Probe:
+    """A client that never spoke, alone in a channel the load leaves alone: asks once."""
+
+    member: Member
+    fraction: float  # of --seconds into the load
+    question: int
+    sent_at: float | None = None  # clock()
+
 
 class Crowd:
     """All client sockets, read together with select() on one thread."""
@@ -391,6 +456,24 @@ class Crowd:
         except OSError as exc:
             self._closed(member, f"send failed: {exc}")
             return False
+        return True
+
+    def ask(self, member: Member, question: int, words: str) -> bool:
+        """Send `relaybot: q<question> <words>` in the member's channel; note it if it went."""
+        sent_at = self.clock()
+        if not self.send(member, f"PRIVMSG {member.channel} :{BOT}: q{question} {words}"):
+            return False
+        self.asked[question] = (member.channel, sent_at)
+        self.asked_by[question] = member.nick
+        return True
+
+    def pump_until(self, done: Callable[[], bool], until: float) -> bool:
+        """Read until `done()` or the clock reaches `until`; whether `done()` came true."""
+        while not done():
+            left = until - self.clock()
+            if left <= 0:
+                return False
+            self.pump(min(0.2, left))
         return True
 
     def pump(self, timeout: float) -> None:
@@ -468,15 +551,31 @@ class Crowd:
                 member.client.close()
 
 
+def connect_member(port: int, channel: str, nick: str) -> Member:
+    client = RawClient.connect(HOST, port, nick)
+    client.join(channel)
+    return Member(client, channel, nick)
+
+
 def connect_members(port: int, channels: list[str], per_channel: int) -> list[Member]:
     members = []
     for index, channel in enumerate(channels):
         for k in range(per_channel):
             nick = f"s{index}{chr(ord('a') + k)}" if per_channel <= 26 else f"s{index}x{k}"
-            client = RawClient.connect(HOST, port, nick)
-            client.join(channel)
-            members.append(Member(client, channel, nick))
+            members.append(connect_member(port, channel, nick))
     return members
+
+
+def connect_probes(port: int, fractions: Sequence[float], first_question: int) -> list[Probe]:
+    """One client per probe, each in a quiet channel of its own (#soak-quiet1, ...)."""
+    return [
+        Probe(
+            connect_member(port, QUIET_CHANNEL.format(n), QUIET_NICK.format(n)),
+            fraction,
+            first_question + n - 1,
+        )
+        for n, fraction in enumerate(fractions, start=1)
+    ]
 
 
 def wait_for_bot(members: list[Member], deadline: float) -> None:
@@ -509,6 +608,36 @@ def rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def probe_pending(probe: Probe, observed: Observed, now: float, timeout: float) -> bool:
+    """Sent, not answered yet, and its time not up."""
+    return (
+        probe.sent_at is not None
+        and probe.question not in observed.answered
+        and now < probe.sent_at + timeout
+    )
+
+
+def drain_deadline(probes: list[Probe], last_line: float, args: argparse.Namespace) -> float:
+    """How long to watch after the load: --drain-timeout, and every probe's timeout."""
+    sent = [probe.sent_at for probe in probes if probe.sent_at is not None]
+    return max([last_line + args.drain_timeout, *(t + args.probe_timeout for t in sent)])
+
+
+def quiet_and_settled(
+    observed: Observed,
+    probes: list[Probe],
+    side: set[str],
+    last_line: float,
+    now: float,
+    args: argparse.Namespace,
+) -> bool:
+    """No reply line in the load's channels for --quiet-gap s, and no probe still waiting."""
+    last = max(last_line, observed.last_reply(side))
+    return now - last >= args.quiet_gap and not any(
+        probe_pending(probe, observed, now, args.probe_timeout) for probe in probes
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="relaybot-soak-"))
@@ -516,19 +645,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     baseline_lines = args.baseline_lines or min(1000, max(1, args.lines // 10))
     server = start_server("ngircd", workdir / "ngircd", relaxed_flood=args.pacing == "raised")
     standin = StandIn()
+    quiet_channels = [QUIET_CHANNEL.format(n) for n in range(1, len(args.probe_at) + 1)]
+    side_channels = {CHECK_CHANNEL, *quiet_channels}  # not the load's
     config_text, changes = soak_config(
         server.port,
-        [*channels, CHECK_CHANNEL],
+        [*channels, CHECK_CHANNEL, *quiet_channels],
         workdir / "state",
         standin.url,
         pacing=args.pacing,
         stream=args.stream,
+        max_age=args.max_age,
     )
+    max_age, max_age_from = configured_max_age(config_text)
     config_path = workdir / "bot.toml"
     config_path.write_text(config_text)
     log_path = workdir / "bot.log"
     log_file = log_path.open("w")
     members: list[Member] = []
+    probes: list[Probe] = []
     bot: subprocess.Popen[bytes] | None = None
     crowd: Crowd | None = None
     observed = Observed()
@@ -541,15 +675,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     counts: Counter[str] = Counter()
     load: dict[str, Any] = {}
     final: dict[str, Any] = {"channel": CHECK_CHANNEL, "timeout_s": args.final_timeout}
+    load_began = last_line_clock = watched_until = 0.0  # clock()
+    went_quiet = False
     bot_exit: int | None = None
     run_log_bytes = 0
     try:
-        print(f"workdir {workdir}; connecting {args.channels * args.per_channel + 1} clients")
+        clients = args.channels * args.per_channel + 1 + len(quiet_channels)
+        print(f"workdir {workdir}; connecting {clients} clients")
         members = connect_members(server.port, channels, args.per_channel)
-        checker = Member(
-            RawClient.connect(HOST, server.port, CHECK_NICK), CHECK_CHANNEL, CHECK_NICK
-        )
-        checker.client.join(CHECK_CHANNEL)
+        checker = connect_member(server.port, CHECK_CHANNEL, CHECK_NICK)
+        probes = connect_probes(server.port, args.probe_at, args.lines + 1)
+        others = [checker, *(probe.member for probe in probes)]  # outside the load
         bot = subprocess.Popen(
             [sys.executable, "-m", "relaybot", "--config", str(config_path)],
             stdout=log_file,
@@ -558,12 +694,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cwd=workdir,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        wait_for_bot([*members, checker], time.monotonic() + args.start_timeout)
-        for member in [*members, checker]:
+        wait_for_bot([*members, *others], time.monotonic() + args.start_timeout)
+        for member in [*members, *others]:
             member.client._pending.clear()
             member.client.lines.clear()
             member.client.sock.settimeout(10.0)  # for sendall; recv only after select
-        crowd = Crowd([*members, checker], observed, clock)
+        crowd = Crowd([*members, *others], observed, clock)
         crowd.pump(2.0)  # warm-up behind us
         rss["start"] = proc_status(bot.pid)
         print(f"bot up (pid {bot.pid}, {rss['start'].get('VmRSS')} KiB); load starts")
@@ -584,8 +720,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             push(index * spacing, "line", index)
         for _ in range(round(args.lines * args.churn)):
             push(rng.uniform(0, args.seconds * 0.95), rng.choice(("part", "nick")), -1)
+        for index, probe in enumerate(probes):
+            push(probe.fraction * args.seconds, "probe", index)
 
         load_start = time.monotonic()
+        load_began = clock()
         next_sample = 0.0
         max_lag = 0.0
         lines_sent = 0
@@ -615,15 +754,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 speaker = rng.choice(speakers)
                 if addressed:
-                    text = f"{BOT}: q{arg} {rng.choice(QUESTIONS)}"
+                    went = crowd.ask(speaker, arg, rng.choice(QUESTIONS))
                 else:
-                    text = f"m{arg} {rng.choice(CHATTER)}"
-                if crowd.send(speaker, f"PRIVMSG {channel} :{text}"):
+                    went = crowd.send(speaker, f"PRIVMSG {channel} :m{arg} {rng.choice(CHATTER)}")
+                if went:
                     lines_sent += 1
+                    last_line_clock = clock()
                     counts["addressed" if addressed else "chatter"] += 1
-                    if addressed:
-                        crowd.asked[arg] = (channel, clock())
-                        crowd.asked_by[arg] = speaker.nick
                 if lines_sent == baseline_lines and "after_baseline" not in rss:
                     rss["after_baseline"] = proc_status(bot.pid)
             elif kind == "part":
@@ -665,6 +802,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     member.nick = member.base_nick
                     counts["nicks_back"] += 1
                 member.churning = False
+            elif kind == "probe":
+                probe = probes[arg]
+                if crowd.ask(probe.member, probe.question, "is anyone here?"):
+                    probe.sent_at = crowd.asked[probe.question][1]
             crowd.pump(0.0)
         load_seconds = time.monotonic() - load_start
         load.update(counts)
@@ -682,14 +823,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         while time.monotonic() < settle_until:
             crowd.pump(settle_until - time.monotonic())
         question = args.lines  # an id no load line has
-        crowd.asked[question] = (CHECK_CHANNEL, clock())
-        sent_at = time.monotonic()
-        final["sent"] = crowd.send(
-            checker, f"PRIVMSG {CHECK_CHANNEL} :{BOT}: q{question} are you still there?"
-        )
-        deadline = sent_at + args.final_timeout
-        while question not in observed.answered and time.monotonic() < deadline:
-            crowd.pump(min(0.2, deadline - time.monotonic()))
+        final["sent"] = crowd.ask(checker, question, "are you still there?")
+        if final["sent"]:
+            crowd.pump_until(lambda: question in observed.answered, clock() + args.final_timeout)
         final["answered"] = question in observed.answered
         final["seconds"] = (
             round(observed.answered[question] - crowd.asked[question][1], 3)
@@ -697,6 +833,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else None
         )
         crowd.pump(0.5)
+        # The backlog: until the load's channels stay quiet and every probe is settled.
+        watched_until = drain_deadline(probes, last_line_clock, args)
+        went_quiet = crowd.pump_until(
+            lambda: quiet_and_settled(
+                observed, probes, side_channels, last_line_clock, clock(), args
+            ),
+            watched_until,
+        )
+        watched_until = min(watched_until, clock())
         rss["end"] = proc_status(bot.pid)
         rss["samples"].append(
             {"t": round(time.monotonic() - load_start, 1), "lines": lines_sent, **rss["end"]}
@@ -728,11 +873,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         standin.close()
 
     answered = observed.answered
-    asked = {q: v for q, v in crowd.asked.items() if q != args.lines} if crowd else {}
-    latencies = [answered[q] - asked[q][1] for q in asked if q in answered]
+    every_question = dict(crowd.asked) if crowd else {}  # the load's, the probes', the final
+    asked = {q: v for q, v in every_question.items() if q < args.lines}  # the load's
     newest_answer = {ch: max(ids) for ch, ids in observed.answered_in.items()}
     covered = sum(1 for q, (ch, _) in asked.items() if newest_answer.get(ch, -1) >= q)
-    replies_in_load = sum(1 for (channel, _) in observed.reply_lines if channel != CHECK_CHANNEL)
+    replies_in_load = sum(
+        1 for (channel, _) in observed.reply_lines if channel not in side_channels
+    )
+    log = analyse_log(log_path, run_log_bytes)
     baseline_rss = rss["after_baseline"].get("VmRSS")
     end_rss = rss["end"].get("VmRSS")
     return {
@@ -749,6 +897,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "stream": args.stream,
             "seed": args.seed,
             "baseline_lines": baseline_lines,
+            "max_age_flag": args.max_age,
+            "probe_at": list(args.probe_at),
+            "probe_timeout_s": args.probe_timeout,
+            "drain_timeout_s": args.drain_timeout,
+            "quiet_gap_s": args.quiet_gap,
         },
         "config_changes": changes,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -781,14 +934,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
             if crowd
             else [],
-            "latency_s": {
-                "p50": rounded(percentile(latencies, 0.5)),
-                "p95": rounded(percentile(latencies, 0.95)),
-                "max": rounded(max(latencies, default=None)),
-            },
+            "latency_s": latency_figures(asked, answered),
+            "latency_during_load_s": latency_figures(asked, answered, until=last_line_clock),
         },
+        "quiet_probes": probe_figures(probes, observed, load_began, args.probe_timeout),
+        "backlog_at_end": {
+            **backlog_figures(asked, observed, side_channels, last_line_clock),
+            "watched_s": round(watched_until - last_line_clock, 1),
+            "went_quiet": went_quiet,
+        },
+        "freshness": freshness_figures(every_question, observed, max_age, max_age_from, log),
         "final_check": final,
-        "log": analyse_log(log_path, run_log_bytes),
+        "log": log,
         "clients": {
             "disconnects": observed.disconnects,
             "server_errors": observed.server_errors,
@@ -798,6 +955,101 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bot_exit_code": bot_exit,
         "workdir": str(workdir),
         "bot_log": str(log_path),
+    }
+
+
+def latency_figures(
+    asked: dict[int, tuple[str, float]], answered: dict[int, float], until: float | None = None
+) -> dict[str, Any]:
+    """Question sent to its first answer: p50, p95, max; only answers by `until` if given."""
+    values = [
+        answered[q] - sent
+        for q, (_, sent) in asked.items()
+        if q in answered and (until is None or answered[q] <= until)
+    ]
+    return {
+        "count": len(values),
+        "p50": rounded(percentile(values, 0.5)),
+        "p95": rounded(percentile(values, 0.95)),
+        "max": rounded(max(values, default=None)),
+    }
+
+
+def probe_figures(
+    probes: list[Probe], observed: Observed, load_began: float, timeout: float
+) -> dict[str, Any]:
+    """Each quiet-channel probe's time to its answer (null past `timeout`), and the worst."""
+    rows = []
+    for probe in probes:
+        answer = observed.answered.get(probe.question)
+        sent = probe.sent_at
+        took = answer - sent if answer is not None and sent is not None else None
+        rows.append(
+            {
+                "channel": probe.member.channel,
+                "at_fraction": probe.fraction,
+                "sent_at_s": None if sent is None else round(sent - load_began, 1),
+                "seconds": rounded(took) if took is not None and took <= timeout else None,
+                "answered_after_timeout_s": rounded(took) if took and took > timeout else None,
+            }
+        )
+    times = [row["seconds"] for row in rows if row["seconds"] is not None]
+    worst = max(times, default=None)
+    return {
+        "target_s": QUIET_TARGET_S,
+        "timeout_s": timeout,
+        "probes": rows,
+        "worst_s": worst,
+        "timed_out": sum(
+            1 for row in rows if row["sent_at_s"] is not None and row["seconds"] is None
+        ),
+        "met": bool(rows)
+        and len(times) == len(rows)
+        and worst is not None
+        and worst <= QUIET_TARGET_S,
+    }
+
+
+def backlog_figures(
+    asked: dict[int, tuple[str, float]], observed: Observed, side: set[str], last_line: float
+) -> dict[str, Any]:
+    """What the bot still sent in the load's channels after the last load line."""
+    after = sorted(
+        seen
+        for (channel, _), seen in observed.reply_lines.items()
+        if channel not in side and seen > last_line
+    )
+    return {
+        "reply_lines": len(after),
+        "answers": sum(1 for q in asked if observed.answered.get(q, -1.0) > last_line),
+        "quiet_after_s": round(after[-1] - last_line, 1) if after else 0.0,
+    }
+
+
+def freshness_figures(
+    asked: dict[int, tuple[str, float]],
+    observed: Observed,
+    max_age: float,
+    max_age_from: str,
+    log: dict[str, Any],
+) -> dict[str, Any]:
+    """Answers that arrived later than max_age after their question; the bot's drops."""
+    ages = [observed.answered[q] - sent for q, (_, sent) in asked.items() if q in observed.answered]
+    late_lines = 0
+    for (channel, text), seen in observed.reply_lines.items():
+        named = [asked.get(int(tag)) for tag in ANSWER_TAG.findall(text)]
+        late_lines += any(q and q[0] == channel and seen - q[1] > max_age for q in named)
+    stages = log["dropped_stale_by_stage"]
+    return {
+        "max_age_s": max_age,
+        "max_age_from": max_age_from,
+        "answers_later_than_max_age": sum(1 for age in ages if age > max_age),
+        "reply_lines_later_than_max_age": late_lines,
+        "oldest_answer_s": rounded(max(ages, default=None)),
+        "dropped_stale": sum(stages.values()),
+        "dropped_stale_by_stage": stages,
+        "dropped_superseded": log["replies"]["reply_dropped_superseded"],
+        "declined_backlog": log["declined_reasons"].get("backlog", 0),
     }
 
 
@@ -828,6 +1080,7 @@ def analyse_log(path: Path, run_bytes: int) -> dict[str, Any]:
         "shutdown": {"error": Counter(), "warning": Counter(), "info": Counter()},
     }
     declined: Counter[str] = Counter()
+    stale_stages: Counter[str] = Counter()
     samples: list[str] = []
     non_json: list[str] = []
     lines = 0
@@ -854,6 +1107,8 @@ def analyse_log(path: Path, run_bytes: int) -> dict[str, Any]:
                 samples.append(text[:500])
             if event == "reply_declined":
                 declined[str(entry.get("reason"))] += 1
+            elif event == "reply_dropped_stale":
+                stale_stages[str(entry.get("stage"))] += 1
     info = parts["run"]["info"] + parts["shutdown"]["info"]
     warnings = parts["run"]["warning"] + parts["shutdown"]["warning"]
     connecting = info["connecting"]
@@ -882,13 +1137,51 @@ def analyse_log(path: Path, run_bytes: int) -> dict[str, Any]:
                 "reply_dropped_repeated",
                 "reply_dropped_context_gone",
                 "reply_dropped_queue_full",
+                "reply_dropped_stale",
+                "reply_dropped_superseded",
                 "outbox_full_line_dropped",
                 "jobs_cancelled",
             )
         },
         "declined_reasons": dict(declined),
+        "dropped_stale_by_stage": dict(stale_stages),
         "non_json_lines": {"count": len(non_json), "samples": non_json[:5]},
     }
+
+
+def latency_text(figures: dict[str, Any]) -> str:
+    return (
+        f"p50 {figures['p50']} s, p95 {figures['p95']} s, max {figures['max']} s "
+        f"({figures['count']} answers)"
+    )
+
+
+def freshness_report(result: dict[str, Any]) -> list[str]:
+    """The report's lines for issue 16: latency, drops, backlog, quiet channels, the bound."""
+    replies = result["replies"]
+    fresh = result["freshness"]
+    backlog = result["backlog_at_end"]
+    quiet = result["quiet_probes"]
+    probes = ", ".join(
+        f"{row['channel']} at {round(100 * row['at_fraction'])} %: {row['seconds']} s"
+        for row in quiet["probes"]
+    )
+    return [
+        f"latency, all: {latency_text(replies['latency_s'])}; answered during the load: "
+        f"{latency_text(replies['latency_during_load_s'])}",
+        f"dropped stale {fresh['dropped_stale']} {fresh['dropped_stale_by_stage']}, "
+        f"superseded {fresh['dropped_superseded']}, declined for backlog "
+        f"{fresh['declined_backlog']}",
+        f"backlog at the end: {backlog['reply_lines']} reply lines ({backlog['answers']} "
+        f"answers) after the last load line, quiet after {backlog['quiet_after_s']} s "
+        f"(went quiet: {backlog['went_quiet']}, watched {backlog['watched_s']} s)",
+        f"quiet channel under load: {probes or 'no probes'}; worst {quiet['worst_s']} s, "
+        f"{quiet['timed_out']} timed out (target {quiet['target_s']} s: met {quiet['met']})",
+        f"max_age {fresh['max_age_s']} s ({fresh['max_age_from']}): "
+        f"{fresh['answers_later_than_max_age']} answers and "
+        f"{fresh['reply_lines_later_than_max_age']} reply lines later than it; oldest answer "
+        f"{fresh['oldest_answer_s']} s",
+    ]
 
 
 def report(result: dict[str, Any]) -> str:
@@ -914,12 +1207,20 @@ def report(result: dict[str, Any]) -> str:
             f"{len(result['clients']['disconnects'])}",
             f"replies: {replies['reply_lines_received']} reply lines for "
             f"{replies['addressed_sent']} addressed lines; {replies['addressed_answered_own']} "
-            f"answered by their own reply, {replies['addressed_covered']} covered; latency "
-            f"p50 {replies['latency_s']['p50']} s, p95 {replies['latency_s']['p95']} s, max "
-            f"{replies['latency_s']['max']} s; declined {log['declined_reasons']}",
+            f"answered by their own reply, {replies['addressed_covered']} covered; declined "
+            f"{log['declined_reasons']}",
+            *freshness_report(result),
             f"still answers at the end: {final.get('answered')} ({final.get('seconds')} s)",
         ]
     )
+
+
+def fractions(text: str) -> tuple[float, ...]:
+    """--probe-at: comma-separated fractions of the load, each in (0, 1); "" for none."""
+    values = tuple(float(part) for part in text.split(",") if part.strip())
+    if any(not 0.0 < value < 1.0 for value in values):
+        raise argparse.ArgumentTypeError(f"fractions must lie in (0, 1): {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -935,6 +1236,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-lines", type=int, default=0, help="RSS baseline after")
     parser.add_argument("--final-timeout", type=float, default=30.0)
     parser.add_argument("--settle", type=float, default=5.0, help="seconds for late replies")
+    parser.add_argument(
+        "--max-age", type=float, help="write [reply] max_age (default: not written, 60 s)"
+    )
+    parser.add_argument(
+        "--probe-at", type=fractions, default=(0.25, 0.5, 0.75), help="quiet-channel probes"
+    )
+    parser.add_argument("--probe-timeout", type=float, default=30.0)
+    parser.add_argument("--drain-timeout", type=float, default=120.0, help="watch the backlog")
+    parser.add_argument("--quiet-gap", type=float, default=10.0, help="silence that ends it")
     parser.add_argument("--start-timeout", type=float, default=180.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
