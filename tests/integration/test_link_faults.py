@@ -25,6 +25,7 @@ written into the frozen link are never recorded at all (relaybot.irc.echoes).
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import shutil
 import socket
@@ -125,17 +126,18 @@ def seen_bot_lines(observer: RawClient) -> list[str]:
 
 
 def recorded_bot_lines(runner: BotRunner) -> list[str]:
-    """The bot's own lines in the exported context of CHANNEL (the header's /join left out)."""
-    turns = runner.turns(CHANNEL)
-    assert turns is not None, f"no context for {CHANNEL}"
+    """The bot's own lines in the exported context of CHANNEL (`!relay export`'s JSON lines),
+    the header's /join left out."""
 
-    def header() -> list[Any]:
+    def export() -> tuple[Path | None, int]:
         transcript = runner.bot.relay.transcript(CHANNEL)
-        assert transcript is not None
-        return list(transcript.header)
+        assert transcript is not None, f"no context for {CHANNEL}"
+        return runner.bot.export(CHANNEL), len(transcript.header)
 
-    fixed = runner.on_reactor(header)
-    return [turn.content for turn in turns if turn.role in BOT_NICKS and turn not in fixed]
+    path, header = runner.on_reactor(export)
+    assert path is not None, f"nothing exported for {CHANNEL}"
+    exported = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [turn["content"] for turn in exported[header:] if turn["role"] in BOT_NICKS]
 
 
 def undelivered(recorded: list[str], seen: list[str]) -> list[str]:
