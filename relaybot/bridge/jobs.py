@@ -48,4 +48,5 @@ def reply_job(
         request=GenerationRequest(prompt, params, cache_key=key),
         log_context={"network": network, "channel": wanted.reply_to, "nick": wanted.asker},
         requested_at=wanted.requested_at,
+        answers=wanted.msgid,
     )

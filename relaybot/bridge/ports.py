@@ -34,9 +34,18 @@ class Sender(Protocol):
         on_sent: Callable[[], None] | None = None,
         on_lost: Callable[[], object] | None = None,
         batch: Batch | None = None,
-    ) -> None: ...
+        in_reply_to: str | None = None,
+    ) -> None:
+        """`in_reply_to`: the msgid of the line this answers; where the server takes client
+        tags the lines carry `+draft/reply` with it."""
+        ...
 
     def drop_queued(self, target: str) -> int: ...
+
+    def typing(self, target: str, *, active: bool) -> None:
+        """Tell `target` the bot is (still) writing a reply, or has stopped, where the server
+        takes client tags; nothing otherwise."""
+        ...
 
     def send_delay(self, target: str) -> float:
         """Seconds a line queued now for `target` would wait for its turn to go out."""

@@ -22,6 +22,7 @@ from relaybot.bridge.replies import irc_lines, line_budget, moderated
 from relaybot.bridge.scheduling import ReplyScheduler, Wanted
 from relaybot.bridge.speaking import Speaking
 from relaybot.bridge.state import SavedContext, saved_context
+from relaybot.bridge.typing import Typing
 from relaybot.config.channel_settings import ChannelSettings
 from relaybot.config.schema import ReplyConfig
 from relaybot.conversation.formats import PromptFormat, Turn
@@ -119,7 +120,9 @@ class Relay:
             max_waiting=max_waiting,
             freshness=self.freshness,
             send_delay=sender.send_delay,
+            on_start=lambda key, job: self.typing.started(key, job.reply_to),
         )
+        self.typing = Typing(sender, timers, self.scheduler.is_busy)
         self.transcripts: dict[ContextKey, Transcript] = {}
         self.members = Members(self.fold)
         # Mutes, personas and settings: read here, changed by operators, persisted by the bot.
@@ -371,7 +374,8 @@ class Relay:
         if self._declines(key, event.origin, fresh, channel):
             return
         self.scheduler.want(
-            key, Wanted(channel, self.sender.nick, event.origin.nick, True, self.clock())
+            key,
+            Wanted(channel, self.sender.nick, event.origin.nick, True, self.clock(), event.msgid),
         )
 
     def _declines(self, key: ContextKey, origin: Origin, fresh: bool, where: str) -> bool:
@@ -405,7 +409,9 @@ class Relay:
         fresh = self.gate.heard(key, self.fold(peer), text) if self.gate else True
         if not self.reply.in_query or self._declines(key, event.origin, fresh, peer):
             return
-        self.scheduler.want(key, Wanted(peer, QUERY_BOT_ROLE, peer, True, self.clock()))
+        self.scheduler.want(
+            key, Wanted(peer, QUERY_BOT_ROLE, peer, True, self.clock(), event.msgid)
+        )
 
     # --- jobs and replies -----------------------------------------------------------------
 
@@ -453,14 +459,16 @@ class Relay:
             return
         reply_to = transcript.name
         self.freshness.generated(completion.seconds)
+        replied = False
         if completion.text is None:
             log.error("reply_failed", error=completion.error, **context)
         elif self.is_muted(key):
             log.info("reply_dropped_muted", **context)
         else:
-            self._send_reply(
+            replied = self._send_reply(
                 job, key, reply_to, transcript, completion.text, context, completion.seconds
             )
+        self.typing.finished(key, reply_to, replied=replied)
         if again is not None:
             self.scheduler.want(key, dataclasses.replace(again, reply_to=reply_to))
         self.scheduler.start_waiting()
@@ -474,7 +482,8 @@ class Relay:
         text: str,
         context: dict[str, object],
         seconds: float,
-    ) -> None:
+    ) -> bool:
+        """Whether any line of the reply was queued to go out."""
         # The bot's nick may have changed since the job was made; speak as who we are now.
         speaker = job.speaker if job.speaker == QUERY_BOT_ROLE else self.sender.nick
         allowed = moderated(
@@ -484,7 +493,7 @@ class Relay:
             context,
         )
         if allowed is None:
-            return
+            return False
         lines = irc_lines(
             allowed,
             speaker=speaker,
@@ -493,7 +502,7 @@ class Relay:
             actions=True,
             log_context=context,
         )
-        self.speaking.say(
+        return self.speaking.say(
             key,
             transcript,
             speaker,
@@ -501,6 +510,7 @@ class Relay:
             log_context=context,
             seconds=seconds,
             requested_at=job.requested_at,
+            answers=job.answers,
         )
 
     def saved_contexts(self) -> list[tuple[ContextKey, SavedContext]]:

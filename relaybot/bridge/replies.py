@@ -91,11 +91,13 @@ def send_lines(
     on_written: Callable[[OutLine, bool], None] | None = None,
     on_lost: Callable[[OutLine], Callable[[], object]] | None = None,
     batch: Batch | None = None,
+    in_reply_to: str | None = None,
 ) -> None:
     """Queue `lines` for `target`. `on_written(line, last)` runs when a line is delivered
     (written, or echoed where the server echoes; never for one that is dropped);
     `on_lost(line)` gives what to run if the connection dies before the server confirmed it.
-    `batch` makes them one reply in the outbox: sent whole or dropped whole."""
+    `batch` makes them one reply in the outbox: sent whole or dropped whole. `in_reply_to`:
+    the msgid of the line they answer, to thread them to."""
     for index, line in enumerate(lines):
         last = index == len(lines) - 1
         written = None
@@ -113,4 +115,5 @@ def send_lines(
             on_sent=written,
             on_lost=on_lost(line) if on_lost is not None else None,
             batch=batch,
+            in_reply_to=in_reply_to,
         )

@@ -35,6 +35,7 @@ class Wanted:
     asker: str
     gated: bool  # False for an operator's retry, which skips budgets and backpressure
     requested_at: float  # when the line asked, on the reactor's monotonic clock
+    msgid: str | None = None  # the asking line's IRCv3 msgid: the reply is threaded to it
 
 
 class Conversations(Protocol):
@@ -65,7 +66,9 @@ class ReplyScheduler:
         max_waiting: int = 64,
         freshness: Freshness | None = None,
         send_delay: Callable[[str], float] | None = None,
+        on_start: Callable[[ContextKey, Job], None] | None = None,
     ) -> None:
+        self.on_start = on_start  # a reply's generation started (typing notices)
         self.network = network
         self.freshness = freshness
         self.send_delay = send_delay  # seconds a line for a target would wait to go out
@@ -192,6 +195,8 @@ class ReplyScheduler:
             self._deferred.pop(key, None)
             self._waiting.pop(key, None)
             log.info("reply_requested", job=job.job_id, **job.log_context)
+            if self.on_start is not None:
+                self.on_start(key, job)
         else:
             log.warning("reply_dropped_queue_full", **job.log_context)
 

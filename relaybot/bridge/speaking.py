@@ -63,9 +63,12 @@ class Speaking:
         log_context: Mapping[str, Any],
         seconds: float,
         requested_at: float | None = None,
-    ) -> None:
+        answers: str | None = None,
+    ) -> bool:
         """Send a reply's lines to the conversation `transcript` holds; `requested_at` (the
-        reactor's clock) is when the line it answers asked for it."""
+        reactor's clock) is when the line it answers asked for it, `answers` that line's msgid
+        (the reply is threaded to it where the server takes client tags). Whether any line
+        was queued."""
         freshness = self.freshness
         if freshness is not None and requested_at is not None and freshness.is_stale(requested_at):
             freshness.count("stale")
@@ -76,7 +79,7 @@ class Speaking:
                 seconds=round(seconds, 3),
                 **log_context,
             )
-            return
+            return False
         recent = self._recent.setdefault(key, deque(maxlen=RECENT_REPLIES))
         normalised = " ".join(
             " ".join(("/me " if line.action else "") + line.text for line in lines).split()
@@ -85,10 +88,10 @@ class Speaking:
         self._retrying.discard(key)
         if normalised and normalised in recent and not retried:
             log.info("reply_dropped_repeated", **log_context)
-            return
+            return False
         if not lines:
             log.info("reply_empty", seconds=round(seconds, 3), **log_context)
-            return
+            return False
         recent.append(normalised)
 
         # One turn object a line: a retraction takes back exactly the turn that was recorded.
@@ -126,7 +129,9 @@ class Speaking:
             on_written=on_written,
             on_lost=lambda line: functools.partial(transcript.retract, turns[id(line)]),
             batch=batch,
+            in_reply_to=answers,
         )
+        return True
 
     def _dropped(
         self,

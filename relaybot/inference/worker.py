@@ -40,6 +40,8 @@ class Job:
     # When the line it answers asked for it, on the reactor's monotonic clock; None for jobs
     # no reply waits on (an operator's `ask`).
     requested_at: float | None = None
+    # The msgid of the line it answers (IRCv3), for the reply to thread to; None: unthreaded.
+    answers: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

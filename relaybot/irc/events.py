@@ -28,6 +28,7 @@ class Message:
     origin: Origin
     target: str  # a channel, or the bot's nick for a private query
     text: str
+    msgid: str | None = None  # the server's id for it (IRCv3 msgid), to thread a reply to
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """What a session does about each server line it acts on: the dispatch table by command or
 numeric, and one handler each (registration, PING, who is who, the bot's own channels), which
 hands the events relaybot.irc.translate makes on to the session's `on_event`. The bot's own
-PRIVMSG/NOTICE lines echoed back (echo-message) also go to the writer, which records them.
+PRIVMSG/NOTICE lines echoed back (echo-message) also go to the writer, which records them; a
+CTCP query sent to the bot in private is answered as relaybot.irc.ctcp decides.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from relaybot.irc import translate
 from relaybot.irc.channels import JOIN_REFUSED, Channel, invite_allowed, join_line
 from relaybot.irc.events import IrcEvent, Origin
 from relaybot.irc.message import IrcMessage
-from relaybot.irc.text import safe_line
+from relaybot.irc.text import is_channel_name, safe_line
 from relaybot.irc.tracking import whox_fields
 
 if TYPE_CHECKING:
@@ -182,6 +183,20 @@ class ServerLines:
         # Our own line goes on as an event too: the relay knows it and leaves it alone.
         for event in translate.privmsg_events(message, origin):
             self.session.on_event(event)
+        self._answer_ctcp(message, origin)
+
+    def _answer_ctcp(self, message: IrcMessage, origin: Origin) -> None:
+        """A CTCP query sent to the bot in private gets its reply (relaybot.irc.ctcp decides
+        which, and how often); one sent to a channel never does."""
+        target, text = message.params[0], message.params[1]
+        nick = origin.nick
+        if not text.startswith("\x01") or not nick or self._is_me(nick) or is_channel_name(nick):
+            return
+        # Per person as user@host (Limnoria's *!user@host); the nick where the server gave none.
+        who = f"{origin.user}@{origin.host}".lower() if origin.host else self.session._fold(nick)
+        body = self.session.ctcp.reply(text, private=self._is_me(target), sender=who)
+        if body is not None:
+            self.session.writer.queue_ctcp_reply(nick, body)
 
     def on_notice(self, message: IrcMessage) -> None:
         # Only our own NOTICEs echoed back matter; other notices are no event.

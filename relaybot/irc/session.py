@@ -17,20 +17,26 @@ from relaybot.config.schema import ChannelConfig, IrcConfig
 from relaybot.irc.capabilities import Capabilities, SaslLogin
 from relaybot.irc.channels import Channel, join_line
 from relaybot.irc.connection import BotConnection, make_connect_factory
+from relaybot.irc.ctcp import CtcpResponder
 from relaybot.irc.events import IrcEvent
 from relaybot.irc.inbound import ServerLines
 from relaybot.irc.loop import Loop
+from relaybot.irc.message import escape_tag_value
 from relaybot.irc.nicks import NickKeeper
-from relaybot.irc.outbox import Batch, Outbox
+from relaybot.irc.outbox import Batch, Outbox, Outgoing
 from relaybot.irc.reconnect import Backoff, Liveness
 from relaybot.irc.text import casefold, privmsg_payload_budget, safe_line
 from relaybot.irc.tracking import UserTracker
 
 # Importable from here, where it was defined before the split (tests use it).
-from relaybot.irc.writer import Writer
+from relaybot.irc.writer import Writer, single_target
 from relaybot.log import get_logger
 
 log = get_logger(component="session")
+
+# Seconds between two "active" typing notices to one target (the IRCv3 typing spec asks for
+# at least 3); also how long one may wait in the outbox before it means nothing any more.
+TYPING_EVERY = 3.0
 
 
 class IrcSession:
@@ -70,6 +76,8 @@ class IrcSession:
             echoing=lambda: "echo-message" in self.caps.enabled,
         )
         self.outbox, self.delivery = self.writer.outbox, self.writer.delivery
+        # CTCP queries in private: which get a reply, and the rate limits (relaybot.irc.ctcp).
+        self.ctcp = CtcpResponder(clock=clock, log=self.log)
         self.channels: dict[str, Channel] = {}
         for channel in config.channels:
             self._want(channel)
@@ -81,6 +89,7 @@ class IrcSession:
         self._own_user: str | None = None
         self._own_host: str | None = None
         self._bot_mode_set = False
+        self._typing: dict[str, float] = {}  # target -> when an "active" was last queued
         self.loop = Loop(self.reactor, clock, self.log, (self._check_liveness, self._flush))
         self._stop = self.loop.stopping  # set once stop() was asked; tests read it
         self._quit_message = "relaybot shutting down"
@@ -139,14 +148,45 @@ class IrcSession:
         on_sent: Callable[[], None] | None = None,
         on_lost: Callable[[], object] | None = None,
         batch: Batch | None = None,
+        in_reply_to: str | None = None,
     ) -> None:
         """Queue `text` as PRIVMSG lines: sanitised, and split where it is longer than a line.
         `on_sent` runs once the last of them is written; `on_lost` if the connection then
         dies before the server confirmed them (see relaybot.irc.delivery). `batch`: the
-        reply they belong to (its deadline and supersession, relaybot.irc.outbox)."""
+        reply they belong to (its deadline and supersession, relaybot.irc.outbox).
+        `in_reply_to`: the msgid they answer, sent as `+draft/reply` where the server takes
+        client tags."""
+        tags = ""
+        if in_reply_to and self.client_tags():
+            tags = f"+draft/reply={escape_tag_value(in_reply_to)}"
         self.writer.queue_text(
-            "PRIVMSG", target, text, on_sent, on_lost, action=action, batch=batch
+            "PRIVMSG", target, text, on_sent, on_lost, action=action, batch=batch, tags=tags
         )
+
+    def client_tags(self) -> bool:
+        """Whether the server relays client tags (`+typing`, `+draft/reply`)."""
+        return "message-tags" in self.caps.enabled
+
+    def typing(self, target: str, *, active: bool) -> None:
+        """A `+typing` TAGMSG to `target` where the server relays client tags: "active" at
+        most once every TYPING_EVERY s a target, "done" only after an "active". Paced like
+        any line, but it only goes while it means something: unsent after TYPING_EVERY s it
+        is dropped, and a "done" replaces an unsent "active"."""
+        if not self.client_tags() or not self.registered:
+            return
+        target = safe_line(target).split(" ")[0]
+        if not single_target(target):
+            return
+        folded, now = self._fold(target), self.clock()
+        if active:
+            if now - self._typing.get(folded, float("-inf")) < TYPING_EVERY:
+                return
+            self._typing[folded] = now
+        elif self._typing.pop(folded, None) is None:
+            return
+        state = "active" if active else "done"
+        batch = Batch(deadline=now + TYPING_EVERY, key="typing")
+        self.writer.queue(Outgoing(f"@+typing={state} TAGMSG {target}", target=folded, batch=batch))
 
     def send_notice(self, target: str, text: str) -> None:
         self.writer.queue_text("NOTICE", target, text, None, None)
@@ -273,6 +313,7 @@ class IrcSession:
     def _on_disconnect(self, connection: Any, event: Any) -> None:
         """The irc library's own event for a closed connection, whatever closed it."""
         self.registered = False
+        self._typing.clear()
         self.writer.disconnected()
         for channel in self.channels.values():
             channel.joined = False

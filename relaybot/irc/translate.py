@@ -42,6 +42,10 @@ def origin_of(message: IrcMessage, users: UserTracker) -> Origin:
     return Origin(nick, source.user or "", source.host or "", account, bot)
 
 
+# Longer ids are not ids a server made: not sent back (the tags of a line hold 4,094 bytes).
+MAX_MSGID = 256
+
+
 def privmsg_events(message: IrcMessage, origin: Origin) -> list[Message | Action]:
     """A PRIVMSG as plain text and CTCP ACTIONs, in order; other CTCP is no event."""
     # Unpacked as before the split: a PRIVMSG without text raises, and the line is dropped.
@@ -55,8 +59,17 @@ def privmsg_events(message: IrcMessage, origin: Origin) -> list[Message | Action
             if part[0] == "ACTION":
                 events.append(Action(origin, target, part[1] if len(part) > 1 else ""))
         elif not ctcp:
-            events.append(Message(origin, target, part))
+            events.append(Message(origin, target, part, message_id(message)))
     return events
+
+
+def message_id(message: IrcMessage) -> str | None:
+    """The line's IRCv3 msgid, if it has a usable one: printable, no spaces, and short enough
+    to send back in a `+draft/reply` tag."""
+    value = message.tags.get("msgid", "")
+    if not value or len(value) > MAX_MSGID or not value.isprintable() or " " in value:
+        return None
+    return value
 
 
 def join_event(message: IrcMessage, origin: Origin) -> Join | None:

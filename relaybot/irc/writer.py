@@ -61,7 +61,9 @@ class Writer:
         *,
         action: bool = False,
         batch: Batch | None = None,
+        tags: str = "",
     ) -> None:
+        """`tags`: client tags for every line, already escaped (`+draft/reply=id`), or ""."""
         target = safe_line(target).split(" ")[0]
         if not single_target(target):
             return
@@ -73,12 +75,32 @@ class Writer:
             return
         pieces = reply_lines(text, budget, MAX_LINES_PER_TEXT)
         folded = self.fold(target)
+        # Tags do not count against the 512 bytes of the message itself (IRCv3 message-tags).
+        prefix = f"@{tags} " if tags else ""
         for index, piece in enumerate(pieces):
-            line = f"{command} {target} :{wrapper[0]}{piece}{wrapper[1]}"
+            line = f"{prefix}{command} {target} :{wrapper[0]}{piece}{wrapper[1]}"
             if index < len(pieces) - 1:
                 self.queue(Outgoing(line, target=folded, batch=batch))
             else:  # the last piece confirms the ones before it
                 self.queue(Outgoing(line, on_sent, folded, on_lost, batch))
+
+    def queue_ctcp_reply(self, nick: str, body: str) -> bool:
+        """Queue `NOTICE nick :\\x01body\\x01` (relaybot.irc.ctcp) as one connection-level
+        line: paced like any other, with no on_sent, so it enters no conversation. The
+        framing is the line's only \\x01: `body` is sanitised again here, and a reply too long
+        for one line is dropped, never cut or split. False: not queued."""
+        target = safe_line(nick).split(" ")[0]
+        body = safe_line(body)
+        if not single_target(target) or not body:
+            return False
+        framed = f"\x01{body}\x01"
+        # NOTICE is shorter than PRIVMSG, so the PRIVMSG budget fits it.
+        if len(framed.encode()) > self.budget(target):
+            self.log.debug("ctcp_reply_too_long", target=target[:64])
+            return False
+        before = len(self.outbox)
+        self.queue(Outgoing(f"NOTICE {target} :{framed}"))
+        return len(self.outbox) > before
 
     def queue(self, item: Outgoing) -> None:
         if not self.ready():
@@ -218,7 +240,10 @@ class Writer:
 
 def message_parts(line: str) -> tuple[str, str, str] | None:
     """(command, target, text) of a PRIVMSG/NOTICE line as queue_text builds it; None for any
-    other line (the delivery check's PING)."""
+    other line (the delivery check's PING). Client tags in front are skipped: the echo is
+    matched on the message."""
+    if line.startswith("@"):
+        line = line.partition(" ")[2]
     command, _, rest = line.partition(" ")
     if command not in ("PRIVMSG", "NOTICE"):
         return None

@@ -9,6 +9,7 @@ import pytest
 
 from relaybot.config.schema import Config
 from relaybot.inference.engine import GenerationRequest
+from relaybot.irc import ctcp
 from tests.support.botrunner import BotRunner
 from tests.support.fakes import FixedEngine
 from tests.support.ircservers import RawClient, RunningServer
@@ -108,8 +109,11 @@ max_new_tokens = 48
         reply = server.wait_for(b"PRIVMSG #relay :", 90)
         assert_well_formed(reply)
         assert runner.bot.session.connection.is_connected()
-        # CTCP floods get no answers at all, so they cannot be amplified.
-        assert not any(b"NOTICE" in line for line in server.received)
+        # CTCP floods cannot be amplified: the channel's get no answer at all, the private
+        # ones at most the per-person rate limit's worth (relaybot.irc.ctcp).
+        notices = [line for line in server.received if b"NOTICE" in line]
+        assert all(line == b"NOTICE eve :\x01PING 123\x01" for line in notices), notices
+        assert 1 <= len(notices) <= ctcp.PER_PERSON_BURST
         turns = runner.turns("#relay")
         assert turns is not None
         contents = [turn.content for turn in turns]

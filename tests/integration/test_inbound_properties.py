@@ -14,7 +14,8 @@ Hypothesis feeds many examples through that one connection; after each example:
   and dropping them is the right outcome; a well-formed line must be handled without raising;
 * every line the bot sent is one well-formed command of at most 512 bytes with CRLF, with no
   CR, LF or NUL inside, valid UTF-8, from `ALLOWED_COMMANDS`; a PRIVMSG/NOTICE has exactly one
-  target and text, and only a PRIVMSG may carry \\x01, as a whole `\\x01ACTION ...\\x01`;
+  target and text, and only a PRIVMSG may carry \\x01, as a whole `\\x01ACTION ...\\x01`, or a
+  NOTICE to a nick, as one whole CTCP reply (relaybot.irc.ctcp; never to a channel);
 * what was said in #a (marked `AAmark`) never appears in #b's context or prompt, nor on the
   wire to #b, and the other way round; query text (`QQmark`) stays out of both channels;
 * memory is bounded: turns <= max_turns and within the token budget, the line buffer within
@@ -55,6 +56,7 @@ import relaybot.irc.tracking
 from relaybot.config.schema import Config
 from relaybot.conversation.formats import Prompt
 from relaybot.inference.engine import GenerationRequest
+from relaybot.irc import ctcp
 from relaybot.irc.connection import MAX_BUFFERED_BYTES
 from relaybot.irc.message import format_message, parse
 from relaybot.irc.text import casefold, is_channel_name
@@ -328,11 +330,15 @@ def line_problems(raw: bytes) -> list[str]:
         target, body = message.params
         if "," in target or not target:
             return [f"several targets: {text[:80]!r}"]
-        if "\x01" in body and not (
-            message.command == "PRIVMSG"
-            and body.startswith("\x01ACTION ")
-            and body.endswith("\x01")
-            and body.count("\x01") == 2
+        if (
+            "\x01" in body
+            and not (
+                message.command == "PRIVMSG"
+                and body.startswith("\x01ACTION ")
+                and body.endswith("\x01")
+                and body.count("\x01") == 2
+            )
+            and not is_ctcp_reply(message.command, target, body)
         ):
             return [f"a CTCP the bot must not send: {text[:80]!r}"]
         channel = fold(target) if is_channel_name(target) else None
@@ -342,6 +348,20 @@ def line_problems(raw: bytes) -> list[str]:
     elif "\x01" in text:
         return [f"\\x01 outside a PRIVMSG: {text[:80]!r}"]
     return []
+
+
+def is_ctcp_reply(command: str, target: str, body: str) -> bool:
+    """One whole CTCP reply in a NOTICE to a nick (relaybot.irc.ctcp answers these in private);
+    never to a channel."""
+    name = body[1:-1].split(" ", 1)[0]
+    return (
+        command == "NOTICE"
+        and not is_channel_name(target)
+        and body.startswith("\x01")
+        and body.endswith("\x01")
+        and body.count("\x01") == 2
+        and name in ctcp.ANSWERED
+    )
 
 
 def handling_failure_is_acceptable(line: str) -> bool:

@@ -48,6 +48,8 @@ class FakeSender:
     dropped: list[str] = field(default_factory=list)
     batches: list[Batch | None] = field(default_factory=list)  # each sent line's batch
     delays: dict[str, float] = field(default_factory=dict)  # send_delay by target; else 0
+    threads: list[str | None] = field(default_factory=list)  # each line's in_reply_to
+    typed: list[tuple[str, bool]] = field(default_factory=list)  # typing notices: target, active
 
     def payload_budget(self, target: str) -> int:
         return privmsg_payload_budget(self.nick, target, BOT.user, BOT.host)
@@ -61,8 +63,10 @@ class FakeSender:
         on_sent: Callable[[], None] | None = None,
         on_lost: Callable[[], object] | None = None,
         batch: Batch | None = None,
+        in_reply_to: str | None = None,
     ) -> None:
         self.sent.append(Sent(target, text, action))
+        self.threads.append(in_reply_to)
         self.batches.append(batch)
         if on_lost is not None:
             self.unconfirmed.append(on_lost)
@@ -80,6 +84,9 @@ class FakeSender:
     def drop_queued(self, target: str) -> int:
         self.dropped.append(target)
         return 0
+
+    def typing(self, target: str, *, active: bool) -> None:
+        self.typed.append((target, active))
 
     def send_delay(self, target: str) -> float:
         return self.delays.get(target, 0.0)
@@ -161,6 +168,17 @@ class TimersFrom:
 
     def schedule(self, delay: float, fn: Callable[[], None]) -> None:
         self.on_schedule(delay, fn)
+
+
+def cooldown_timers(on_schedule: Callable[[float, Callable[[], None]], object]) -> TimersFrom:
+    """Timers that record every timer but the typing notices' refreshes (bridge.typing), for
+    tests about the scheduler's own timers."""
+
+    def schedule(delay: float, fn: Callable[[], None]) -> None:
+        if "Typing" not in getattr(fn, "__qualname__", ""):
+            on_schedule(delay, fn)
+
+    return TimersFrom(schedule)
 
 
 def words(text: str) -> int:

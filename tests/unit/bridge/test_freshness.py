@@ -74,6 +74,7 @@ class OutboxSender(FakeSender):
         on_sent: Callable[[], None] | None = None,
         on_lost: Callable[[], object] | None = None,
         batch: Batch | None = None,
+        in_reply_to: str | None = None,
     ) -> None:
         self.batches.append(batch)
         line = f"PRIVMSG {target} :{text}"

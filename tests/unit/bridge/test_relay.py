@@ -12,6 +12,7 @@ from relaybot.irc.events import (
     Action,
     Join,
     Kick,
+    Message,
     Names,
     NickChange,
     Origin,
@@ -527,3 +528,26 @@ def test_forgetting_a_conversation_drops_the_engines_cached_prefix(joined: Harne
     joined.relay.cancel(key)  # what reset and mute do
     joined.relay.forget("#chan")  # what part, kick and a lost channel do
     assert joined.queue.forgotten == [key, key]
+
+
+# --- threading (IRCv3 +draft/reply) -----------------------------------------------------------
+
+
+def test_a_reply_is_threaded_to_the_line_it_answers(joined: Harness):
+    joined.relay.handle(Message(ALICE, "#chan", "relaybot: hi", "id-1"))
+    joined.complete(joined.jobs[0], "hello\nthere")
+    assert joined.sender.threads == ["id-1", "id-1"]
+
+
+def test_a_reply_that_answers_newer_lines_threads_to_the_newest(joined: Harness):
+    joined.relay.handle(Message(ALICE, "#chan", "relaybot: one", "id-1"))
+    joined.relay.handle(Message(BOB, "#chan", "relaybot: two", "id-2"))  # while generating
+    joined.complete(joined.jobs[0], "first")
+    joined.complete(joined.jobs[1], "second")
+    assert joined.sender.threads == ["id-1", "id-2"]
+
+
+def test_a_line_without_msgid_gets_an_unthreaded_reply(joined: Harness):
+    joined.say(ALICE, "#chan", "relaybot: hi")
+    joined.complete(joined.jobs[0], "hello")
+    assert joined.sender.threads == [None]

@@ -35,7 +35,7 @@ from tests.support.bridge import (
     OTHERBOT,
     FakeModeration,
     Harness,
-    TimersFrom,
+    cooldown_timers,
     make_relay,
     words,
 )
@@ -577,7 +577,7 @@ def test_a_request_during_cooldown_is_answered_once_it_passes():
     timers: list[tuple[float, Callable[[], None]]] = []
     harness = make(
         policy=PolicyConfig(cooldown=10.0),
-        timers=TimersFrom(lambda delay, fn: timers.append((delay, fn))),
+        timers=cooldown_timers(lambda delay, fn: timers.append((delay, fn))),
     )
     harness.join("#chan", "alice", "bob")
     harness.say(ALICE, "#chan", "relaybot: one")
@@ -603,7 +603,7 @@ def test_a_deferred_request_is_consumed_by_a_reply_that_starts_before_its_timer(
     timers: list[tuple[float, Callable[[], None]]] = []  # (due on harness.clock, callback)
     harness = make(
         policy=PolicyConfig(cooldown=2.0),
-        timers=TimersFrom(lambda delay, fn: timers.append((harness.clock.now + delay, fn))),
+        timers=cooldown_timers(lambda delay, fn: timers.append((harness.clock.now + delay, fn))),
     )
 
     def run_timers(until: float) -> None:
@@ -645,7 +645,7 @@ def test_a_reply_started_by_retry_consumes_the_deferred_request():
     timers: list[tuple[float, Callable[[], None]]] = []
     harness = make(
         policy=PolicyConfig(cooldown=2.0),
-        timers=TimersFrom(lambda delay, fn: timers.append((delay, fn))),
+        timers=cooldown_timers(lambda delay, fn: timers.append((delay, fn))),
     )
     harness.join("#chan", "alice")
     harness.say(ALICE, "#chan", "relaybot: one")
@@ -667,7 +667,7 @@ def test_a_deferred_request_is_dropped_when_the_channel_is_reset_meanwhile():
     timers: list[tuple[float, Callable[[], None]]] = []
     harness = make(
         policy=PolicyConfig(cooldown=10.0),
-        timers=TimersFrom(lambda delay, fn: timers.append((delay, fn))),
+        timers=cooldown_timers(lambda delay, fn: timers.append((delay, fn))),
     )
     harness.join("#chan", "alice")
     harness.say(ALICE, "#chan", "relaybot: one")

@@ -75,6 +75,21 @@ def test_privmsg_text_and_ctcp_actions(text: str, events: list[object]) -> None:
     assert translate.privmsg_events(message, BOB) == events
 
 
+@pytest.mark.parametrize(
+    ("tags", "msgid"),
+    [
+        ("@msgid=abc-123;time=2026-01-01T00:00:00Z ", "abc-123"),
+        ("@msgid=a\\sb ", None),  # unescaped to a space: not an id a server made
+        ("@msgid= ", None),
+        ("@msgid=" + "x" * 300 + " ", None),
+        ("", None),
+    ],
+)
+def test_a_message_carries_its_msgid(tags: str, msgid: str | None) -> None:
+    events = translate.privmsg_events(line(f"{tags}:bob!b@h PRIVMSG #c :hi"), BOB)
+    assert events == [Message(BOB, "#c", "hi", msgid)]
+
+
 def test_a_privmsg_without_text_is_refused_as_before() -> None:
     with pytest.raises(ValueError):
         translate.privmsg_events(line(":bob!b@h PRIVMSG #c"), BOB)
