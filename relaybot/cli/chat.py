@@ -1,5 +1,6 @@
 """`relaybot chat`: a terminal conversation with the model, with the reference Relay client's
-commands (/join /topic /cast /slap /lazy /retry /reset /export /exit, plus /me and /help).
+commands (/join /topic /cast /slap /lazy /retry /reset /export /exit /message, and any other
+`/command arg` written as it writes one), plus relaybot's /me (an IRC action) and /help.
 
 Parsing and rendering are pure functions; `ChatSession` applies a command to a Conversation
 and writes what happened to a stream; `main_chat` does the loading and the terminal I/O.
@@ -15,7 +16,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -23,7 +24,7 @@ from typing import TextIO
 from relaybot.config.loader import parse_config
 from relaybot.config.schema import ConfigError, ModelConfig
 from relaybot.conversation.api import DEFAULT_CHANNEL, Conversation, Roles, channel_name
-from relaybot.conversation.formats import Turn
+from relaybot.conversation.formats import EMPTY_MESSAGE, Turn
 from relaybot.conversation.transcript import SYSTEM
 from relaybot.inference.engine import EngineError
 
@@ -33,7 +34,11 @@ HELP = """\
   /topic text             set the channel topic
   /cast description       give the model a bio (a persona), e.g. /cast I'm from SF.
   /slap [nick]            slap the model (or nick) with a large trout; the model answers
-  /me action              an action line; the model answers
+  /me action              an action line, * anon action (relaybot's; the reference client
+                          writes /me like any other command); the model answers
+  /anything [text]        any other command, as the reference client writes it:
+                          <anon> /anything text, * anon used /anything text; the model answers
+  /message text           say text, as the reference client does (/message alone: an empty turn)
   /lazy                   let the model write your turn, then answer it
   /retry                  generate the model's last reply again (the old one is forgotten)
   /reset                  forget everything and rejoin the starting channel
@@ -53,20 +58,24 @@ _UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One input line: `name` is a command without its slash, or "say" for a chat line."""
+    """One input line: `name` is a command without its slash, or "say" for a chat line;
+    `typed` is the command word as typed (`/Dance`), for a command written as it is."""
 
     name: str
     arg: str = ""
+    typed: str = field(default="", compare=False)
 
 
 def parse_line(line: str) -> Command:
+    """As the reference client parses: the line without surrounding whitespace, the command up
+    to the first space, the rest (inner spaces and tabs kept) without surrounding whitespace."""
     text = line.strip()
     if not text.startswith("/") or text.startswith("//"):
         # `//text` says `/text` literally, as in IRC clients.
         return Command("say", text[1:] if text.startswith("//") else text)
     word, _, arg = text[1:].partition(" ")
     name = word.lower()
-    return Command(ALIASES.get(name, name), arg.strip())
+    return Command(ALIASES.get(name, name), arg.strip(), f"/{word}")
 
 
 def use_colour(stream: TextIO, environ: Mapping[str, str]) -> bool:
@@ -150,6 +159,11 @@ class ChatSession:
         try:
             match command.name:
                 case "say":
+                    # An empty line is Relay's silence marker, as in the reference client.
+                    said = command.arg or EMPTY_MESSAGE
+                    self._show(conversation.message(you, said), typed_rows)
+                    self._respond(bot)
+                case "message":
                     self._show(conversation.message(you, command.arg), typed_rows)
                     self._respond(bot)
                 case "join":
@@ -182,12 +196,10 @@ class ChatSession:
                     self._say(f"* {you} has closed the application.")
                     return False
                 case _:
-                    self._print(
-                        self.style.error(
-                            f"* Unknown command /{command.name}. Type /help for the list "
-                            f"(start a line with // to say it as text)."
-                        )
-                    )
+                    # The reference client's rule for a command it does not know.
+                    turns = conversation.command(you, command.typed, command.arg)
+                    self._show(turns, typed_rows)
+                    self._respond(bot)
         except ValueError as exc:
             self._print(self.style.error(f"* Invalid: {exc}."))
         return True

@@ -1,6 +1,6 @@
 """Declarative Relay conversations: the bot's Transcript, PromptFormat and Engine behind a small
-API (init a context, join, cast, topic, message, slap, respond, retry, export), as in the
-reference client `relaylm.py`. `relaybot chat` is a terminal on top of it.
+API (init a context, join, cast, topic, message, slap, command, respond, retry, export), as in
+the reference client `relaylm.py`. `relaybot chat` is a terminal on top of it.
 
 Roles are the ChatML roles the model sees, i.e. IRC nicks. By default the model writes as
 `user` and the human is `anon`, the two roles Relay was trained on.
@@ -79,6 +79,24 @@ def topic_turns(role: str, channel: str, text: str) -> list[Turn]:
     return [Turn(role, f"/topic {text}"), topic_line(channel, text)]
 
 
+def command_name(name: str) -> str:
+    """`/name` from `name` or `/name`; raises ValueError unless it is one word."""
+    word = name[1:] if name.startswith("/") else name
+    if not word:
+        raise ValueError("missing command name")
+    if not word.isprintable() or any(ch.isspace() for ch in word):
+        raise ValueError(f"invalid command name {name!r}: one word")
+    return f"/{word}"
+
+
+def command_turns(role: str, command: str, arg: str) -> list[Turn]:
+    """Any other command, as the reference client writes one it has no rule for: the turn
+    `/command arg` and the line `* role used /command arg` (with the space even when `arg` is
+    empty, as the reference writes it)."""
+    line = f"{command} {arg}"
+    return [Turn(role, line), Turn(SYSTEM, f"* {role} used {line}")]
+
+
 def slap_turns(role: str, target: str) -> list[Turn]:
     return [
         Turn(role, f"/slap {target}"),
@@ -103,6 +121,14 @@ def clean_reply(text: str, speaker: str, stops: Sequence[str]) -> str:
 def _required(value: str, what: str) -> str:
     value = " ".join(value.split())  # one line, as on IRC
     if not value:
+        raise ValueError(f"missing {what}")
+    return value
+
+
+def _given(value: str, what: str) -> str:
+    """`value` exactly as given (the reference client keeps spaces, tabs and line breaks);
+    ValueError when there is nothing but whitespace."""
+    if not value.strip():
         raise ValueError(f"missing {what}")
     return value
 
@@ -193,17 +219,30 @@ class Conversation:
         return self._scene(join_turns(role, self.roles.other(role), self._channel))
 
     def topic(self, role: str, text: str) -> tuple[Turn, ...]:
-        return self._scene(topic_turns(role, self._channel, _required(text, "topic text")))
+        """`role` sets the topic; `text` is kept exactly (runs of spaces, tabs)."""
+        return self._scene(topic_turns(role, self._channel, _given(text, "topic text")))
 
     def cast(self, role: str, desc: str) -> tuple[Turn, ...]:
         """Give `role` a bio, looked up by the other party with `/whois` (Relay's persona).
-        `cast(conversation.roles.bot, "a pirate")` is the reference client's `/cast a pirate`."""
-        bio = _required(desc, "description")
+        `cast(conversation.roles.bot, "a pirate")` is the reference client's `/cast a pirate`.
+
+        relaylm.py's own `cast(role, desc)` gives the bio to the *other* role (the one `role`
+        looks up), against its docstring; here `role` is the one described."""
+        bio = _given(desc, "description")
         return self._scene(cast_turns(self.roles.other(role), role, bio))
 
     def message(self, role: str, content: str) -> tuple[Turn, ...]:
-        """A chat line; an empty one is Relay's silence marker `...`."""
-        return self._add([Turn(role, content.strip() or EMPTY_MESSAGE)])
+        """A chat line, exactly as given. As in the reference client, `message(role, "")` is
+        an empty turn; Relay's silence marker `...` is what the terminal chat writes for an
+        empty line (pass `EMPTY_MESSAGE` for it here)."""
+        return self._add([Turn(role, content)])
+
+    def command(self, role: str, name: str, arg: str = "") -> tuple[Turn, ...]:
+        """Any IRC-style command (`name` with or without its `/`), as the reference client
+        writes one it has no rule for: `role`'s turn `/name arg` and `* role used /name arg`.
+        Then `respond()` for the model's answer. join, topic, cast, slap and action have their
+        own methods (and their own phrasing)."""
+        return self._add(command_turns(role, command_name(name), arg))
 
     def action(self, role: str, text: str) -> tuple[Turn, ...]:
         return self._add([action_turn(role, _required(text, "action text"))])

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+# Relay's silence marker: what the reference client writes for an empty chat line. Sources
+# put it in (the terminal chat, IRC, an empty reply); the format writes a turn as it is.
 EMPTY_MESSAGE = "..."
 
 
@@ -56,9 +58,10 @@ class RelayFormat:
     im_end = "<|im_end|>"
 
     def _turn(self, turn: Turn) -> Iterable[Segment]:
-        content = turn.content if turn.content.strip() else EMPTY_MESSAGE
+        # Exactly as the reference client's ChatML chat template: an empty turn stays empty
+        # (`<|im_start|>anon\n<|im_end|>`), whitespace is kept.
         yield Segment(self.im_start, special=True)
-        yield Segment(f"{turn.role}\n{content}")
+        yield Segment(f"{turn.role}\n{turn.content}")
         yield Segment(self.im_end, special=True)
         yield Segment("\n")
 

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from relaybot.conversation.formats import Turn
+from relaybot.conversation.formats import EMPTY_MESSAGE, Turn
 from relaybot.irc.events import Action, IrcEvent, Join, Kick, Message, NickChange, Part, Quit, Topic
 from relaybot.irc.text import safe_line
 
@@ -41,7 +41,9 @@ def channel_event_turns(event: IrcEvent, channel: str) -> list[Turn]:
     """The turns a channel event adds to that channel's context (Relay's trained phrasing)."""
     match event:
         case Message(origin=origin, text=text):
-            return [Turn(origin.nick, safe_line(text))]
+            # A line with nothing left once cleaned (only spaces or formatting) is Relay's
+            # silence marker, not an empty turn.
+            return [Turn(origin.nick, safe_line(text) or EMPTY_MESSAGE)]
         case Action(origin=origin, text=text):
             return [Turn(SYSTEM, f"* {origin.nick} {safe_line(text)}".rstrip())]
         case Join(origin=origin):

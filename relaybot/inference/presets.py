@@ -8,7 +8,9 @@ so a preset "just works" on a machine that already has them in its Hugging Face 
 
 VRAM thresholds are weights plus a margin for the KV cache at `context_tokens` and CUDA's own
 overhead: parameters x bytes per parameter (2 for bf16, ~1.1 for 8-bit, ~0.6 for nf4 with double
-quantisation) rounded up, plus 2-4 GiB.
+quantisation) rounded up, plus 2-4 GiB. The Relay variants use the reference client's own
+thresholds instead: strictly more than 24, 15 and 11 (decimal) GB free (relaylm.py's
+`suggest_relay_model`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GiB = 1024**3
+GB = 1000**3  # relaylm.py's thresholds are decimal bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Variant:
     source: str  # Hugging Face repository id
     quantization: str  # none | 8bit | 4bit (a pre-quantised repo keeps its own config)
-    min_free_vram_gib: float
+    min_free_bytes: int
+    # Strictly more than `min_free_bytes` (relaylm.py's `free_vram > 24_000_000_000`) rather
+    # than at least.
+    strict: bool = False
+
+    @property
+    def min_free_vram_gib(self) -> float:
+        return self.min_free_bytes / GiB
+
+    def fits(self, cuda_free_bytes: int) -> bool:
+        if self.strict:
+            return cuda_free_bytes > self.min_free_bytes
+        return cuda_free_bytes >= self.min_free_bytes
+
+    @property
+    def need(self) -> str:
+        """The rule in words: "more than 11 GB" (decimal, the reference's) or "at least 8 GiB"."""
+        if self.strict:
+            return f"more than {self.min_free_bytes / GB:g} GB"
+        return f"at least {self.min_free_vram_gib:g} GiB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +74,12 @@ class Preset:
         if cuda_free_bytes is None:
             return None
         for variant in self.variants:
-            if cuda_free_bytes >= variant.min_free_vram_gib * GiB:
+            if variant.fits(cuda_free_bytes):
                 return variant
         return None
 
     def smallest(self) -> Variant:
-        return min(self.variants, key=lambda variant: variant.min_free_vram_gib)
+        return min(self.variants, key=lambda variant: variant.min_free_bytes)
 
 
 # The reference client's settings (relaylm.py), shared by the Relay variants.
@@ -71,11 +93,12 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="relay",
             card="relay-v0.1-mistral-nemo-2407.txt",
-            # The reference client's choice by free VRAM (relaylm.py's suggest_relay_model).
+            # The reference client's choice by free VRAM (relaylm.py's suggest_relay_model):
+            # strictly more than 24e9, 15e9 and 11e9 bytes free.
             variants=(
-                Variant("danlou/relay-v0.1-Mistral-Nemo-2407", "none", 24),
-                Variant("danlou/relay-v0.1-Mistral-Nemo-2407-8bit", "8bit", 16),
-                Variant("danlou/relay-v0.1-Mistral-Nemo-2407-4bit", "4bit", 12),
+                Variant("danlou/relay-v0.1-Mistral-Nemo-2407", "none", 24 * GB, strict=True),
+                Variant("danlou/relay-v0.1-Mistral-Nemo-2407-8bit", "8bit", 15 * GB, strict=True),
+                Variant("danlou/relay-v0.1-Mistral-Nemo-2407-4bit", "4bit", 11 * GB, strict=True),
             ),
             format="relay",
             stop=(),
@@ -88,9 +111,9 @@ PRESETS: dict[str, Preset] = {
             name="airoboros-mpt-30b-gpt4-1p4",
             card="airoboros-mpt-30b-gpt4-1p4.txt",
             variants=(
-                Variant("jondurbin/airoboros-mpt-30b-gpt4-1p4-five-epochs", "none", 64),
-                Variant("jondurbin/airoboros-mpt-30b-gpt4-1p4-five-epochs", "8bit", 36),
-                Variant("jondurbin/airoboros-mpt-30b-gpt4-1p4-five-epochs", "4bit", 22),
+                Variant("jondurbin/airoboros-mpt-30b-gpt4-1p4-five-epochs", "none", 64 * GiB),
+                Variant("jondurbin/airoboros-mpt-30b-gpt4-1p4-five-epochs", "8bit", 36 * GiB),
+                Variant("jondurbin/airoboros-mpt-30b-gpt4-1p4-five-epochs", "4bit", 22 * GiB),
             ),
             format="vicuna",  # the card's "A chat between … USER: [prompt] ASSISTANT:"
             stop=("</s>",),
@@ -103,9 +126,9 @@ PRESETS: dict[str, Preset] = {
             name="mistral-7b-remax-v0.1",
             card="mistral-7b-remax-v0.1.txt",
             variants=(
-                Variant("ziniuli/Mistral-7B-ReMax-v0.1", "none", 18),
-                Variant("ziniuli/Mistral-7B-ReMax-v0.1", "8bit", 10),
-                Variant("ziniuli/Mistral-7B-ReMax-v0.1", "4bit", 7),
+                Variant("ziniuli/Mistral-7B-ReMax-v0.1", "none", 18 * GiB),
+                Variant("ziniuli/Mistral-7B-ReMax-v0.1", "8bit", 10 * GiB),
+                Variant("ziniuli/Mistral-7B-ReMax-v0.1", "4bit", 7 * GiB),
             ),
             format="mistral",  # `<s>[INST] … [/INST]`, no system role
             stop=(),
@@ -121,9 +144,9 @@ PRESETS: dict[str, Preset] = {
             # The card is an ExLlamaV2 quantisation, which transformers cannot load; the
             # original checkpoint it names is quantised with bitsandbytes instead.
             variants=(
-                Variant("RLHFlow/LLaMA3-iterative-DPO-final", "none", 19),
-                Variant("RLHFlow/LLaMA3-iterative-DPO-final", "8bit", 11),
-                Variant("RLHFlow/LLaMA3-iterative-DPO-final", "4bit", 8),
+                Variant("RLHFlow/LLaMA3-iterative-DPO-final", "none", 19 * GiB),
+                Variant("RLHFlow/LLaMA3-iterative-DPO-final", "8bit", 11 * GiB),
+                Variant("RLHFlow/LLaMA3-iterative-DPO-final", "4bit", 8 * GiB),
             ),
             format="llama3",
             stop=(),
@@ -138,9 +161,9 @@ PRESETS: dict[str, Preset] = {
             name="bagel-8x7b-v0.2",
             card="bagel-8x7b-v0.2.txt",
             variants=(
-                Variant("jondurbin/bagel-8x7b-v0.2", "none", 96),
-                Variant("jondurbin/bagel-8x7b-v0.2", "8bit", 52),
-                Variant("jondurbin/bagel-8x7b-v0.2", "4bit", 28),
+                Variant("jondurbin/bagel-8x7b-v0.2", "none", 96 * GiB),
+                Variant("jondurbin/bagel-8x7b-v0.2", "8bit", 52 * GiB),
+                Variant("jondurbin/bagel-8x7b-v0.2", "4bit", 28 * GiB),
             ),
             format="llama2",  # the card's TGI example; vicuna, alpaca and chatml also work
             stop=("</s>",),

@@ -66,6 +66,17 @@ def attention_implementation(requested: str, device: str) -> str:
     return requested
 
 
+def placement(choice: ModelChoice) -> dict[str, Any]:
+    """Where `from_pretrained` puts the weights: all on the GPU, or (`offload`) spread over GPU
+    and CPU memory by accelerate, as relaylm.py loads the full model on a small GPU; on the
+    CPU, the default."""
+    if choice.offload:
+        return {"device_map": "auto"}
+    if choice.device == "cuda":
+        return {"device_map": "cuda"}
+    return {}
+
+
 def load_model(
     choice: ModelChoice, cache: Path, *, allow_download: bool, attention: str = "auto"
 ) -> tuple[Any, Any]:
@@ -98,8 +109,7 @@ def load_model(
         }
         if choice.quantization != "none":
             load_kwargs["quantization_config"] = _bitsandbytes_config(choice, source, local_only)
-        if choice.device == "cuda":
-            load_kwargs["device_map"] = "cuda"
+        load_kwargs.update(placement(choice))
         model = AutoModelForCausalLM.from_pretrained(source, **load_kwargs)
     except (OSError, ValueError, ImportError) as exc:
         hint = "" if allow_download else " (downloads are off: set model.allow_download = true)"

@@ -49,17 +49,18 @@ def test_join_starts_over_with_the_reference_clients_three_turns() -> None:
 
 def test_scene_and_chat_turns_are_written_as_the_reference_client_writes_them() -> None:
     conversation = joined(FixedEngine())
-    assert conversation.topic("anon", "cats  and\ndogs") == (
-        Turn("anon", "/topic cats and dogs"),
-        Turn(S, "* Topic for #pets is: cats and dogs"),
+    # As relaylm.py writes them: the text exactly, spaces, tabs and line breaks kept.
+    assert conversation.topic("anon", "cats  and\tdogs") == (
+        Turn("anon", "/topic cats  and\tdogs"),
+        Turn(S, "* Topic for #pets is: cats  and\tdogs"),
     )
     # cast(role, ...) gives `role` the bio; the other party looks it up.
     assert conversation.cast("user", "a vet who loves cats") == (
         Turn("anon", "/whois user"),
         Turn(S, "* user's bio: a vet who loves cats"),
     )
-    assert conversation.message("anon", "  hello  ") == (Turn("anon", "hello"),)
-    assert conversation.message("anon", "   ") == (Turn("anon", "..."),)
+    assert conversation.message("anon", "  hello  ") == (Turn("anon", "  hello  "),)
+    assert conversation.message("anon", "") == (Turn("anon", ""),)
     assert conversation.slap("anon") == (
         Turn("anon", "/slap user"),
         Turn(S, "* anon slaps user around a bit with a large trout"),

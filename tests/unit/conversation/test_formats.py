@@ -49,10 +49,12 @@ def test_render_golden_query_roles():
 
 
 @pytest.mark.parametrize("empty", ["", " ", "\t  "])
-def test_render_empty_message_is_ellipsis(empty: str):
+def test_render_writes_an_empty_or_blank_turn_as_it_is(empty: str):
+    # As the reference client's ChatML template: the silence marker `...` is put in by the
+    # turn's source (the chat's empty line, an empty IRC line), not by the format.
     prompt = FMT.render([Turn("alice", empty)], "relaybot")
     assert EMPTY_MESSAGE == "..."
-    assert prompt.text == "<|im_start|>alice\n...<|im_end|>\n<|im_start|>relaybot\n"
+    assert prompt.text == f"<|im_start|>alice\n{empty}<|im_end|>\n<|im_start|>relaybot\n"
 
 
 def test_render_keeps_inner_whitespace_and_unicode():

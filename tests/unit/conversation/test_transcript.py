@@ -58,6 +58,12 @@ def test_message_is_cleaned():
     assert channel_event_turns(event, "#c") == [Turn("alice", "bold red")]
 
 
+@pytest.mark.parametrize("text", ["", "   ", "\x02\x02 \x0304"])
+def test_a_message_with_nothing_left_is_the_silence_marker(text: str):
+    # The format writes a turn as it is, so the marker is put in here.
+    assert channel_event_turns(Message(ALICE, "#c", text), "#c") == [Turn("alice", "...")]
+
+
 def test_action():
     event = Action(ALICE, "#c", "does something")
     assert channel_event_turns(event, "#c") == [Turn("system", "* alice does something")]
