@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
+
+from relaybot.log import get_logger
+
+log = get_logger(component="relay")
 
 # Weight of the newest generation time in the running estimate.
 _SMOOTHING = 0.2
@@ -46,3 +51,15 @@ class Freshness:
 
     def count(self, reason: str) -> None:
         self.dropped[reason] += 1
+
+    def drop(self, reason: str, requested_at: float, **context: Any) -> None:
+        """A reply was dropped unsent for `reason` ("stale", "superseded", ...): counted for
+        status and logged, with its age, as `reply_dropped_<reason>`."""
+        self.count(reason.replace(" ", "_"))
+        age = round(self.age(requested_at), 1)
+        if reason == "superseded":  # a newer reply goes instead: nothing lost
+            log.info("reply_dropped_superseded", age_s=age, **context)
+        elif reason == "stale":
+            log.warning("reply_dropped_stale", age_s=age, **context)
+        else:
+            log.warning("reply_dropped", reason=reason, age_s=age, **context)

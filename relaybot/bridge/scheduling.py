@@ -205,11 +205,10 @@ class ReplyScheduler:
         while self._waiting and len(self._in_flight) < self.max_concurrent:
             key, wanted = self._waiting.popitem(last=False)
             if self.freshness is not None and self.freshness.is_stale(wanted.requested_at):
-                self.freshness.count("stale")
-                log.warning(
-                    "reply_dropped_stale",
+                self.freshness.drop(
+                    "stale",
+                    wanted.requested_at,
                     stage="waiting",
-                    age_s=round(self.freshness.age(wanted.requested_at), 1),
                     network=self.network,
                     channel=wanted.reply_to,
                     nick=wanted.asker,

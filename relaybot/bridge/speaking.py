@@ -71,13 +71,8 @@ class Speaking:
         was queued."""
         freshness = self.freshness
         if freshness is not None and requested_at is not None and freshness.is_stale(requested_at):
-            freshness.count("stale")
-            log.warning(
-                "reply_dropped_stale",
-                stage="generated",
-                age_s=round(freshness.age(requested_at), 1),
-                seconds=round(seconds, 3),
-                **log_context,
+            freshness.drop(
+                "stale", requested_at, stage="generated", seconds=round(seconds, 3), **log_context
             )
             return False
         recent = self._recent.setdefault(key, deque(maxlen=RECENT_REPLIES))
@@ -147,11 +142,4 @@ class Speaking:
         recent = self._recent.get(key)
         if recent is not None and normalised in recent:
             recent.remove(normalised)
-        self.freshness.count(reason.replace(" ", "_"))
-        age = round(self.freshness.age(requested_at), 1)
-        if reason == "stale":
-            log.warning("reply_dropped_stale", stage="queued", age_s=age, **log_context)
-        elif reason == "superseded":
-            log.info("reply_dropped_superseded", age_s=age, **log_context)
-        else:
-            log.warning("reply_dropped", reason=reason, age_s=age, **log_context)
+        self.freshness.drop(reason, requested_at, stage="queued", **log_context)

@@ -161,7 +161,9 @@ class Outbox:
 
         `now` is a monotonic clock reading in seconds; nothing here sleeps.
         """
-        self._pay_back(now)
+        self._debt = self._debt_at(now)
+        if self._last is None or now > self._last:
+            self._last = now
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY
             self._drop_stale(now)
@@ -183,9 +185,7 @@ class Outbox:
     def wait(self, target: str, now: float) -> float:
         """Seconds until a line queued now for `target` would be written, if nothing else
         arrived meanwhile."""
-        debt = self._debt
-        if self._last is not None and now > self._last:
-            debt = max(0.0, debt - (now - self._last))
+        debt = self._debt_at(now)
         own = self._queues.get(target)
         position = len(own) if own is not None else 0  # lines of its own before it
         order = {name: index for index, name in enumerate(self._queues)}
@@ -218,11 +218,12 @@ class Outbox:
     def _allowance(self) -> float:
         return (self.burst - 1) * (self.interval + MAX_LINE_BYTES / self.bytes_per_second)
 
-    def _pay_back(self, now: float) -> None:
+    def _debt_at(self, now: float) -> float:
+        """The debt left at `now`, elapsed time paid back (a clock going backwards pays
+        nothing)."""
         if self._last is not None and now > self._last:
-            self._debt = max(0.0, self._debt - (now - self._last))
-        if self._last is None or now > self._last:
-            self._last = now
+            return max(0.0, self._debt - (now - self._last))
+        return self._debt
 
     def _next_target(self) -> str:
         """The least recently served target with lines; ties: the one waiting longest."""

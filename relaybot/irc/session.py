@@ -23,13 +23,13 @@ from relaybot.irc.inbound import ServerLines
 from relaybot.irc.loop import Loop
 from relaybot.irc.message import escape_tag_value
 from relaybot.irc.nicks import NickKeeper
-from relaybot.irc.outbox import Batch, Outbox, Outgoing
+from relaybot.irc.outbox import Batch, Outbox
 from relaybot.irc.reconnect import Backoff, Liveness
 from relaybot.irc.text import casefold, privmsg_payload_budget, safe_line
 from relaybot.irc.tracking import UserTracker
 
 # Importable from here, where it was defined before the split (tests use it).
-from relaybot.irc.writer import Writer, single_target
+from relaybot.irc.writer import Writer
 from relaybot.log import get_logger
 
 log = get_logger(component="session")
@@ -174,9 +174,6 @@ class IrcSession:
         is dropped, and a "done" replaces an unsent "active"."""
         if not self.client_tags() or not self.registered:
             return
-        target = safe_line(target).split(" ")[0]
-        if not single_target(target):
-            return
         folded, now = self._fold(target), self.clock()
         if active:
             if now - self._typing.get(folded, float("-inf")) < TYPING_EVERY:
@@ -186,7 +183,7 @@ class IrcSession:
             return
         state = "active" if active else "done"
         batch = Batch(deadline=now + TYPING_EVERY, key="typing")
-        self.writer.queue(Outgoing(f"@+typing={state} TAGMSG {target}", target=folded, batch=batch))
+        self.writer.queue_tagmsg(target, f"+typing={state}", batch)
 
     def send_notice(self, target: str, text: str) -> None:
         self.writer.queue_text("NOTICE", target, text, None, None)

@@ -17,6 +17,7 @@ from typing import Any
 from relaybot.irc.connection import BotConnection
 from relaybot.irc.delivery import Delivery
 from relaybot.irc.echoes import Echoes
+from relaybot.irc.message import parse
 from relaybot.irc.outbox import Batch, Outbox, Outgoing
 from relaybot.irc.text import reply_lines, safe_line
 
@@ -64,9 +65,10 @@ class Writer:
         tags: str = "",
     ) -> None:
         """`tags`: client tags for every line, already escaped (`+draft/reply=id`), or ""."""
-        target = safe_line(target).split(" ")[0]
-        if not single_target(target):
+        clean = one_target(target)
+        if clean is None:
             return
+        target = clean
         wrapper = ("\x01ACTION ", "\x01") if action else ("", "")
         # NOTICE is shorter than PRIVMSG, so the PRIVMSG budget fits both.
         budget = self.budget(target) - len("".join(wrapper))
@@ -89,9 +91,9 @@ class Writer:
         line: paced like any other, with no on_sent, so it enters no conversation. The
         framing is the line's only \\x01: `body` is sanitised again here, and a reply too long
         for one line is dropped, never cut or split. False: not queued."""
-        target = safe_line(nick).split(" ")[0]
+        target = one_target(nick)
         body = safe_line(body)
-        if not single_target(target) or not body:
+        if target is None or not body:
             return False
         framed = f"\x01{body}\x01"
         # NOTICE is shorter than PRIVMSG, so the PRIVMSG budget fits it.
@@ -101,6 +103,13 @@ class Writer:
         before = len(self.outbox)
         self.queue(Outgoing(f"NOTICE {target} :{framed}"))
         return len(self.outbox) > before
+
+    def queue_tagmsg(self, target: str, tags: str, batch: Batch | None = None) -> None:
+        """Queue `@tags TAGMSG target` (client tags only, such as `+typing=active`; `tags`
+        already escaped), paced like any line and never part of a conversation."""
+        clean = one_target(target)
+        if clean is not None:
+            self.queue(Outgoing(f"@{tags} TAGMSG {clean}", target=self.fold(clean), batch=batch))
 
     def queue(self, item: Outgoing) -> None:
         if not self.ready():
@@ -239,16 +248,21 @@ class Writer:
 
 
 def message_parts(line: str) -> tuple[str, str, str] | None:
-    """(command, target, text) of a PRIVMSG/NOTICE line as queue_text builds it; None for any
-    other line (the delivery check's PING). Client tags in front are skipped: the echo is
-    matched on the message."""
-    if line.startswith("@"):
-        line = line.partition(" ")[2]
-    command, _, rest = line.partition(" ")
-    if command not in ("PRIVMSG", "NOTICE"):
+    """(command, target, text) of a PRIVMSG/NOTICE line as queue_text builds it, client tags
+    left out (the echo is matched on the message); None for any other line (the delivery
+    check's PING, a TAGMSG)."""
+    message = parse(line)
+    if message is None or message.command not in ("PRIVMSG", "NOTICE"):
         return None
-    target, separator, text = rest.partition(" :")
-    return (command, target, text) if separator else None
+    if len(message.params) != 2:
+        return None
+    return message.command, message.params[0], message.params[1]
+
+
+def one_target(target: str) -> str | None:
+    """`target` as one safe nick or channel to write to, or None where it is none."""
+    cleaned = safe_line(target).split(" ")[0]
+    return cleaned if single_target(cleaned) else None
 
 
 def single_target(target: str) -> bool:
