@@ -49,4 +49,5 @@ def reply_job(
         log_context={"network": network, "channel": wanted.reply_to, "nick": wanted.asker},
         requested_at=wanted.requested_at,
         answers=wanted.msgid,
+        asker=wanted.asker,
     )

@@ -42,6 +42,8 @@ class Sender(Protocol):
 
     def drop_queued(self, target: str) -> int: ...
 
+    def send_notice(self, target: str, text: str) -> None: ...
+
     def typing(self, target: str, *, active: bool) -> None:
         """Tell `target` the bot is (still) writing a reply, or has stopped, where the server
         takes client tags; nothing otherwise."""

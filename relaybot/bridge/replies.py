@@ -9,13 +9,11 @@ ACTION where actions are allowed, and every line goes through `irc.text`'s sanit
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from relaybot.bridge.layout import OutLine, pieces, wrap
 from relaybot.bridge.ports import OutputModeration, Sender
-from relaybot.conversation.formats import strip_echoed_speaker
 from relaybot.irc.outbox import Batch
-from relaybot.irc.text import reply_lines
 from relaybot.log import get_logger
 from relaybot.moderation import Decision, ModerationContext
 
@@ -23,12 +21,6 @@ log = get_logger(component="replies")
 
 # A line may go out as a /me: leave room for the CTCP framing in every line's budget.
 ACTION_FRAMING = len("\x01ACTION \x01")
-
-
-@dataclass(frozen=True, slots=True)
-class OutLine:
-    text: str
-    action: bool  # sent as a /me
 
 
 def moderated(
@@ -62,20 +54,11 @@ def irc_lines(
     actions: bool,
     log_context: Mapping[str, Any],
 ) -> list[OutLine]:
-    """Model text as at most `max_lines` lines of at most `budget` bytes: an echoed
-    `<speaker>` prefix dropped, `/me` lines made actions (or dropped where `actions` is off),
-    and lines imitating any other IRC command dropped."""
-    lines = reply_lines(strip_echoed_speaker(text, speaker), budget, max_lines)
-    out: list[OutLine] = []
-    for line in lines:
-        if line.startswith("/me ") and actions:
-            out.append(OutLine(line[len("/me ") :].strip(), True))
-        elif line.startswith("/"):
-            # The model imitating an IRC command: never sent as one, and not as text either.
-            log.info("reply_line_dropped_command", line=line[:80], **log_context)
-        else:
-            out.append(OutLine(line, False))
-    return out
+    """Model text as at most `max_lines` lines of at most `budget` bytes, cut where the cap
+    falls (see `layout.pieces` for what is dropped); answers that offer `more` use
+    `layout.lay_out` instead."""
+    parts = pieces(text, speaker=speaker, actions=actions, log_context=log_context)
+    return wrap(parts, budget)[:max_lines]
 
 
 def line_budget(sender: Sender, target: str) -> int:
@@ -110,7 +93,7 @@ def send_lines(
             written = written_now
         sender.send_message(
             target,
-            line.text,
+            line.sent,
             action=line.action,
             on_sent=written,
             on_lost=on_lost(line) if on_lost is not None else None,

@@ -36,6 +36,7 @@ class Wanted:
     gated: bool  # False for an operator's retry, which skips budgets and backpressure
     requested_at: float  # when the line asked, on the reactor's monotonic clock
     msgid: str | None = None  # the asking line's IRCv3 msgid: the reply is threaded to it
+    more: bool = False  # `more`: the next part of the conversation's last answer
 
 
 class Conversations(Protocol):
@@ -48,7 +49,8 @@ class Conversations(Protocol):
     def is_muted(self, key: ContextKey) -> bool: ...
 
     def job_for(self, key: ContextKey, wanted: Wanted, job_id: int) -> Job | None:
-        """The job that generates the reply now (None when the conversation is gone)."""
+        """The job that generates the reply now; None when nothing is to be generated (the
+        conversation is gone, or a `more` was answered from text generated before)."""
         ...
 
 

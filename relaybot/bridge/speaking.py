@@ -2,7 +2,10 @@
 going out within `[reply] max_age` of the request (a newer reply supersedes it while it has
 not), each line recorded in the transcript when it is delivered (and taken back if the server
 never confirmed it), repeats of the last few replies are dropped, and the times of finished
-replies are kept for status."""
+replies are kept for status.
+
+An answer is recorded as the model wrote it: its text lines delivered in a row are one turn of
+the bot (a `more` continuation goes on in the same turn), a /me is a turn of its own."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from relaybot.bridge.freshness import Freshness
+from relaybot.bridge.layout import OutLine
 from relaybot.bridge.ports import Sender
-from relaybot.bridge.replies import OutLine, send_lines
+from relaybot.bridge.replies import send_lines
 from relaybot.conversation.formats import Turn
 from relaybot.conversation.identity import ContextKey
 from relaybot.conversation.transcript import SYSTEM, Transcript
@@ -29,6 +33,54 @@ RECENT_REPLIES = 3  # a reply equal to one of a conversation's last few is dropp
 # The supersession key of replies: a newer reply drops an older unsent one, not an answer of
 # another kind (`ask`) to the same target.
 REPLY = "reply"
+
+
+class Answer:
+    """One answer's delivered lines in its transcript. Text lines delivered in a row share one
+    turn while nothing else was said after it; a line the server never confirmed is taken
+    out of its turn again."""
+
+    def __init__(self, transcript: Transcript) -> None:
+        self.transcript = transcript
+        self._segments: list[tuple[Turn, list[OutLine]]] = []
+
+    def delivered(self, line: OutLine, speaker: str) -> None:
+        if line.action:
+            turn = Turn(SYSTEM, f"* {speaker} {line.text}")
+            self.transcript.add([turn])
+            self._segments.append((turn, [line]))
+            return
+        if self._segments:
+            turn, lines = self._segments[-1]
+            if turn.role == speaker and self.transcript.is_last(turn):
+                lines.append(line)
+                grown = Turn(speaker, _content(lines))
+                if self.transcript.replace(turn, grown):
+                    self._segments[-1] = (grown, lines)
+                    return
+                lines.pop()
+        turn = Turn(speaker, line.text)
+        self.transcript.add([turn])
+        self._segments.append((turn, [line]))
+
+    def lost(self, line: OutLine) -> None:
+        """The server never confirmed `line`: it leaves the context."""
+        for index, (turn, lines) in enumerate(self._segments):
+            kept = [other for other in lines if other is not line]
+            if len(kept) == len(lines):
+                continue
+            if not kept or turn.role == SYSTEM:
+                self.transcript.retract(turn)
+                del self._segments[index]
+            else:
+                shrunk = Turn(turn.role, _content(kept))
+                self.transcript.replace(turn, shrunk)
+                self._segments[index] = (shrunk, kept)
+            return
+
+
+def _content(lines: list[OutLine]) -> str:
+    return lines[0].text + "".join(line.joiner + line.text for line in lines[1:])
 
 
 class Speaking:
@@ -64,17 +116,19 @@ class Speaking:
         seconds: float,
         requested_at: float | None = None,
         answers: str | None = None,
-    ) -> bool:
+        answer: Answer | None = None,
+    ) -> Answer | None:
         """Send a reply's lines to the conversation `transcript` holds; `requested_at` (the
         reactor's clock) is when the line it answers asked for it, `answers` that line's msgid
-        (the reply is threaded to it where the server takes client tags). Whether any line
-        was queued."""
+        (the reply is threaded to it where the server takes client tags), `answer` the answer
+        they continue (`more`). The answer they are recorded in when any line was queued,
+        else None."""
         freshness = self.freshness
         if freshness is not None and requested_at is not None and freshness.is_stale(requested_at):
             freshness.drop(
                 "stale", requested_at, stage="generated", seconds=round(seconds, 3), **log_context
             )
-            return False
+            return None
         recent = self._recent.setdefault(key, deque(maxlen=RECENT_REPLIES))
         normalised = " ".join(
             " ".join(("/me " if line.action else "") + line.text for line in lines).split()
@@ -83,25 +137,18 @@ class Speaking:
         self._retrying.discard(key)
         if normalised and normalised in recent and not retried:
             log.info("reply_dropped_repeated", **log_context)
-            return False
+            return None
         if not lines:
             log.info("reply_empty", seconds=round(seconds, 3), **log_context)
-            return False
+            return None
         recent.append(normalised)
-
-        # One turn object a line: a retraction takes back exactly the turn that was recorded.
-        turns = {
-            id(line): Turn(SYSTEM, f"* {speaker} {line.text}")
-            if line.action
-            else Turn(speaker, line.text)
-            for line in lines
-        }
+        record = answer if answer is not None else Answer(transcript)
         written = 0
 
         def on_written(line: OutLine, last: bool) -> None:
             # `reply_sent` comes with the last line written, never for lines that are dropped.
             nonlocal written
-            transcript.add([turns[id(line)]])
+            record.delivered(line, speaker)
             written += 1
             if last:
                 self.reply_times.append(self.wall_clock())
@@ -122,11 +169,11 @@ class Speaking:
             transcript.name,
             lines,
             on_written=on_written,
-            on_lost=lambda line: functools.partial(transcript.retract, turns[id(line)]),
+            on_lost=lambda line: functools.partial(record.lost, line),
             batch=batch,
             in_reply_to=answers,
         )
-        return True
+        return record
 
     def _dropped(
         self,

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from relaybot.config.channel_settings import SettingValue
 from relaybot.config.schema import OperatorConfig
+from relaybot.irc.events import Origin
 
 
 class OperatorActions(Protocol):
@@ -59,6 +60,11 @@ class OperatorActions(Protocol):
     def reset(self, channel: str) -> bool: ...
 
     def retry(self, channel: str) -> bool: ...
+
+    def more(self, where: str, origin: Origin, msgid: str | None) -> None:
+        """`origin` asks for the rest of the last answer to them in `where` (a channel, or
+        their nick for a query)."""
+        ...
 
     def set_setting(self, channel: str, name: str, value: SettingValue | None) -> None: ...
 

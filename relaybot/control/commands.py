@@ -44,6 +44,12 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec("reset", "channel", "reset [#channel]", "clear the channel's context"),
         CommandSpec("retry", "channel", "retry [#channel]", "regenerate the last reply"),
         CommandSpec(
+            "more",
+            "channel",
+            "more [#channel]",
+            "the rest of my last answer to you (anyone may ask)",
+        ),
+        CommandSpec(
             "set",
             "channel",
             "set [#channel] <param> <value|default>",

@@ -75,6 +75,10 @@ class Control:
                 self._notice(origin.nick, parsed.message)
             return
         target = parsed.channel or channel
+        if parsed.name == "more":
+            # Open to everyone: it goes on with an answer to them, under the reply budgets.
+            self.bot.more(target or origin.nick, origin, message.msgid)
+            return
         spec = COMMANDS[parsed.name]
         fold = self.bot.fold
         rights = self._rights(origin, target if spec.scope == "channel" else None)

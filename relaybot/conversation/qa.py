@@ -51,7 +51,10 @@ def log_lines(turns: Sequence[Turn]) -> list[LogLine]:
         if not content or (turn.role != SYSTEM_ROLE and content.startswith("/")):
             continue
         nick = None if turn.role == SYSTEM_ROLE else turn.role
-        lines.append(LogLine(len(lines) + 1, nick, content))
+        # An answer of several lines is one turn; the log shows its lines as IRC did.
+        for line in content.split("\n"):
+            if line.strip():
+                lines.append(LogLine(len(lines) + 1, nick, line.strip()))
     return lines
 
 

@@ -119,6 +119,23 @@ class Transcript:
                 return True
         return False
 
+    def replace(self, old: Turn, new: Turn) -> bool:
+        """Put `new` where this very turn `old` is (an answer growing as its lines are
+        delivered). False when `old` is gone (trimmed or cleared)."""
+        for index in range(len(self._turns) - 1, -1, -1):
+            if self._turns[index][0] is old:
+                cost = self._cost(new)
+                self._turn_tokens += cost - self._turns[index][1]
+                self._turns[index] = (new, cost)
+                self.revision += 1
+                self._trim(reserve=0)
+                return True
+        return False
+
+    def is_last(self, turn: Turn) -> bool:
+        """Whether this very turn is the newest one (nothing was said after it)."""
+        return bool(self._turns) and self._turns[-1][0] is turn
+
     def clear(self) -> None:
         self._turns.clear()
         self._turn_tokens = 0

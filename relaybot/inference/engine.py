@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,13 +49,18 @@ class Engine(Protocol):
         ...
 
 
+class Done(Protocol):
+    """A request's text is ready. `cut`: it stopped at `max_new_tokens`, before the model
+    ended its turn (engines that cannot tell report False)."""
+
+    def __call__(self, index: int, text: str, cut: bool = False) -> None: ...
+
+
 class CompletesEach(Protocol):
     """Optional for engines: report each completion as soon as it is ready."""
 
-    def generate_each(
-        self, requests: Sequence[GenerationRequest], done: Callable[[int, str], None]
-    ) -> None:
-        """Like `generate`, but calls `done(index, text)` for each request as its text is
+    def generate_each(self, requests: Sequence[GenerationRequest], done: Done) -> None:
+        """Like `generate`, but calls `done(index, text, cut)` for each request as its text is
         ready, in any order. Raises EngineError on failure; requests not reported by then
         have no text."""
         ...
@@ -80,7 +85,7 @@ class BatchesContinuously(Protocol):
     def generate_continuous(
         self,
         requests: Sequence[GenerationRequest],
-        done: Callable[[int, str], None],
+        done: Done,
         feed: BatchFeed | None,
         *,
         max_rows: int = 8,

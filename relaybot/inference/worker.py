@@ -42,6 +42,7 @@ class Job:
     requested_at: float | None = None
     # The msgid of the line it answers (IRCv3), for the reply to thread to; None: unthreaded.
     answers: str | None = None
+    asker: str | None = None  # the nick whose line asked for it (who may ask for `more`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class Completion:
     error: str | None
     seconds: float
     batch_size: int
+    # The model was still writing when `max_new_tokens` ran out (as far as the engine tells).
+    cut: bool = False
 
 
 class InferenceWorker:
@@ -226,11 +229,13 @@ class InferenceWorker:
         feed = _QueueFeed(self, batch)
         delivered: set[int] = set()
 
-        def done(index: int, text: str) -> None:
+        def done(index: int, text: str, cut: bool = False) -> None:
             if 0 <= index < len(feed.jobs) and index not in delivered:
                 delivered.add(index)
                 seconds = time.monotonic() - feed.admitted_at[index]
-                self.on_complete(Completion(feed.jobs[index], text, None, seconds, len(feed.jobs)))
+                self.on_complete(
+                    Completion(feed.jobs[index], text, None, seconds, len(feed.jobs), cut)
+                )
 
         error = "engine returned no text for this request"
         try:

@@ -24,6 +24,7 @@ from relaybot.conversation.identity import ContextKey
 from relaybot.conversation.instruct import configured_format
 from relaybot.inference.engine import Engine, degradation, sampling_from
 from relaybot.inference.worker import Completion, InferenceWorker
+from relaybot.irc.events import Origin
 from relaybot.irc.session import IrcSession
 from relaybot.irc.text import is_channel_name
 from relaybot.log import get_logger
@@ -199,6 +200,9 @@ class Bot:
 
     def retry(self, channel: str) -> bool:
         return self.relay.retry(channel)
+
+    def more(self, where: str, origin: Origin, msgid: str | None) -> None:
+        self.relay.more(where, origin, msgid)
 
     def ask(self, channel: str, asker: str, question: str, reply_to: str) -> str | None:
         """Ask the model about `channel`'s log; a message for the asker if it cannot be done."""

@@ -50,6 +50,7 @@ class FakeSender:
     delays: dict[str, float] = field(default_factory=dict)  # send_delay by target; else 0
     threads: list[str | None] = field(default_factory=list)  # each line's in_reply_to
     typed: list[tuple[str, bool]] = field(default_factory=list)  # typing notices: target, active
+    notices: list[tuple[str, str]] = field(default_factory=list)  # NOTICEs: target, text
 
     def payload_budget(self, target: str) -> int:
         return privmsg_payload_budget(self.nick, target, BOT.user, BOT.host)
@@ -84,6 +85,9 @@ class FakeSender:
     def drop_queued(self, target: str) -> int:
         self.dropped.append(target)
         return 0
+
+    def send_notice(self, target: str, text: str) -> None:
+        self.notices.append((target, text))
 
     def typing(self, target: str, *, active: bool) -> None:
         self.typed.append((target, active))
@@ -205,8 +209,11 @@ class Harness:
         self.relay.handle(Join(BOT, channel))
         self.relay.handle(Names(channel, ("relaybot", *others)))
 
-    def complete(self, job: Job, text: str | None, error: str | None = None) -> None:
-        self.relay.on_completion(Completion(job, text, error, 0.01, 1))
+    def complete(
+        self, job: Job, text: str | None, error: str | None = None, *, cut: bool = False
+    ) -> None:
+        """`cut`: the engine says the model was still writing when its token budget ran out."""
+        self.relay.on_completion(Completion(job, text, error, 0.01, 1, cut))
 
     def turns(self, name: str) -> list[Turn]:
         transcript = self.relay.transcript(name)

@@ -12,10 +12,11 @@ tens of seconds.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from relaybot.config.schema import ModelConfig
 from relaybot.conversation.formats import Prompt, Segment
 from relaybot.conversation.identity import ContextKey
-from relaybot.inference.engine import BatchFeed, GenerationRequest, SamplingParams
+from relaybot.inference.engine import BatchFeed, Done, GenerationRequest, SamplingParams
 from relaybot.inference.local.decode import Row, stepwise_support
 from relaybot.inference.local.kv import KVState
 from relaybot.inference.local.loading import cuda_free_bytes, default_cache_dir, load_model
@@ -187,15 +188,13 @@ class TransformersEngine:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         results: list[str] = [""] * len(requests)
 
-        def done(index: int, text: str) -> None:
+        def done(index: int, text: str, cut: bool = False) -> None:
             results[index] = text
 
         self.generate_each(requests, done)
         return results
 
-    def generate_each(
-        self, requests: Sequence[GenerationRequest], done: Callable[[int, str], None]
-    ) -> None:
+    def generate_each(self, requests: Sequence[GenerationRequest], done: Done) -> None:
         """Like `generate`, but each completion is reported (request index, text) as soon as
         its row stops, so a short reply does not wait for the longest one in its batch."""
         self.generate_continuous(requests, done, None)
@@ -203,7 +202,7 @@ class TransformersEngine:
     def generate_continuous(
         self,
         requests: Sequence[GenerationRequest],
-        done: Callable[[int, str], None],
+        done: Done,
         feed: BatchFeed | None,
         *,
         max_rows: int = 8,
@@ -223,7 +222,7 @@ class TransformersEngine:
                     indices,
                     params,
                     new_row=self._row,
-                    report=lambda row: self._report(row, done),
+                    report=functools.partial(self._report, done=done, limit=params.max_new_tokens),
                     feed=feed,
                     counter=counter,
                     max_rows=max(max_rows, len(indices)),
@@ -257,9 +256,12 @@ class TransformersEngine:
         """Undo `interrupt`: a new worker starting on this engine generates in full again."""
         self._interrupted.clear()
 
-    def _report(self, row: Row, done: Callable[[int, str], None]) -> None:
+    def _report(self, row: Row, *, done: Done, limit: int) -> None:
         self.last_stats[row.index] = RowStats(len(row.ids), row.reused, len(row.output))
-        done(row.index, self._tokens.reply(row.prompt, row.output))
+        text, stopped = self._tokens.reply_and_stop(row.prompt, row.output)
+        # A row that stopped on a stop token never appends it, so a full budget means the
+        # model was still writing (unless a text stop ended it on the very last token).
+        done(row.index, text, cut=len(row.output) >= limit and not stopped)
 
     def _row(self, index: int, request: GenerationRequest, key: ContextKey | None) -> Row:
         prompt = request.prompt
@@ -271,7 +273,7 @@ class TransformersEngine:
         requests: Sequence[GenerationRequest],
         indices: Sequence[int],
         params: SamplingParams,
-        done: Callable[[int, str], None],
+        done: Done,
     ) -> None:
         """Through transformers' `generate` (local_plain): no prefix reuse, no joining."""
         prompts = [requests[index].prompt for index in indices]
@@ -288,4 +290,8 @@ class TransformersEngine:
             interrupted=self._interrupted,
         )
         for row, index in enumerate(indices):
-            self._report(Row(index, prompts[row], encoded[row], None, output=outputs[row]), done)
+            self._report(
+                Row(index, prompts[row], encoded[row], None, output=outputs[row]),
+                done=done,
+                limit=params.max_new_tokens,
+            )

@@ -106,9 +106,14 @@ class PromptTokens:
 
     def reply(self, prompt: Prompt, tokens: Sequence[int]) -> str:
         """The text of a reply to `prompt`: cut at its stop strings, stripped."""
+        return self.reply_and_stop(prompt, tokens)[0]
+
+    def reply_and_stop(self, prompt: Prompt, tokens: Sequence[int]) -> tuple[str, bool]:
+        """`reply`, and whether a stop string ended it."""
         with self._lock:
             text = self.tokenizer.decode(list(tokens), skip_special_tokens=True)
-        return cut_at_stops(text, prompt.stop).strip()
+        kept = cut_at_stops(text, prompt.stop)
+        return kept.strip(), len(kept) < len(text)
 
     def text_stops(self, prompt: Prompt) -> tuple[str, ...]:
         """The prompt's stop strings that stop-token ids do not already catch."""

@@ -191,10 +191,8 @@ def test_completion_sends_lines(joined: Harness):
         Sent("#chan", "hi alice", False),
         Sent("#chan", "nice to see you", False),
     ]
-    assert joined.prompt("#chan")[-2:] == [
-        Turn("relaybot", "hi alice"),
-        Turn("relaybot", "nice to see you"),
-    ]
+    # One answer, one turn: the bot's turn as the model wrote it.
+    assert joined.prompt("#chan")[-1] == Turn("relaybot", "hi alice\nnice to see you")
 
 
 def test_reply_enters_transcript_only_when_sent(joined: Harness):
@@ -220,14 +218,33 @@ def test_lines_the_server_never_confirmed_leave_the_transcript(joined: Harness):
     joined.say(ALICE, "#chan", "relaybot: hello")
     joined.complete(joined.jobs[0], "hi alice\nnice to see you")
     joined.say(BOB, "#chan", "hi all")
-    assert joined.prompt("#chan")[-3:] == [
-        Turn("relaybot", "hi alice"),
-        Turn("relaybot", "nice to see you"),
+    assert joined.prompt("#chan")[-2:] == [
+        Turn("relaybot", "hi alice\nnice to see you"),
         Turn("bob", "hi all"),
     ]
     # The connection died before the server confirmed the second line (newest first).
     joined.sender.unconfirmed.pop()()
     assert joined.prompt("#chan")[-2:] == [Turn("relaybot", "hi alice"), Turn("bob", "hi all")]
+    joined.sender.unconfirmed.pop()()
+    assert joined.prompt("#chan")[-2:] == [
+        Turn(ALICE.nick, "relaybot: hello"),
+        Turn("bob", "hi all"),
+    ]
+
+
+def test_a_line_delivered_after_someone_spoke_starts_a_turn_of_its_own(joined: Harness):
+    joined.sender.deliver_now = False
+    joined.say(ALICE, "#chan", "relaybot: hello")
+    joined.complete(joined.jobs[0], "hi alice\nnice to see you")
+    joined.sender.pending.pop(0)()
+    joined.say(BOB, "#chan", "hi all")
+    joined.sender.flush()
+    # The context keeps the order the channel saw.
+    assert joined.prompt("#chan")[-3:] == [
+        Turn("relaybot", "hi alice"),
+        Turn("bob", "hi all"),
+        Turn("relaybot", "nice to see you"),
+    ]
 
 
 def sent_events(logs: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -259,10 +276,7 @@ def test_reply_sent_is_logged_when_the_last_line_is_written(joined: Harness):
             "nick": "alice",
         }
     ]
-    assert joined.prompt("#chan")[-2:] == [
-        Turn("relaybot", "hi alice"),
-        Turn("relaybot", "nice to see you"),
-    ]
+    assert joined.prompt("#chan")[-1] == Turn("relaybot", "hi alice\nnice to see you")
 
 
 def test_reply_whose_lines_are_dropped_is_not_logged_as_sent(joined: Harness):
@@ -300,7 +314,8 @@ def test_reply_respects_max_lines():
     harness.relay.handle(Join(BOT, "#chan"))
     harness.say(ALICE, "#chan", "relaybot: count")
     harness.complete(harness.jobs[0], "one\ntwo\nthree\nfour")
-    assert [sent.text for sent in harness.sender.sent] == ["one", "two"]
+    # What does not fit waits for `more`; the marker says so.
+    assert [sent.text for sent in harness.sender.sent] == ["one", "two … (more)"]
 
 
 def test_failed_completion_sends_nothing(joined: Harness):

@@ -245,10 +245,10 @@ def test_setting_max_lines():
     harness.complete(harness.jobs[0], "one\ntwo\nthree\nfour")
     harness.complete(harness.jobs[1], "one\ntwo\nthree\nfour")
     assert [(s.target, s.text) for s in harness.sender.sent] == [
-        ("#chan", "one"),
+        ("#chan", "one … (more)"),
         ("#other", "one"),
         ("#other", "two"),
-        ("#other", "three"),
+        ("#other", "three … (more)"),
     ]
 
 

@@ -69,6 +69,7 @@ def test_the_documented_commands_exist():
         "export",
         "reload",
         "ask",
+        "more",
     }
     assert set(COMMANDS) == expected
 

@@ -156,7 +156,7 @@ def test_help_from_strangers_cannot_flood_the_outbox():
 
 def test_every_command_but_ask_has_a_handler():
     ctl, _ = control()
-    assert set(ctl._handlers) == set(COMMANDS) - {"ask"}
+    assert set(ctl._handlers) == set(COMMANDS) - {"ask", "more"}
 
 
 def test_set_follows_the_declared_bounds_and_the_context_budget():

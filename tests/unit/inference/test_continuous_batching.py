@@ -265,7 +265,7 @@ def test_rows_that_join_mid_batch_get_the_text_they_get_alone(engine: object) ->
     )
     reported: dict[int, str] = {}
     engine.generate_continuous(  # type: ignore[attr-defined]
-        [GenerationRequest(first, GREEDY)], reported.__setitem__, feed, max_rows=4
+        [GenerationRequest(first, GREEDY)], record_into(reported), feed, max_rows=4
     )
     assert sorted(reported) == [0, 1, 2]
     stats = engine.last_stats  # type: ignore[attr-defined]
@@ -273,6 +273,15 @@ def test_rows_that_join_mid_batch_get_the_text_they_get_alone(engine: object) ->
     assert feed.free_seen[0] == 3
     expected = [alone(engine, prompt) for prompt in (first, longer, shorter)]
     assert reported == dict(enumerate(expected))
+
+
+def record_into(reported: dict[int, str]) -> Callable[..., None]:
+    """An engine's `done` callback that keeps each request's text by index."""
+
+    def done(index: int, text: str, cut: bool = False) -> None:
+        reported[index] = text
+
+    return done
 
 
 @pytest.mark.integration
@@ -283,7 +292,7 @@ def test_a_dropped_row_leaves_without_text_or_cache_entry(engine: object) -> Non
     reported: dict[int, str] = {}
     engine.generate_continuous(  # type: ignore[attr-defined]
         [GenerationRequest(kept, GREEDY), GenerationRequest(dropped, GREEDY, key)],
-        reported.__setitem__,
+        record_into(reported),
         feed,
     )
     assert list(reported) == [0]

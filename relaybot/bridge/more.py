@@ -1,0 +1,96 @@
+"""`more`: what an answer still has to say, and how someone asks for it.
+
+An answer that was cut (by the line cap, or by the token limit while the model was still
+writing) leaves an Offer in its conversation: the text generated but not sent, and whether the
+model can be resumed. `more` from the person it answered sends the next part; once the
+generated text is used up, generation resumes from the answer as written so far, so the rest
+is generated only when asked. The continuation is recorded in the same answer turn. Any other
+message in the conversation ends the offer.
+
+Pure: the relay sends and schedules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from relaybot.bridge.layout import Piece
+from relaybot.bridge.speaking import Answer
+from relaybot.conversation.formats import Prompt, Segment
+from relaybot.inference.engine import SamplingParams
+from relaybot.irc.text import casefold, strip_formatting
+
+# What follows the bot's nick (or stands alone in a query) to ask for more.
+_MORE = r"more[.!?]*"
+# Characters a continuation may start with that join the text before it without a space.
+_JOINS_WITHOUT_SPACE = set(",.;:!?)]}'%\u2019\u201d\u2026")
+
+
+@dataclass(slots=True)
+class Offer:
+    asker: str  # the nick it answered, as written when asked
+    folded_asker: str
+    speaker: str  # the role the model writes as
+    answer: Answer  # where its lines are recorded
+    prompt: Prompt  # the prompt that generated it
+    params: SamplingParams
+    text: str  # everything generated for it so far, as output moderation let it out
+    rest: tuple[Piece, ...]  # generated, not sent
+    resumable: bool  # the model was cut off: generation can go on from `text`
+    resuming: int | None = None  # the job generating its continuation, while it runs
+
+
+def is_more_request(text: str, bot_nick: str, casemapping: str, *, private: bool) -> bool:
+    """`botnick: more` (or `botnick, more` / `botnick more`); in a private query also a plain
+    `more`."""
+    folded = casefold(strip_formatting(text), casemapping).strip()
+    nick = re.escape(casefold(bot_nick, casemapping))
+    addressed = rf"{nick}\s*[:,]?\s+{_MORE}"
+    pattern = rf"(?:{addressed}|{_MORE})" if private else addressed
+    return re.fullmatch(pattern, folded) is not None
+
+
+def resume_point(text: str, rest: tuple[Piece, ...]) -> tuple[str, tuple[Piece, ...]]:
+    """Where generation goes on: `text` without a word the token limit may have cut short
+    (the model writes it again), and the unsent rest without it too."""
+    stripped = text.rstrip()
+    if not stripped or not stripped[-1].isalnum():
+        return stripped, rest
+    space = max(stripped.rfind(" "), stripped.rfind("\n"))
+    if space < 0 or not rest:
+        return stripped, rest
+    dropped = len(stripped) - space
+    base = stripped[:space].rstrip()
+    pieces = list(rest)
+    last = pieces[-1]
+    if len(last.text) > dropped:
+        pieces[-1] = replace(last, text=last.text[: len(last.text) - dropped].rstrip())
+    else:
+        pieces.pop()
+    return base, tuple(pieces)
+
+
+def resumed_prompt(prompt: Prompt, text: str) -> Prompt:
+    """The prompt that continues the bot's open turn after `text`: the same prompt with the
+    answer so far written into the turn, so an engine's cached prefix covers nearly all."""
+    return Prompt((*prompt.segments, Segment(text)), prompt.stop)
+
+
+def joiner(text: str, continuation: str) -> str:
+    """What goes between an answer so far and its continuation (engines strip both)."""
+    if not text or not continuation or continuation[0] in _JOINS_WITHOUT_SPACE:
+        return ""
+    return " "
+
+
+def continued(rest: tuple[Piece, ...], more: list[Piece], join: str) -> tuple[Piece, ...]:
+    """The unsent rest with a continuation's pieces after it: its first piece goes on the
+    rest's last line (or after what was sent, when nothing is left)."""
+    if not more:
+        return rest
+    first = replace(more[0], joiner=join or "")
+    if rest and not rest[-1].action and not first.action:
+        last = rest[-1]
+        return (*rest[:-1], replace(last, text=last.text + join + first.text), *more[1:])
+    return (*rest, first, *more[1:])

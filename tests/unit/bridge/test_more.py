@@ -1,0 +1,201 @@
+"""`more`: an answer that was cut goes on from where it stopped, for the person it answered,
+as one answer in the context; another message in between ends the offer."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.testing import capture_logs
+
+from relaybot.bridge.layout import MORE_MARKER, Piece
+from relaybot.bridge.more import is_more_request, joiner, resume_point
+from relaybot.config.schema import PolicyConfig, ReplyConfig
+from relaybot.conversation.formats import Segment, Turn
+from relaybot.irc.events import Join, Message, Names
+from relaybot.irc.text import casefold
+from tests.support.bridge import ALICE, BOB, BOT, Harness, make_relay
+
+LONG = "One is first. Two comes next. Three is here. Four ends it."
+
+
+def joined(**kwargs: object) -> Harness:
+    harness = make_relay(reply=ReplyConfig(max_lines=1), **kwargs)  # type: ignore[arg-type]
+    harness.relay.handle(Join(BOT, "#chan"))
+    harness.relay.handle(Names("#chan", ("relaybot", "alice", "bob")))
+    return harness
+
+
+def narrow(harness: Harness, budget: int = 40) -> None:
+    """Lines of `budget` bytes of text, so that LONG needs several."""
+    harness.sender.payload_budget = lambda target: budget + len("\x01ACTION \x01")  # type: ignore[method-assign]
+
+
+def bot_turns(harness: Harness) -> list[Turn]:
+    return [turn for turn in harness.turns("#chan") if turn.role == "relaybot"]
+
+
+@pytest.mark.parametrize(
+    ("text", "private", "asks"),
+    [
+        ("relaybot: more", False, True),
+        ("relaybot, more", False, True),
+        ("RelayBot more!", False, True),
+        ("\x02relaybot\x02: more", False, True),
+        ("more", False, False),  # not addressed in a channel
+        ("more", True, True),  # in a query it is
+        ("relaybot: more please tell me about cats", False, False),
+        ("relaybot: tell me more", False, False),
+        ("relaybot[m]: more", False, False),
+    ],
+)
+def test_what_asks_for_more(text: str, private: bool, asks: bool):
+    assert is_more_request(text, "relaybot", "rfc1459", private=private) is asks
+
+
+def test_a_long_answer_ends_at_a_sentence_with_the_marker_and_more_goes_on():
+    h = joined()
+    narrow(h)
+    h.say(ALICE, "#chan", "relaybot: count")
+    h.complete(h.jobs[0], LONG)
+    assert h.texts() == ["One is first. Two comes next." + MORE_MARKER]
+    h.say(ALICE, "#chan", "relaybot: more")
+    assert len(h.jobs) == 1  # from text generated before: nothing is generated
+    assert h.texts()[1:] == ["Three is here. Four ends it."]
+    # One answer in the context: no marker, no `more` line, the same turn grown.
+    assert bot_turns(h) == [Turn("relaybot", LONG)]
+    assert Turn("alice", "relaybot: more") not in h.turns("#chan")
+    h.say(ALICE, "#chan", "relaybot: more")  # nothing left
+    assert len(h.texts()) == 2
+    assert h.sender.notices == [("alice", "There is no more to my last answer.")]
+
+
+def test_another_message_in_between_ends_the_offer():
+    h = joined()
+    narrow(h)
+    h.say(ALICE, "#chan", "relaybot: count")
+    h.complete(h.jobs[0], LONG)
+    h.say(BOB, "#chan", "nice")
+    h.say(ALICE, "#chan", "relaybot: more")
+    assert len(h.texts()) == 1
+    assert h.sender.notices == [("alice", "There is no more to my last answer.")]
+
+
+def test_more_is_for_the_person_the_answer_was_for():
+    h = joined()
+    narrow(h)
+    h.say(ALICE, "#chan", "relaybot: count")
+    h.complete(h.jobs[0], LONG)
+    h.say(BOB, "#chan", "relaybot: more")
+    assert len(h.texts()) == 1
+    assert h.sender.notices == [("bob", "My last answer here was for alice; ask me yourself.")]
+    h.say(ALICE, "#chan", "relaybot: more")  # Bob's `more` was no message: still on
+    assert len(h.texts()) == 2
+
+
+def test_notices_about_no_more_are_rate_limited():
+    h = joined()
+    for _ in range(10):
+        h.say(BOB, "#chan", "relaybot: more")
+    assert len(h.sender.notices) == 2
+
+
+def test_a_model_cut_off_resumes_from_the_answer_as_written():
+    h = joined(context_window=4096)
+    h.say(ALICE, "#chan", "relaybot: tell me about chess")
+    first = h.jobs[0]
+    h.complete(first, "Chess is a board game. It is played on a checkered bo", cut=True)
+    assert h.texts() == ["Chess is a board game." + MORE_MARKER]
+    h.say(ALICE, "#chan", "relaybot: more")
+    # The unsent rest has no boundary to end at: generation resumes.
+    assert len(h.jobs) == 2
+    resumed = h.jobs[1]
+    assert resumed.request.prompt.segments[:-1] == first.request.prompt.segments
+    # The word the token limit may have cut short is written again by the model.
+    assert resumed.request.prompt.segments[-1] == Segment(
+        "Chess is a board game. It is played on a checkered"
+    )
+    assert resumed.request.cache_key == first.request.cache_key
+    h.complete(resumed, "board of 64 squares. Each player has sixteen pieces.")
+    assert h.texts()[1:] == [
+        "It is played on a checkered board of 64 squares. Each player has sixteen pieces."
+    ]
+    assert bot_turns(h) == [
+        Turn(
+            "relaybot",
+            "Chess is a board game. It is played on a checkered board of 64 squares."
+            " Each player has sixteen pieces.",
+        )
+    ]
+    h.say(ALICE, "#chan", "relaybot: more")  # the model had ended: nothing more
+    assert len(h.jobs) == 2
+    assert h.sender.notices[-1] == ("alice", "There is no more to my last answer.")
+
+
+def test_a_resumed_generation_that_ends_at_once_says_so():
+    h = joined()
+    h.say(ALICE, "#chan", "relaybot: hi")
+    h.complete(h.jobs[0], "Hello there.", cut=True)
+    assert h.texts() == ["Hello there." + MORE_MARKER]
+    h.say(ALICE, "#chan", "relaybot: more")
+    h.complete(h.jobs[1], "")
+    assert h.sender.notices == [("alice", "That was all I had to say.")]
+    assert bot_turns(h) == [Turn("relaybot", "Hello there.")]
+
+
+def test_budgets_apply_to_more():
+    h = joined(policy=PolicyConfig(cooldown=0.0, user_per_minute=1, user_burst=1))
+    narrow(h)
+    h.say(ALICE, "#chan", "relaybot: count")
+    h.complete(h.jobs[0], LONG)
+    with capture_logs() as logs:
+        h.say(ALICE, "#chan", "relaybot: more")
+    assert len(h.texts()) == 1
+    assert any(e.get("reason") == "user_budget" for e in logs)
+
+
+def test_more_in_a_query():
+    h = joined()
+    narrow(h)
+    h.relay.handle(Message(ALICE, "relaybot", "count"))
+    h.complete(h.jobs[0], LONG)
+    assert h.sender.sent[0].target == "alice"
+    h.relay.handle(Message(ALICE, "relaybot", "more"))
+    assert [s.text for s in h.sender.sent][1:] == ["Three is here. Four ends it."]
+    assert [t for t in h.turns("alice") if t.role == "user"] == [Turn("user", LONG)]
+
+
+def test_a_new_answer_replaces_the_offer():
+    h = joined()
+    narrow(h)
+    h.say(ALICE, "#chan", "relaybot: count")
+    h.complete(h.jobs[0], LONG)
+    h.say(ALICE, "#chan", "relaybot: again")
+    h.complete(h.jobs[1], "Short.")
+    h.say(ALICE, "#chan", "relaybot: more")
+    assert h.texts()[-1] == "Short."
+    assert h.sender.notices == [("alice", "There is no more to my last answer.")]
+
+
+def test_resume_point_drops_a_word_the_limit_may_have_cut():
+    rest = (Piece("It is played on a checkered bo", False, " "),)
+    base, kept = resume_point("Chess. It is played on a checkered bo", rest)
+    assert base == "Chess. It is played on a checkered"
+    assert kept == (Piece("It is played on a checkered", False, " "),)
+    assert resume_point("Done.", ()) == ("Done.", ())
+
+
+@pytest.mark.parametrize(
+    ("continuation", "join"), [("board", " "), (", and", ""), ("'s", ""), ("", "")]
+)
+def test_joiner(continuation: str, join: str):
+    assert joiner("the", continuation) == join
+
+
+def test_the_key_is_the_conversation():
+    h = joined()
+    narrow(h)
+    h.relay.handle(Join(BOT, "#other"))
+    h.say(ALICE, "#chan", "relaybot: count")
+    h.complete(h.jobs[0], LONG)
+    h.say(ALICE, "#other", "relaybot: more")
+    assert len(h.texts()) == 1
+    assert casefold("#chan") in {key[1] for key in h.relay.offers}
