@@ -629,7 +629,7 @@ class Relay:
                 self.settings_for(key).max_lines or self.reply.max_lines
             )
             if not offer.resumable or layout.strength >= CLAUSE or overflows:
-                self._say_more(key, transcript, offer, layout, wanted, context)
+                self._say_more(key, transcript, offer, layout, wanted, context, 0.0)
                 return None
         base, rest = resume_point(offer.text, offer.rest)
         offer.text, offer.rest, offer.resuming = base, rest, job_id
@@ -655,6 +655,7 @@ class Relay:
         layout: Layout,
         wanted: Wanted,
         context: dict[str, object],
+        seconds: float,
     ) -> bool:
         speaker = QUERY_BOT_ROLE if offer.speaker == QUERY_BOT_ROLE else self.sender.nick
         said = self.speaking.say(
@@ -663,7 +664,7 @@ class Relay:
             speaker,
             list(layout.lines),
             log_context=context,
-            seconds=0.0,
+            seconds=seconds,
             requested_at=wanted.requested_at,
             answers=wanted.msgid,
             answer=offer.answer,
@@ -710,7 +711,7 @@ class Relay:
         layout = self._lay_out(key, transcript.name, offer.rest, offer.resumable)
         wanted = Wanted(transcript.name, offer.speaker, job.asker or "",
                         True, job.requested_at or self.clock(), job.answers, more=True)  # fmt: skip
-        return self._say_more(key, transcript, offer, layout, wanted, context)
+        return self._say_more(key, transcript, offer, layout, wanted, context, completion.seconds)
 
     def saved_contexts(self) -> list[tuple[ContextKey, SavedContext]]:
         """Channel contexts as plain values, for the state store (queries are not saved)."""

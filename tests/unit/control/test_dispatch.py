@@ -55,6 +55,9 @@ class FakeBot:
     def status_line(self) -> str:
         return "all fine"
 
+    def more(self, where: str, origin: Origin, msgid: str | None) -> None:
+        self.actions.append(("more", where, origin.nick, msgid))
+
 
 OPS = OperatorConfig(prefix="!relay", accounts=("root",), hostmasks=("admin!~adm@trusted.example",))
 
@@ -172,3 +175,11 @@ def test_set_follows_the_declared_bounds_and_the_context_budget():
         "whoever",
         "max_new_tokens must be smaller than model.context_tokens (2048)",
     )
+
+
+def test_more_is_open_to_everyone_and_goes_to_the_conversation_it_was_asked_in():
+    ctl, bot = control()
+    ctl.handle(Message(STRANGER, "#chan", "!relay more", msgid="m1"), "#chan")
+    run(ctl, STRANGER, "!relay more", channel=None)  # in a query: the query's answer
+    assert bot.actions == [("more", "#chan", "carol", "m1"), ("more", "carol", "carol", None)]
+    assert bot.notices == []

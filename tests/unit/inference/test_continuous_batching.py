@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
+from relaybot.bridge.more import resumed_prompt
 from relaybot.conversation.formats import Prompt, RelayFormat, Segment, Turn
 from relaybot.inference.engine import BatchFeed, GenerationRequest, SamplingParams
 from relaybot.inference.worker import Completion, InferenceWorker, Job
@@ -315,3 +316,31 @@ def test_a_text_stop_ends_generation_early(engine: object) -> None:
     text = alone(engine, stopped)
     assert text == full[: full.index(stop)].strip()
     assert engine.last_stats[0].generated_tokens < full_tokens  # type: ignore[attr-defined]
+
+
+@pytest.mark.integration
+def test_a_row_cut_by_the_token_limit_says_so_and_resumes_from_its_cached_prefix(
+    engine: object,
+) -> None:
+    prompt, key = channel(6, "chess"), ("net", "#chess")
+    short = SamplingParams(temperature=0.0, max_new_tokens=6)
+    reported: dict[int, tuple[str, bool]] = {}
+
+    def done(index: int, text: str, cut: bool = False) -> None:
+        reported[index] = (text, cut)
+
+    engine.generate_each([GenerationRequest(prompt, short, key)], done)  # type: ignore[attr-defined]
+    text, cut = reported[0]
+    first = engine.last_stats[0]  # type: ignore[attr-defined]
+    assert first.generated_tokens == 6 and cut  # still writing when the budget ran out
+    # `more` resumes with the answer so far written into the open turn: the cached prompt
+    # and nearly all of the answer's tokens are not computed again.
+    resumed = GenerationRequest(resumed_prompt(prompt, text), short, key)
+    engine.generate_each([resumed], done)  # type: ignore[attr-defined]
+    again = engine.last_stats[0]  # type: ignore[attr-defined]
+    assert again.reused_tokens >= first.prompt_tokens
+    # A row that ends by itself is not cut.
+    roomy = SamplingParams(temperature=0.0, max_new_tokens=400)
+    engine.generate_each([GenerationRequest(prompt, roomy)], done)  # type: ignore[attr-defined]
+    assert engine.last_stats[0].generated_tokens < 400  # type: ignore[attr-defined]
+    assert reported[0][1] is False
