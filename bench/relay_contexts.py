@@ -282,9 +282,9 @@ class RecordingEngine:
             def dropped(self, index: int) -> bool:
                 return bool(feed.dropped(index))
 
-        def recorded(index: int, text: str) -> None:
+        def recorded(index: int, text: str, cut: bool = False) -> None:
             self.stats[id(order[index])] = self.engine.last_stats[index]
-            done(index, text)
+            done(index, text, cut)
 
         if not continuous:
             self.engine.generate_each(requests, recorded)

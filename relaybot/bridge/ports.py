@@ -4,12 +4,13 @@ wires the real ones; tests pass recording doubles (tests/support/bridge.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from relaybot.conversation.identity import ContextKey
 from relaybot.inference.worker import Job
 from relaybot.irc.events import Message
+from relaybot.irc.multiline import Part
 from relaybot.irc.outbox import Batch
 from relaybot.moderation import ModerationContext, Verdict
 
@@ -38,6 +39,20 @@ class Sender(Protocol):
     ) -> None:
         """`in_reply_to`: the msgid of the line this answers; where the server takes client
         tags the lines carry `+draft/reply` with it."""
+        ...
+
+    def send_multiline(
+        self,
+        target: str,
+        parts: Sequence[Part],
+        *,
+        on_sent: Callable[[], None] | None = None,
+        on_lost: Callable[[], object] | None = None,
+        batch: Batch | None = None,
+        in_reply_to: str | None = None,
+    ) -> bool:
+        """Queue `parts` as one IRCv3 draft/multiline message where the server takes it;
+        False, with nothing queued, where it does not."""
         ...
 
     def drop_queued(self, target: str) -> int: ...

@@ -13,6 +13,7 @@ from typing import Any
 
 from relaybot.bridge.layout import OutLine, pieces, wrap
 from relaybot.bridge.ports import OutputModeration, Sender
+from relaybot.irc.multiline import Part
 from relaybot.irc.outbox import Batch
 from relaybot.log import get_logger
 from relaybot.moderation import Decision, ModerationContext
@@ -80,7 +81,30 @@ def send_lines(
     (written, or echoed where the server echoes; never for one that is dropped);
     `on_lost(line)` gives what to run if the connection dies before the server confirmed it.
     `batch` makes them one reply in the outbox: sent whole or dropped whole. `in_reply_to`:
-    the msgid of the line they answer, to thread them to."""
+    the msgid of the line they answer, to thread them to. Several text lines go as one
+    draft/multiline message where the server takes it."""
+    if len(lines) > 1 and not any(line.action for line in lines):
+        parts = [
+            Part(line.sent if i == 0 or line.joiner == "\n" else line.joiner + line.sent,
+                 concat=i > 0 and line.joiner != "\n")
+            for i, line in enumerate(lines)
+        ]  # fmt: skip
+
+        def all_written() -> None:
+            if on_written is not None:
+                for index, line in enumerate(lines):
+                    on_written(line, index == len(lines) - 1)
+
+        def all_lost() -> None:
+            if on_lost is not None:
+                for line in lines:
+                    on_lost(line)()
+
+        if sender.send_multiline(
+            target, parts, on_sent=all_written, on_lost=all_lost, batch=batch,
+            in_reply_to=in_reply_to,
+        ):  # fmt: skip
+            return
     for index, line in enumerate(lines):
         last = index == len(lines) - 1
         written = None

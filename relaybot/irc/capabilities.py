@@ -40,6 +40,8 @@ WANTED_CAPS = (
     "invite-notify",
     "userhost-in-names",
     "echo-message",
+    "batch",  # only with draft/multiline, which needs it (see _to_request)
+    "draft/multiline",
 )
 # AUTHENTICATE carries at most this many base64 characters a line (the SASL 3.1 spec).
 SASL_CHUNK = 400
@@ -172,6 +174,9 @@ class Capabilities:
 
     def _to_request(self, offered: dict[str, str]) -> list[str]:
         wanted = [cap for cap in self.wanted if cap in offered and cap != "sasl"]
+        if "draft/multiline" not in wanted and "draft/multiline" not in self.enabled:
+            # Server batches (netsplits, history) are of no use to the bot without it.
+            wanted = [cap for cap in wanted if cap != "batch"]
         sasl = self.sasl
         if sasl is not None and not self.ended:
             mechanisms = offered.get("sasl")

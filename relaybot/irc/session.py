@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import irc.client
@@ -22,6 +22,9 @@ from relaybot.irc.events import IrcEvent
 from relaybot.irc.inbound import ServerLines
 from relaybot.irc.loop import Loop
 from relaybot.irc.message import escape_tag_value
+from relaybot.irc.multiline import MULTILINE, Part
+from relaybot.irc.multiline import fits as multiline_fits
+from relaybot.irc.multiline import limits as multiline_limits
 from relaybot.irc.nicks import NickKeeper
 from relaybot.irc.outbox import Batch, Outbox
 from relaybot.irc.reconnect import Backoff, Liveness
@@ -162,6 +165,31 @@ class IrcSession:
         self.writer.queue_text(
             "PRIVMSG", target, text, on_sent, on_lost, action=action, batch=batch, tags=tags
         )
+
+    def send_multiline(
+        self,
+        target: str,
+        parts: Sequence[Part],
+        *,
+        on_sent: Callable[[], None] | None = None,
+        on_lost: Callable[[], object] | None = None,
+        batch: Batch | None = None,
+        in_reply_to: str | None = None,
+    ) -> bool:
+        """Queue `parts` as one draft/multiline batch where the server offers it and they are
+        within its limits; False (nothing queued) otherwise, for the caller to send them line
+        by line. `on_sent`/`on_lost` are for the whole message, which the server delivers at
+        the batch's end."""
+        caps = self.caps
+        if len(parts) < 2 or not {"batch", MULTILINE} <= caps.enabled:
+            return False
+        allowed = multiline_limits(caps.offered.get(MULTILINE, ""))
+        if allowed is None or not multiline_fits(parts, allowed):
+            return False
+        tags = ""
+        if in_reply_to and self.client_tags():
+            tags = f"+draft/reply={escape_tag_value(in_reply_to)}"
+        return self.writer.queue_multiline(target, parts, on_sent, on_lost, batch=batch, tags=tags)
 
     def client_tags(self) -> bool:
         """Whether the server relays client tags (`+typing`, `+draft/reply`)."""

@@ -11,13 +11,14 @@ link swallowed. Which of the two applies is decided for each line as it is writt
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from relaybot.irc.connection import BotConnection
 from relaybot.irc.delivery import Delivery
 from relaybot.irc.echoes import Echoes
 from relaybot.irc.message import parse
+from relaybot.irc.multiline import Part, batch_lines
 from relaybot.irc.outbox import Batch, Outbox, Outgoing
 from relaybot.irc.text import reply_lines, safe_line
 
@@ -51,6 +52,7 @@ class Writer:
         self.clock = clock
         self.log = log
         self._ack_item: Outgoing | None = None  # the delivery check queued, not yet written
+        self._multiline_refs = 0
 
     def queue_text(
         self,
@@ -85,6 +87,36 @@ class Writer:
                 self.queue(Outgoing(line, target=folded, batch=batch))
             else:  # the last piece confirms the ones before it
                 self.queue(Outgoing(line, on_sent, folded, on_lost, batch))
+
+    def queue_multiline(
+        self,
+        target: str,
+        parts: Sequence[Part],
+        on_sent: Callable[[], None] | None,
+        on_lost: Callable[[], object] | None,
+        *,
+        batch: Batch | None = None,
+        tags: str = "",
+    ) -> bool:
+        """Queue `parts` as one draft/multiline batch (relaybot.irc.multiline). The server
+        delivers the message at `BATCH -`, so that line carries `on_sent` and `on_lost`; it
+        is confirmed like a line without echo-message (a PING after it), the lines inside
+        are not matched against echoes. False: nothing queued (a part that is not one safe
+        line within the budget, or no single target)."""
+        clean = one_target(target)
+        if clean is None:
+            return False
+        budget = self.budget(clean)
+        for part in parts:
+            if safe_line(part.text) != part.text.strip() or len(part.text.encode()) > budget:
+                return False
+        self._multiline_refs += 1
+        folded = self.fold(clean)
+        lines = batch_lines(f"ml{self._multiline_refs}", clean, parts, tags)
+        for line in lines[:-1]:
+            self.queue(Outgoing(line, target=folded, batch=batch))
+        self.queue(Outgoing(lines[-1], on_sent, folded, on_lost, batch))
+        return True
 
     def queue_ctcp_reply(self, nick: str, body: str) -> bool:
         """Queue `NOTICE nick :\\x01body\\x01` (relaybot.irc.ctcp) as one connection-level
@@ -254,6 +286,8 @@ def message_parts(line: str) -> tuple[str, str, str] | None:
     message = parse(line)
     if message is None or message.command not in ("PRIVMSG", "NOTICE"):
         return None
+    if "batch" in message.tags:
+        return None  # inside a draft/multiline batch: its BATCH - line is confirmed instead
     if len(message.params) != 2:
         return None
     return message.command, message.params[0], message.params[1]

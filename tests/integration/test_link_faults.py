@@ -137,7 +137,14 @@ def recorded_bot_lines(runner: BotRunner) -> list[str]:
     path, header = runner.on_reactor(export)
     assert path is not None, f"nothing exported for {CHANNEL}"
     exported = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    return [turn["content"] for turn in exported[header:] if turn["role"] in BOT_NICKS]
+    # An answer of several lines is one turn; its lines are what the channel saw (these
+    # tests' lines are short: none is wrapped).
+    return [
+        line
+        for turn in exported[header:]
+        if turn["role"] in BOT_NICKS
+        for line in turn["content"].split("\n")
+    ]
 
 
 def undelivered(recorded: list[str], seen: list[str]) -> list[str]:

@@ -143,7 +143,7 @@ def test_generate_each_reports_every_request_once(real_engine: object) -> None:
     requests = [GenerationRequest(prompts[0], greedy), GenerationRequest(prompts[1], other),
                 GenerationRequest(prompts[2], greedy)]  # fmt: skip
     reported: list[tuple[int, str]] = []
-    engine.generate_each(requests, lambda index, text: reported.append((index, text)))  # type: ignore[attr-defined]
+    engine.generate_each(requests, lambda index, text, cut=False: reported.append((index, text)))  # type: ignore[attr-defined]
     assert sorted(index for index, _ in reported) == [0, 1, 2]
     assert dict(reported) == dict(enumerate(engine.generate(requests)))  # type: ignore[attr-defined]
     stats = engine.last_stats  # type: ignore[attr-defined]

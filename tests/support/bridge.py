@@ -86,6 +86,9 @@ class FakeSender:
         self.dropped.append(target)
         return 0
 
+    def send_multiline(self, target: str, parts: Any, **kwargs: Any) -> bool:
+        return False  # as on a server without draft/multiline
+
     def send_notice(self, target: str, text: str) -> None:
         self.notices.append((target, text))
 
