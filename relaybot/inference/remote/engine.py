@@ -13,9 +13,10 @@ from typing import ClassVar, Self
 
 from relaybot.config.schema import ModelConfig, RemoteConfig
 from relaybot.conversation.formats import Prompt, cut_at_stops
-from relaybot.inference.engine import BatchFeed, GenerationRequest
+from relaybot.inference.engine import BatchFeed, Done, GenerationRequest
 from relaybot.inference.remote.http import RemoteClient
 from relaybot.inference.remote.prompt import PLAIN_TEXT_MARKUP, Neutralizer, TokenCounter, flatten
+from relaybot.inference.remote.responses import Fetched
 from relaybot.inference.remote.scheduling import run_continuous
 from relaybot.inference.selection import ModelUnavailable
 
@@ -88,15 +89,19 @@ class RemoteEngine:
         if not requests:
             return []
         if len(requests) == 1:
-            return [self.complete(requests[0])]
+            return [self.complete(requests[0]).text]
         results = [""] * len(requests)
-        self.generate_continuous(requests, results.__setitem__, None, max_rows=len(requests))
+
+        def done(index: int, text: str, cut: bool = False) -> None:
+            results[index] = text
+
+        self.generate_continuous(requests, done, None, max_rows=len(requests))
         return results
 
     def generate_continuous(
         self,
         requests: Sequence[GenerationRequest],
-        done: Callable[[int, str], None],
+        done: Done,
         feed: BatchFeed | None,
         *,
         max_rows: int = 8,
@@ -122,9 +127,12 @@ class RemoteEngine:
         """Log whether the server answers; the bot starts either way."""
         self.client.probe([self.client.target.root_path(path) for path in self.probe_paths])
 
-    def complete(self, request: GenerationRequest) -> str:
-        raw = self._fetch(self.render(request.prompt), request)
-        return cut_at_stops(raw, request.prompt.stop).strip()
+    def complete(self, request: GenerationRequest) -> Fetched:
+        """The completion, cut at the prompt's stop strings (one found there means the model
+        ended, whatever the server said) and stripped."""
+        fetched = self._fetch(self.render(request.prompt), request)
+        text = cut_at_stops(fetched.text, request.prompt.stop)
+        return Fetched(text.strip(), fetched.cut and len(text) == len(fetched.text))
 
-    def _fetch(self, text: str, request: GenerationRequest) -> str:
+    def _fetch(self, text: str, request: GenerationRequest) -> Fetched:
         raise NotImplementedError

@@ -36,6 +36,7 @@ from relaybot.inference.remote.failures import (
 from relaybot.inference.remote.network import Network, Transport
 from relaybot.inference.remote.responses import (
     MAX_ERROR_BODY_BYTES,
+    Fetched,
     Response,
     StreamReader,
     read_json,
@@ -101,11 +102,11 @@ class RemoteClient:
 
     def post_stream(
         self, path: str, body: dict[str, Any], new_reader: Callable[[], StreamReader]
-    ) -> str:
+    ) -> Fetched:
         """Stream an answer; reading stops as soon as the reader says it has enough (a stop
         string appeared), which closes the connection and lets the server stop generating."""
 
-        def consume(response: Response) -> str:
+        def consume(response: Response) -> Fetched:
             return read_stream(response, new_reader(), self.redact)
 
         return self._call("POST", path, body, "text/event-stream", consume)

@@ -15,6 +15,7 @@ from relaybot.config.schema import RemoteConfig
 from relaybot.inference.engine import EngineError, GenerationRequest, SamplingParams
 from relaybot.inference.remote.engine import RemoteEngine, api_stops
 from relaybot.inference.remote.failures import RemoteRejected
+from relaybot.inference.remote.responses import Fetched
 from relaybot.inference.remote.streams import StopWatch, reported_error, stream_event
 from relaybot.log import get_logger
 
@@ -40,6 +41,7 @@ class _OpenAIStream:
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._watch = StopWatch(stops)
+        self._length = False
 
     def feed(self, data: str) -> bool:
         if data.strip() == "[DONE]":
@@ -52,8 +54,14 @@ class _OpenAIStream:
                 text = choice.get("text")
                 if isinstance(text, str):
                     stopped = self._watch.add(text) or stopped
-                finished = finished or bool(choice.get("finish_reason"))
+                reason = choice.get("finish_reason")
+                finished = finished or bool(reason)
+                self._length = self._length or (reason == "length" and not stopped)
         return finished or stopped
+
+    @property
+    def cut(self) -> bool:
+        return self._length
 
     @property
     def text(self) -> str:
@@ -108,7 +116,7 @@ class OpenAICompletionsEngine(RemoteEngine):
             body["generation_config"] = json.dumps(config)
         return body
 
-    def _fetch(self, text: str, request: GenerationRequest) -> str:
+    def _fetch(self, text: str, request: GenerationRequest) -> Fetched:
         path = self.client.target.api_path("/v1/completions")
         stops = request.prompt.stop
         while True:
@@ -164,15 +172,16 @@ def _generation_config(params: SamplingParams) -> dict[str, Any]:
     return config
 
 
-def _openai_text(answer: Any, url: str) -> str:
+def _openai_text(answer: Any, url: str) -> Fetched:
     try:
         text = answer["choices"][0]["text"]
-    except (KeyError, IndexError, TypeError):
-        text = None
+        reason = answer["choices"][0].get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        text = reason = None
     if not isinstance(text, str):
         error = reported_error(answer) if isinstance(answer, dict) else None
         raise EngineError(
             f"remote server {url} sent an unusable answer: no choices[0].text in "
             f"{error or str(answer)[:200]}"
         )
-    return text
+    return Fetched(text, reason == "length")

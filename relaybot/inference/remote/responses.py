@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -23,6 +24,15 @@ class StreamError(Exception):
     """A streamed answer carried an error instead of text."""
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A server's completion: its text, and whether it said it stopped at the token limit
+    (finish reason `length`) rather than at the model's end or a stop string."""
+
+    text: str
+    cut: bool = False
+
+
 class StreamReader(Protocol):
     """Collects one streamed completion; a fresh reader is made for every attempt."""
 
@@ -32,6 +42,11 @@ class StreamReader(Protocol):
 
     @property
     def text(self) -> str: ...
+
+    @property
+    def cut(self) -> bool:
+        """The server's last event said the token limit ended the answer."""
+        ...
 
 
 class _EventBytes(httpx.SyncByteStream):
@@ -114,13 +129,13 @@ def read_json(response: Response, redact: Callable[[str], str]) -> Any:
         ) from None
 
 
-def read_stream(response: Response, reader: StreamReader, redact: Callable[[str], str]) -> str:
+def read_stream(response: Response, reader: StreamReader, redact: Callable[[str], str]) -> Fetched:
     """The answer's events fed to `reader` until it has enough (a stop string appeared); the
     caller then closes the connection, which lets the server stop generating."""
     try:
         for data in response.events():
             if reader.feed(data):
-                return reader.text
+                return Fetched(reader.text, reader.cut)
     except StreamError as exc:
         raise AttemptFailed(
             f"the stream reported an error: {redact(str(exc))}",

@@ -9,7 +9,8 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 
-from relaybot.inference.engine import BatchFeed, EngineError, GenerationRequest
+from relaybot.inference.engine import BatchFeed, Done, EngineError, GenerationRequest
+from relaybot.inference.remote.responses import Fetched
 
 # How often a running batch looks for newly queued requests while its replies are out: small
 # next to any network round trip.
@@ -19,9 +20,11 @@ FEED_POLL_SECONDS = 0.02
 class _Requests:
     """The requests of one batch: which are open, which were dropped, which failed."""
 
-    def __init__(self, complete: Callable[[GenerationRequest], str]) -> None:
+    def __init__(self, complete: Callable[[GenerationRequest], Fetched]) -> None:
         self._complete = complete
-        self._finished: queue.Queue[tuple[int, str | None, BaseException | None]] = queue.Queue()
+        self._finished: queue.Queue[tuple[int, Fetched | None, BaseException | None]] = (
+            queue.Queue()
+        )
         self.open: set[int] = set()
         self.dropped: set[int] = set()
         self.failures: list[BaseException] = []
@@ -42,7 +45,7 @@ class _Requests:
         except BaseException as exc:  # handed to the inference thread
             self._finished.put((index, None, exc))
 
-    def collect(self, done: Callable[[int, str], None]) -> None:
+    def collect(self, done: Done) -> None:
         """Wait a little for one request to end; report its reply unless it was dropped."""
         try:
             index, text, error = self._finished.get(timeout=FEED_POLL_SECONDS)
@@ -52,7 +55,7 @@ class _Requests:
         if error is not None:
             self.failures.append(error)
         elif index not in self.dropped:
-            done(index, text or "")
+            done(index, text.text if text else "", text.cut if text else False)
 
     def raise_failures(self) -> None:
         for error in self.failures:
@@ -66,8 +69,8 @@ class _Requests:
 
 def run_continuous(
     requests: Sequence[GenerationRequest],
-    complete: Callable[[GenerationRequest], str],
-    done: Callable[[int, str], None],
+    complete: Callable[[GenerationRequest], Fetched],
+    done: Done,
     feed: BatchFeed | None,
     *,
     max_rows: int,

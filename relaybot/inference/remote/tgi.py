@@ -10,6 +10,7 @@ from typing import Any
 
 from relaybot.inference.engine import EngineError, GenerationRequest
 from relaybot.inference.remote.engine import RemoteEngine, api_stops
+from relaybot.inference.remote.responses import Fetched
 from relaybot.inference.remote.streams import StopWatch, reported_error, stream_event
 
 
@@ -20,12 +21,14 @@ class _TgiStream:
     def __init__(self, stops: Sequence[str]) -> None:
         self._watch = StopWatch(stops)
         self._final: str | None = None
+        self._length = False
 
     def feed(self, data: str) -> bool:
         chunk = stream_event(data)
         final = chunk.get("generated_text")
         if isinstance(final, str):
             self._final = final
+            self._length = _finish_reason(chunk) == "length"
             return True
         token = chunk.get("token")
         if isinstance(token, dict) and not token.get("special"):
@@ -35,6 +38,10 @@ class _TgiStream:
     @property
     def text(self) -> str:
         return self._final if self._final is not None else self._watch.text
+
+    @property
+    def cut(self) -> bool:
+        return self._length
 
 
 class TgiEngine(RemoteEngine):
@@ -49,7 +56,7 @@ class TgiEngine(RemoteEngine):
         parameters: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "return_full_text": False,
-            "details": False,
+            "details": True,  # for its finish_reason: whether the token limit ended it
         }
         if params.temperature > 0:
             parameters["do_sample"] = True
@@ -71,7 +78,7 @@ class TgiEngine(RemoteEngine):
         # TGI has no min_p.
         return {"inputs": text, "parameters": parameters}
 
-    def _fetch(self, text: str, request: GenerationRequest) -> str:
+    def _fetch(self, text: str, request: GenerationRequest) -> Fetched:
         body = self.body(text, request)
         if self.remote.stream:
             stops = request.prompt.stop
@@ -81,7 +88,12 @@ class TgiEngine(RemoteEngine):
         return _tgi_text(answer, self.client.url)
 
 
-def _tgi_text(answer: Any, url: str) -> str:
+def _finish_reason(item: dict[str, Any]) -> object:
+    details = item.get("details")
+    return details.get("finish_reason") if isinstance(details, dict) else None
+
+
+def _tgi_text(answer: Any, url: str) -> Fetched:
     # Inference Endpoints answer with a list of one; TGI itself with the object.
     item = answer[0] if isinstance(answer, list) and answer else answer
     text = item.get("generated_text") if isinstance(item, dict) else None
@@ -91,4 +103,4 @@ def _tgi_text(answer: Any, url: str) -> str:
             f"remote server {url} sent an unusable answer: no generated_text in "
             f"{error or str(answer)[:200]}"
         )
-    return text
+    return Fetched(text, _finish_reason(item) == "length")

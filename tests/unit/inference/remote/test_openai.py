@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 from relaybot.config.schema import Secret
 from relaybot.inference.engine import EngineError
 from relaybot.inference.remote.openai import EXTRAS_GENERATION_CONFIG, EXTRAS_NONE, EXTRAS_TOP_LEVEL
+from relaybot.inference.remote.responses import Fetched
 from tests.support.remote_server import (
     KEY,
     Handler,
@@ -184,3 +185,30 @@ def test_streaming_reads_to_the_end_of_the_answer(serve: Any, ending: str) -> No
 
     server = serve(stream)
     assert openai(server.url, stream=True).generate([request()]) == ["one two"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "text", "cut"),
+    [
+        ("length", "one two", True),
+        ("stop", "one two", False),
+        (None, "one two", False),
+        ("length", "one<|im_end|>two", False),  # a stop string ended it, whatever the server says
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_says_when_the_token_limit_ended_the_answer(
+    serve: Any, reason: str | None, text: str, cut: bool, stream: bool
+) -> None:
+    def answer(handler: Handler, seen: Seen) -> None:
+        if stream:
+            handler.start_events()
+            handler.event(chunk(text))
+            handler.event(chunk("", reason))
+            handler.event("[DONE]")
+        else:
+            handler.send_json(200, {"choices": [{"text": text, "finish_reason": reason}]})
+
+    server = serve(answer)
+    expected = Fetched("one two" if cut or "<" not in text else "one", cut)
+    assert openai(server.url, stream=stream).complete(request()) == expected

@@ -64,7 +64,7 @@ def test_a_request_admitted_mid_batch_is_answered_while_an_earlier_one_is_out(
     engine = openai(server.url)
     order: list[tuple[int, str]] = []
 
-    def done(index: int, text: str) -> None:
+    def done(index: int, text: str, cut: bool = False) -> None:
         order.append((index, text))
         if index == 1:
             server.release.set()  # only now may the first reply come back
@@ -83,7 +83,7 @@ def test_one_failed_request_does_not_lose_the_others_replies(serve: Any) -> None
     server = serve(picky)
     reported: dict[int, str] = {}
     with pytest.raises(EngineError, match=r"bad n1 \(1 of 3 requests failed\)"):
-        openai(server.url).generate_continuous(numbered(3), reported.__setitem__, None)
+        openai(server.url).generate_continuous(numbered(3), record_into(reported), None)
     assert reported == {0: "ok", 2: "ok"}
 
 
@@ -91,6 +91,15 @@ def test_a_dropped_request_is_not_reported(serve: Any) -> None:
     server = serve(slow_echo)
     reported: dict[int, str] = {}
     engine = openai(server.url)
-    engine.generate_continuous(numbered(2), reported.__setitem__, Feed([], drop={1}))
+    engine.generate_continuous(numbered(2), record_into(reported), Feed([], drop={1}))
     assert reported == {0: "n0"}
     assert len(server.posts()) == 2
+
+
+def record_into(reported: dict[int, str]) -> Callable[..., None]:
+    """An engine's `done` callback that keeps each request's text by index."""
+
+    def done(index: int, text: str, cut: bool = False) -> None:
+        reported[index] = text
+
+    return done

@@ -9,6 +9,7 @@ import pytest
 
 from relaybot.conversation.formats import Prompt, Segment
 from relaybot.inference.remote.prompt import Neutralizer, flatten
+from relaybot.inference.remote.responses import Fetched
 from tests.support.remote_server import Handler, Seen, relay_prompt, request, tgi
 
 
@@ -44,7 +45,7 @@ def test_tgi_request_mapping(serve: Any, params: dict[str, Any], expected: dict[
     assert seen.body["parameters"] == {
         "max_new_tokens": 32,
         "return_full_text": False,
-        "details": False,
+        "details": True,
         "stop": ["<|im_end|>", "<|im_start|>"],
         **expected,
     }
@@ -83,3 +84,24 @@ def test_tgi_streaming_uses_the_final_text(serve: Any) -> None:
 
     server = serve(stream)
     assert tgi(server.url, stream=True).generate([request()]) == ["Hi!"]
+
+
+@pytest.mark.parametrize(
+    ("details", "cut"),
+    [({"finish_reason": "length"}, True), ({"finish_reason": "eos_token"}, False), (None, False)],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_tgi_says_when_the_token_limit_ended_the_answer(
+    serve: Any, details: dict[str, Any] | None, cut: bool, stream: bool
+) -> None:
+    final = {"generated_text": "Hi there", **({"details": details} if details else {})}
+
+    def answer(handler: Handler, seen: Seen) -> None:
+        if stream:
+            handler.start_events()
+            handler.event({"token": {"text": "Hi there", "special": False}, **final})
+        else:
+            handler.send_json(200, final)
+
+    server = serve(answer)
+    assert tgi(server.url, stream=stream).complete(request()) == Fetched("Hi there", cut)
