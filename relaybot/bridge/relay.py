@@ -10,24 +10,19 @@ from __future__ import annotations
 import dataclasses
 import random as random_module
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from relaybot.bridge.continuing import Continuing
 from relaybot.bridge.freshness import Freshness
 from relaybot.bridge.jobs import reply_job
-from relaybot.bridge.layout import CLAUSE, Layout, Piece, lay_out, pieces, wrap
+from relaybot.bridge.layout import pieces
 from relaybot.bridge.members import Members
-from relaybot.bridge.more import (
-    Offer,
-    continued,
-    is_more_request,
-    joiner,
-    resume_point,
-    resumed_prompt,
-)
+from relaybot.bridge.more import is_more_request
 from relaybot.bridge.operator_state import OperatorState
 from relaybot.bridge.ports import Commands, JobQueue, Moderation, Sender, Timers
-from relaybot.bridge.replies import line_budget, moderated
+from relaybot.bridge.replies import moderated
 from relaybot.bridge.scheduling import ReplyScheduler, Wanted
 from relaybot.bridge.speaking import Speaking
 from relaybot.bridge.state import SavedContext, saved_context
@@ -46,7 +41,7 @@ from relaybot.conversation.transcript import (
     cast_turns,
     channel_event_turns,
 )
-from relaybot.inference.engine import GenerationRequest, SamplingParams
+from relaybot.inference.engine import SamplingParams
 from relaybot.inference.worker import Completion, Job
 from relaybot.irc.events import (
     Action,
@@ -67,7 +62,6 @@ from relaybot.irc.text import casefold, is_channel_name, safe_line
 from relaybot.log import get_logger
 from relaybot.moderation import Decision, ModerationContext
 from relaybot.policy.gate import ReplyGate, ReplyPolicy
-from relaybot.policy.ratelimit import TokenBucket
 
 log = get_logger(component="relay")
 
@@ -141,10 +135,14 @@ class Relay:
         )
         self.saved: dict[ContextKey, SavedContext] = {}  # restored when the bot joins
         self.speaking = Speaking(sender, wall_clock, self.freshness)
-        # The last answer's unsent part per conversation, for `more`; and how often each
-        # person may be told there is none (a flood of `more` cannot flood notices back).
-        self.offers: dict[ContextKey, Offer] = {}
-        self._no_more_notices: dict[str, TokenBucket] = {}
+        self.continuing = Continuing(
+            sender=sender,
+            speaking=self.speaking,
+            fold=self.fold,
+            max_lines=self._max_lines,
+            moderate=self._moderate_output,
+            clock=clock,
+        )
 
     # --- keys and contexts --------------------------------------------------------------
 
@@ -174,7 +172,7 @@ class Relay:
         self.members.forget(key)
         self.cancel(key)
         self.speaking.forget(key)
-        self.offers.pop(key, None)
+        self.continuing.end(key)
         if self.gate is not None:
             self.gate.forget(key)
 
@@ -371,7 +369,7 @@ class Relay:
             self.more(channel, event.origin, event.msgid)
             return
         event = dataclasses.replace(event, text=text)
-        self.offers.pop(key, None)  # another line in between ends the last answer's offer
+        self.continuing.end(key)  # another line in between ends the last answer's offer
         transcript.add(channel_event_turns(event, transcript.name))
         asker = self.fold(event.origin.nick)
         fresh = self.gate.heard(key, asker, text) if self.gate else True
@@ -422,7 +420,7 @@ class Relay:
         ):
             self.more(peer, event.origin, event.msgid)
             return
-        self.offers.pop(key, None)
+        self.continuing.end(key)
         transcript = self.transcripts.pop(key, None)  # re-inserted: most recent last
         if transcript is None:
             transcript = self._new_transcript(peer)
@@ -449,7 +447,7 @@ class Relay:
         if transcript is None or not is_channel_name(transcript.name):
             return False
         me = self.sender.nick
-        self.offers.pop(key, None)
+        self.continuing.end(key)
         transcript.drop_trailing(
             lambda turn: turn.role == me or turn.content.startswith(f"* {me} ")
         )
@@ -466,7 +464,9 @@ class Relay:
         if transcript is None:
             return None
         if wanted.more:
-            return self._more_job(key, wanted, job_id, transcript)
+            context = {"network": self.network, "channel": wanted.reply_to,
+                       "nick": wanted.asker, "more": True}  # fmt: skip
+            return self.continuing.job(key, wanted, job_id, transcript, context)
         return reply_job(
             key,
             wanted,
@@ -490,18 +490,19 @@ class Relay:
         reply_to = transcript.name
         self.freshness.generated(completion.seconds)
         replied = False
-        offer = self.offers.get(key)
-        continuing = offer is not None and offer.resuming == job.job_id
-        if not continuing:
-            self.offers.pop(key, None)  # a new answer: the last one's offer is over
+        offer = self.continuing.resuming(key, job.job_id)
+        if offer is None:
+            self.continuing.end(key)  # a new answer: the last one's offer is over
         if completion.text is None:
             log.error("reply_failed", error=completion.error, **context)
-            if offer is not None and continuing:
+            if offer is not None:
                 offer.resuming = None  # `more` may be asked again
         elif self.is_muted(key):
             log.info("reply_dropped_muted", **context)
-        elif offer is not None and continuing:
-            replied = self._continue(job, key, transcript, offer, completion, context)
+        elif offer is not None:
+            replied = self.continuing.resumed(
+                key, transcript, offer, completion, self._speaker(job), context
+            )
         else:
             replied = self._send_reply(job, key, reply_to, transcript, completion, context)
         self.typing.finished(key, reply_to, replied=replied)
@@ -513,14 +514,14 @@ class Relay:
         # The bot's nick may have changed since the job was made; speak as who we are now.
         return job.speaker if job.speaker == QUERY_BOT_ROLE else self.sender.nick
 
-    def _lay_out(
-        self, key: ContextKey, reply_to: str, parts: tuple[Piece, ...], cut: bool
-    ) -> Layout:
-        return lay_out(
-            parts,
-            budget=line_budget(self.sender, reply_to),
-            max_lines=self.settings_for(key).max_lines or self.reply.max_lines,
-            cut_off=cut,
+    def _max_lines(self, key: ContextKey) -> int:
+        return self.settings_for(key).max_lines or self.reply.max_lines
+
+    def _moderate_output(
+        self, key: ContextKey, target: str, text: str, context: Mapping[str, Any]
+    ) -> str | None:
+        return moderated(
+            self.moderation, text, self._moderation_context(key, target, self.sender.nick), context
         )
 
     def _send_reply(
@@ -536,16 +537,11 @@ class Relay:
         go out leaves an offer for `more`."""
         assert completion.text is not None
         speaker = self._speaker(job)
-        allowed = moderated(
-            self.moderation,
-            completion.text,
-            self._moderation_context(key, reply_to, self.sender.nick),
-            context,
-        )
+        allowed = self._moderate_output(key, reply_to, completion.text, context)
         if allowed is None:
             return False
         parts = pieces(allowed, speaker=speaker, actions=True, log_context=context)
-        layout = self._lay_out(key, reply_to, tuple(parts), completion.cut)
+        layout = self.continuing.lay_out(key, reply_to, tuple(parts), completion.cut)
         answer = self.speaking.say(
             key,
             transcript,
@@ -556,21 +552,8 @@ class Relay:
             requested_at=job.requested_at,
             answers=job.answers,
         )
-        if answer is not None and layout.more and job.asker is not None:
-            self.offers[key] = Offer(
-                asker=job.asker,
-                folded_asker=self.fold(job.asker),
-                speaker=job.speaker,
-                answer=answer,
-                prompt=job.request.prompt,
-                params=job.request.params,
-                text=allowed,
-                rest=layout.rest,
-                # Text moderation replaced is not what the model wrote: nothing to resume.
-                resumable=completion.cut and allowed == completion.text,
-            )
-            log.info("reply_offers_more", unsent=sum(len(p.text) for p in layout.rest),
-                     resumable=self.offers[key].resumable, **context)  # fmt: skip
+        if answer is not None:
+            self.continuing.offer(key, job, answer, layout, completion, allowed, context)
         return answer is not None
 
     # --- more ---------------------------------------------------------------------------
@@ -583,135 +566,9 @@ class Relay:
         transcript = self.transcripts.get(key)
         if transcript is None:
             return
-        offer = self.offers.get(key)
-        context = {"network": self.network, "channel": where, "nick": origin.nick}
-        if offer is None or offer.folded_asker != self.fold(origin.nick):
-            log.info("more_declined", reason="no_offer" if offer is None else "not_theirs",
-                     **context)  # fmt: skip
-            if self._may_notice(origin.nick):
-                self.sender.send_notice(
-                    origin.nick,
-                    "There is no more to my last answer."
-                    if offer is None
-                    else f"My last answer here was for {offer.asker}; ask me yourself.",
-                )
-            return
-        if self._declines(key, origin, True, where):
-            return
-        speaker = QUERY_BOT_ROLE if offer.speaker == QUERY_BOT_ROLE else self.sender.nick
-        self.scheduler.want(
-            key,
-            Wanted(transcript.name, speaker, origin.nick, True, self.clock(), msgid, more=True),
-        )
-
-    def _may_notice(self, nick: str) -> bool:
-        folded = self.fold(nick)
-        bucket = self._no_more_notices.get(folded)
-        if bucket is None:
-            if len(self._no_more_notices) > 1000:
-                self._no_more_notices.clear()
-            bucket = self._no_more_notices[folded] = TokenBucket(0.1, 2, self.clock)
-        return bucket.take()
-
-    def _more_job(
-        self, key: ContextKey, wanted: Wanted, job_id: int, transcript: Transcript
-    ) -> Job | None:
-        """The next part of the offer in `key`: sent now from text generated before (None
-        returned), or a job that resumes generation where the answer stands."""
-        offer = self.offers.get(key)
-        if offer is None or offer.resuming is not None:
-            return None  # ended meanwhile, or its continuation is generating already
-        context = {"network": self.network, "channel": wanted.reply_to,
-                   "nick": wanted.asker, "more": True}  # fmt: skip
-        if offer.rest:
-            layout = self._lay_out(key, transcript.name, offer.rest, offer.resumable)
-            overflows = len(wrap(offer.rest, line_budget(self.sender, transcript.name))) > (
-                self.settings_for(key).max_lines or self.reply.max_lines
-            )
-            if not offer.resumable or layout.strength >= CLAUSE or overflows:
-                self._say_more(key, transcript, offer, layout, wanted, context, 0.0)
-                return None
-        base, rest = resume_point(offer.text, offer.rest)
-        offer.text, offer.rest, offer.resuming = base, rest, job_id
-        return Job(
-            job_id=job_id,
-            key=key,
-            reply_to=wanted.reply_to,
-            speaker=offer.speaker,
-            request=GenerationRequest(
-                resumed_prompt(offer.prompt, base), offer.params, cache_key=key
-            ),
-            log_context=context,
-            requested_at=wanted.requested_at,
-            answers=wanted.msgid,
-            asker=wanted.asker,
-        )
-
-    def _say_more(
-        self,
-        key: ContextKey,
-        transcript: Transcript,
-        offer: Offer,
-        layout: Layout,
-        wanted: Wanted,
-        context: dict[str, object],
-        seconds: float,
-    ) -> bool:
-        speaker = QUERY_BOT_ROLE if offer.speaker == QUERY_BOT_ROLE else self.sender.nick
-        said = self.speaking.say(
-            key,
-            transcript,
-            speaker,
-            list(layout.lines),
-            log_context=context,
-            seconds=seconds,
-            requested_at=wanted.requested_at,
-            answers=wanted.msgid,
-            answer=offer.answer,
-        )
-        if said is None or not layout.more:
-            self.offers.pop(key, None)
-        else:
-            offer.rest = layout.rest
-        return said is not None
-
-    def _continue(
-        self,
-        job: Job,
-        key: ContextKey,
-        transcript: Transcript,
-        offer: Offer,
-        completion: Completion,
-        context: dict[str, object],
-    ) -> bool:
-        """A resumed generation came back: its text joins the answer's unsent rest, and the
-        next part goes out."""
-        assert completion.text is not None
-        offer.resuming = None
-        allowed = moderated(
-            self.moderation,
-            completion.text,
-            self._moderation_context(key, transcript.name, self.sender.nick),
-            context,
-        )
-        if allowed is None:
-            self.offers.pop(key, None)
-            return False
-        join = joiner(offer.text, allowed)
-        parts = pieces(allowed, speaker=self._speaker(job), actions=True, log_context=context)
-        offer.rest = continued(offer.rest, parts, join)
-        offer.text = offer.text + join + allowed
-        offer.resumable = completion.cut and allowed == completion.text
-        if not offer.rest:
-            self.offers.pop(key, None)
-            log.info("more_empty", **context)
-            if job.asker is not None:
-                self.sender.send_notice(job.asker, "That was all I had to say.")
-            return False
-        layout = self._lay_out(key, transcript.name, offer.rest, offer.resumable)
-        wanted = Wanted(transcript.name, offer.speaker, job.asker or "",
-                        True, job.requested_at or self.clock(), job.answers, more=True)  # fmt: skip
-        return self._say_more(key, transcript, offer, layout, wanted, context, completion.seconds)
+        wanted = self.continuing.asked(key, transcript.name, origin, msgid, self.sender.nick)
+        if wanted is not None and not self._declines(key, origin, True, where):
+            self.scheduler.want(key, wanted)
 
     def saved_contexts(self) -> list[tuple[ContextKey, SavedContext]]:
         """Channel contexts as plain values, for the state store (queries are not saved)."""

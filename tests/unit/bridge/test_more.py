@@ -198,4 +198,4 @@ def test_the_key_is_the_conversation():
     h.complete(h.jobs[0], LONG)
     h.say(ALICE, "#other", "relaybot: more")
     assert len(h.texts()) == 1
-    assert casefold("#chan") in {key[1] for key in h.relay.offers}
+    assert casefold("#chan") in {key[1] for key in h.relay.continuing.offers}

@@ -1,0 +1,231 @@
+"""`more` carried out: the offer each cut answer leaves in its conversation, who may ask for it,
+the next part sent from text generated before, and the job that resumes generation once that is
+used up, whose text joins the same answer. Reactor thread only; the relay routes to it.
+
+The rules themselves (what asks, where generation resumes, how parts join) are pure, in
+`relaybot.bridge.more`; laying out lines is `relaybot.bridge.layout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from relaybot.bridge.layout import CLAUSE, Layout, Piece, lay_out, pieces, wrap
+from relaybot.bridge.more import Offer, continued, joiner, resume_point, resumed_prompt
+from relaybot.bridge.ports import Sender
+from relaybot.bridge.replies import line_budget
+from relaybot.bridge.scheduling import Wanted
+from relaybot.bridge.speaking import Answer, Speaking
+from relaybot.conversation.identity import ContextKey
+from relaybot.conversation.transcript import QUERY_BOT_ROLE, Transcript
+from relaybot.inference.engine import GenerationRequest
+from relaybot.inference.worker import Completion, Job
+from relaybot.irc.events import Origin
+from relaybot.log import get_logger
+from relaybot.policy.ratelimit import TokenBucket
+
+log = get_logger(component="relay")
+
+NO_MORE = "There is no more to my last answer."
+ALL_SAID = "That was all I had to say."
+
+# (key, target, text, log context) -> the text as output moderation lets it out, or None
+Moderate = Callable[[ContextKey, str, str, Mapping[str, Any]], "str | None"]
+
+
+class Continuing:
+    def __init__(
+        self,
+        *,
+        sender: Sender,
+        speaking: Speaking,
+        fold: Callable[[str], str],
+        max_lines: Callable[[ContextKey], int],
+        moderate: Moderate,
+        clock: Callable[[], float],
+    ) -> None:
+        self.sender = sender
+        self.speaking = speaking
+        self.fold = fold
+        self.max_lines = max_lines
+        self.moderate = moderate
+        self.clock = clock
+        self.offers: dict[ContextKey, Offer] = {}
+        # How often each person may be told there is no more: a flood of `more` cannot
+        # flood notices back.
+        self._notices: dict[str, TokenBucket] = {}
+
+    def lay_out(self, key: ContextKey, target: str, parts: tuple[Piece, ...], cut: bool) -> Layout:
+        return lay_out(
+            parts, budget=line_budget(self.sender, target), max_lines=self.max_lines(key),
+            cut_off=cut,
+        )  # fmt: skip
+
+    def end(self, key: ContextKey) -> None:
+        """Something else was said in the conversation, or it was reset or left."""
+        self.offers.pop(key, None)
+
+    def offer(
+        self,
+        key: ContextKey,
+        job: Job,
+        answer: Answer,
+        layout: Layout,
+        completion: Completion,
+        allowed: str,
+        context: Mapping[str, Any],
+    ) -> None:
+        """A reply went out as `layout`: what it left unsaid waits for `more`."""
+        self.offers.pop(key, None)
+        if not layout.more or job.asker is None:
+            return
+        offer = self.offers[key] = Offer(
+            asker=job.asker,
+            folded_asker=self.fold(job.asker),
+            speaker=job.speaker,
+            answer=answer,
+            prompt=job.request.prompt,
+            params=job.request.params,
+            text=allowed,
+            rest=layout.rest,
+            # Text moderation replaced is not what the model wrote: nothing to resume.
+            resumable=completion.cut and allowed == completion.text,
+        )
+        unsent = sum(len(piece.text) for piece in layout.rest)
+        log.info("reply_offers_more", unsent=unsent, resumable=offer.resumable, **context)
+
+    def resuming(self, key: ContextKey, job_id: int) -> Offer | None:
+        """The offer whose continuation job `job_id` is, if it is one."""
+        offer = self.offers.get(key)
+        return offer if offer is not None and offer.resuming == job_id else None
+
+    def asked(
+        self, key: ContextKey, name: str, origin: Origin, msgid: str | None, speaker: str
+    ) -> Wanted | None:
+        """`origin` asks for more in the conversation `name`: the request to schedule, or
+        None (with a notice, rate-limited) when there is nothing to continue for them."""
+        offer = self.offers.get(key)
+        if offer is None or offer.folded_asker != self.fold(origin.nick):
+            reason = "no_offer" if offer is None else "not_theirs"
+            log.info("more_declined", reason=reason, channel=name, nick=origin.nick)
+            if self._may_notice(origin.nick):
+                self.sender.send_notice(
+                    origin.nick,
+                    NO_MORE
+                    if offer is None
+                    else f"My last answer here was for {offer.asker}; ask me yourself.",
+                )
+            return None
+        if offer.speaker == QUERY_BOT_ROLE:
+            speaker = QUERY_BOT_ROLE
+        return Wanted(name, speaker, origin.nick, True, self.clock(), msgid, more=True)
+
+    def _may_notice(self, nick: str) -> bool:
+        folded = self.fold(nick)
+        bucket = self._notices.get(folded)
+        if bucket is None:
+            if len(self._notices) > 1000:
+                self._notices.clear()
+            bucket = self._notices[folded] = TokenBucket(0.1, 2, self.clock)
+        return bucket.take()
+
+    def job(
+        self,
+        key: ContextKey,
+        wanted: Wanted,
+        job_id: int,
+        transcript: Transcript,
+        context: Mapping[str, Any],
+    ) -> Job | None:
+        """The next part of the offer in `key`: sent now from text generated before (None
+        returned), or a job that resumes generation where the answer stands."""
+        offer = self.offers.get(key)
+        if offer is None or offer.resuming is not None:
+            return None  # ended meanwhile, or its continuation is generating already
+        if offer.rest:
+            layout = self.lay_out(key, transcript.name, offer.rest, offer.resumable)
+            budget = line_budget(self.sender, transcript.name)
+            overflows = len(wrap(offer.rest, budget)) > self.max_lines(key)
+            # A rest without a boundary to end at is completed by the model first, unless
+            # it is long enough to need cutting anyway.
+            if not offer.resumable or layout.strength >= CLAUSE or overflows:
+                self._say(key, transcript, offer, layout, wanted, context, 0.0)
+                return None
+        base, rest = resume_point(offer.text, offer.rest)
+        offer.text, offer.rest, offer.resuming = base, rest, job_id
+        return Job(
+            job_id=job_id,
+            key=key,
+            reply_to=wanted.reply_to,
+            speaker=offer.speaker,
+            request=GenerationRequest(
+                resumed_prompt(offer.prompt, base), offer.params, cache_key=key
+            ),
+            log_context=dict(context),
+            requested_at=wanted.requested_at,
+            answers=wanted.msgid,
+            asker=wanted.asker,
+        )
+
+    def resumed(
+        self,
+        key: ContextKey,
+        transcript: Transcript,
+        offer: Offer,
+        completion: Completion,
+        speaker: str,
+        context: Mapping[str, Any],
+    ) -> bool:
+        """A resumed generation came back: its text joins the answer's unsent rest, and the
+        next part goes out. Whether any line was queued."""
+        offer.resuming = None
+        job = completion.job
+        if completion.text is None:
+            return False  # failed: `more` may be asked again
+        allowed = self.moderate(key, transcript.name, completion.text, context)
+        if allowed is None:
+            self.end(key)
+            return False
+        join = joiner(offer.text, allowed)
+        parts = pieces(allowed, speaker=speaker, actions=True, log_context=context)
+        offer.rest = continued(offer.rest, parts, join)
+        offer.text = offer.text + join + allowed
+        offer.resumable = completion.cut and allowed == completion.text
+        if not offer.rest:
+            self.end(key)
+            log.info("more_empty", **context)
+            if job.asker is not None:
+                self.sender.send_notice(job.asker, ALL_SAID)
+            return False
+        layout = self.lay_out(key, transcript.name, offer.rest, offer.resumable)
+        wanted = Wanted(transcript.name, speaker, job.asker or "", True,
+                        job.requested_at or self.clock(), job.answers, more=True)  # fmt: skip
+        return self._say(key, transcript, offer, layout, wanted, context, completion.seconds)
+
+    def _say(
+        self,
+        key: ContextKey,
+        transcript: Transcript,
+        offer: Offer,
+        layout: Layout,
+        wanted: Wanted,
+        context: Mapping[str, Any],
+        seconds: float,
+    ) -> bool:
+        said = self.speaking.say(
+            key,
+            transcript,
+            wanted.speaker,
+            list(layout.lines),
+            log_context=context,
+            seconds=seconds,
+            requested_at=wanted.requested_at,
+            answers=wanted.msgid,
+            answer=offer.answer,
+        )
+        if said is None or not layout.more:
+            self.end(key)
+        else:
+            offer.rest = layout.rest
+        return said is not None
