@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from relaybot.bridge.layout import CLAUSE, Layout, Piece, lay_out, pieces, wrap
-from relaybot.bridge.more import Offer, continued, joiner, resume_point, resumed_prompt
+from relaybot.bridge.more import Offer, continued, joiner, resume_point
 from relaybot.bridge.ports import Sender
 from relaybot.bridge.replies import line_budget
 from relaybot.bridge.scheduling import Wanted
 from relaybot.bridge.speaking import Answer, Speaking
+from relaybot.conversation.formats import Prompt
 from relaybot.conversation.identity import ContextKey
 from relaybot.conversation.transcript import QUERY_BOT_ROLE, Transcript
 from relaybot.inference.engine import GenerationRequest
@@ -32,6 +33,8 @@ ALL_SAID = "That was all I had to say."
 
 # (key, target, text, log context) -> the text as output moderation lets it out, or None
 Moderate = Callable[[ContextKey, str, str, Mapping[str, Any]], "str | None"]
+# (key, transcript, offer, the answer so far) -> the prompt that resumes it
+ResumePrompt = Callable[[ContextKey, Transcript, Offer, str], Prompt]
 
 
 class Continuing:
@@ -43,6 +46,7 @@ class Continuing:
         fold: Callable[[str], str],
         max_lines: Callable[[ContextKey], int],
         moderate: Moderate,
+        resume_prompt: ResumePrompt,
         clock: Callable[[], float],
     ) -> None:
         self.sender = sender
@@ -50,11 +54,13 @@ class Continuing:
         self.fold = fold
         self.max_lines = max_lines
         self.moderate = moderate
+        self.resume_prompt = resume_prompt
         self.clock = clock
         self.offers: dict[ContextKey, Offer] = {}
-        # How often each person may be told there is no more: a flood of `more` cannot
-        # flood notices back.
+        # How often each person, and everyone together, may be told there is no more: a
+        # flood of `more`, from one nick or many, cannot flood notices back.
         self._notices: dict[str, TokenBucket] = {}
+        self._all_notices = TokenBucket(0.25, 5, clock)
 
     def lay_out(self, key: ContextKey, target: str, parts: tuple[Piece, ...], cut: bool) -> Layout:
         return lay_out(
@@ -63,8 +69,15 @@ class Continuing:
         )  # fmt: skip
 
     def end(self, key: ContextKey) -> None:
-        """Something else was said in the conversation, or it was reset or left."""
+        """Something else was said in the conversation, or it was reset, muted or left."""
         self.offers.pop(key, None)
+
+    def moved(self, old: ContextKey, new: ContextKey, nick: str) -> None:
+        """A query follows its peer to a new nick, with the offer to them."""
+        offer = self.offers.pop(old, None)
+        if offer is not None:
+            offer.asker, offer.folded_asker = nick, self.fold(nick)
+            self.offers[new] = offer
 
     def offer(
         self,
@@ -85,7 +98,6 @@ class Continuing:
             folded_asker=self.fold(job.asker),
             speaker=job.speaker,
             answer=answer,
-            prompt=job.request.prompt,
             params=job.request.params,
             text=allowed,
             rest=layout.rest,
@@ -128,7 +140,7 @@ class Continuing:
             if len(self._notices) > 1000:
                 self._notices.clear()
             bucket = self._notices[folded] = TokenBucket(0.1, 2, self.clock)
-        return bucket.take()
+        return bucket.can_take() and self._all_notices.take() and bucket.take()
 
     def job(
         self,
@@ -143,6 +155,9 @@ class Continuing:
         offer = self.offers.get(key)
         if offer is None or offer.resuming is not None:
             return None  # ended meanwhile, or its continuation is generating already
+        if not offer.rest and not offer.resumable:
+            self.end(key)  # nothing left, and the model had ended
+            return None
         if offer.rest:
             layout = self.lay_out(key, transcript.name, offer.rest, offer.resumable)
             budget = line_budget(self.sender, transcript.name)
@@ -153,14 +168,14 @@ class Continuing:
                 self._say(key, transcript, offer, layout, wanted, context, 0.0)
                 return None
         base, rest = resume_point(offer.text, offer.rest)
-        offer.text, offer.rest, offer.resuming = base, rest, job_id
+        offer.resuming, offer.resume_from = job_id, (base, rest)
         return Job(
             job_id=job_id,
             key=key,
             reply_to=wanted.reply_to,
             speaker=offer.speaker,
             request=GenerationRequest(
-                resumed_prompt(offer.prompt, base), offer.params, cache_key=key
+                self.resume_prompt(key, transcript, offer, base), offer.params, cache_key=key
             ),
             log_context=dict(context),
             requested_at=wanted.requested_at,
@@ -179,14 +194,16 @@ class Continuing:
     ) -> bool:
         """A resumed generation came back: its text joins the answer's unsent rest, and the
         next part goes out. Whether any line was queued."""
-        offer.resuming = None
         job = completion.job
-        if completion.text is None:
+        resume_from = offer.resume_from
+        offer.abandon_resume()
+        if completion.text is None or resume_from is None:
             return False  # failed: `more` may be asked again
         allowed = self.moderate(key, transcript.name, completion.text, context)
         if allowed is None:
             self.end(key)
             return False
+        offer.text, offer.rest = resume_from
         join = joiner(offer.text, allowed)
         parts = pieces(allowed, speaker=speaker, actions=True, log_context=context)
         offer.rest = continued(offer.rest, parts, join)
@@ -223,6 +240,7 @@ class Continuing:
             requested_at=wanted.requested_at,
             answers=wanted.msgid,
             answer=offer.answer,
+            supersede=False,
         )
         if said is None or not layout.more:
             self.end(key)

@@ -154,6 +154,8 @@ def lay_out(
     """The lines to send now for `parts`. Everything when it fits and the model finished;
     otherwise the longest start that fits with the marker and ends at a sentence or clause
     boundary where there is one (see _KEEP_AT_LEAST), the rest kept."""
+    if not parts:
+        return Layout((), (), False, 0)
     everything = wrap(parts, budget)
     if not cut_off and len(everything) <= max_lines:
         return Layout(tuple(everything), (), False, SENTENCE)
@@ -206,21 +208,25 @@ def _with_marker(sent: list[Piece], rest: list[Piece], budget: int, strength: in
 
 
 def _hard_cut(parts: Sequence[Piece], budget: int, max_lines: int) -> Layout:
-    """No word boundary fits (one very long word): cut inside the first piece that does not
-    fit, at the longest start that does."""
-    for index in range(len(parts)):
-        if not _fits(_split(parts, index, len(parts[index].text))[0], budget, max_lines, ""):
-            break
-    low, high = 1, len(parts[index].text)
+    """No boundary fits (a very long word): the longest start that fits, cut anywhere."""
+    cuts = [(index, offset) for index, piece in enumerate(parts)
+            for offset in range(1, len(piece.text) + 1)]  # fmt: skip
+    low, high = 0, len(cuts)
     while low < high:
-        middle = (low + high + 1) // 2
-        if _fits(_split(parts, index, middle)[0], budget, max_lines, MORE_MARKER):
-            low = middle
+        middle = (low + high) // 2
+        if _fits_at(parts, (*cuts[middle], 0), budget, max_lines):
+            low = middle + 1
         else:
-            high = middle - 1
-    sent, rest = _split(parts, index, low)
-    if rest:
-        rest[0] = replace(rest[0], joiner="")
-    if not sent:
-        return Layout((), tuple(parts), True, 0)
-    return _with_marker(sent, rest, budget, 0)
+            high = middle
+    # The search assumes longer starts never fit better; check, stepping back if not.
+    for index, offset in reversed(cuts[:low]):
+        if _fits_at(parts, (index, offset, 0), budget, max_lines):
+            sent, rest = _split(parts, index, offset)
+            text = parts[index].text
+            inside_word = 0 < offset < len(text) and not (
+                text[offset - 1].isspace() or text[offset].isspace()
+            )
+            if rest and inside_word:
+                rest[0] = replace(rest[0], joiner="")
+            return _with_marker(sent, rest, budget, 0)
+    return Layout((), tuple(parts), True, 0)

@@ -33,12 +33,18 @@ class Offer:
     folded_asker: str
     speaker: str  # the role the model writes as
     answer: Answer  # where its lines are recorded
-    prompt: Prompt  # the prompt that generated it
     params: SamplingParams
     text: str  # everything generated for it so far, as output moderation let it out
     rest: tuple[Piece, ...]  # generated, not sent
     resumable: bool  # the model was cut off: generation can go on from `text`
     resuming: int | None = None  # the job generating its continuation, while it runs
+    # What `text` and `rest` become when that job's text comes back (see resume_point).
+    resume_from: tuple[str, tuple[Piece, ...]] | None = None
+
+    def abandon_resume(self) -> None:
+        """The continuation job failed or was dropped: `more` may be asked again."""
+        self.resuming = None
+        self.resume_from = None
 
 
 def is_more_request(text: str, bot_nick: str, casemapping: str, *, private: bool) -> bool:
@@ -52,22 +58,22 @@ def is_more_request(text: str, bot_nick: str, casemapping: str, *, private: bool
 
 
 def resume_point(text: str, rest: tuple[Piece, ...]) -> tuple[str, tuple[Piece, ...]]:
-    """Where generation goes on: `text` without a word the token limit may have cut short
-    (the model writes it again), and the unsent rest without it too."""
+    """Where generation goes on: `text` without the last word of the unsent rest, which the
+    token limit may have cut short (the model writes it again), and the rest without it.
+    Nothing is dropped unless `text` ends with that very word (the rest is cleaned text)."""
     stripped = text.rstrip()
-    if not stripped or not stripped[-1].isalnum():
+    if not rest or rest[-1].action:
         return stripped, rest
-    space = max(stripped.rfind(" "), stripped.rfind("\n"))
-    if space < 0 or not rest:
+    last = rest[-1].text
+    if not last or not last[-1].isalnum():
         return stripped, rest
-    dropped = len(stripped) - space
-    base = stripped[:space].rstrip()
-    pieces = list(rest)
-    last = pieces[-1]
-    if len(last.text) > dropped:
-        pieces[-1] = replace(last, text=last.text[: len(last.text) - dropped].rstrip())
-    else:
-        pieces.pop()
+    space = last.rfind(" ")
+    word = last[space + 1 :]
+    if not stripped.endswith(word) or len(stripped) == len(word):
+        return stripped, rest
+    base = stripped[: -len(word)].rstrip()
+    kept = last[:space].rstrip() if space >= 0 else ""
+    pieces = [*rest[:-1], *([replace(rest[-1], text=kept)] if kept else [])]
     return base, tuple(pieces)
 
 

@@ -19,7 +19,7 @@ from relaybot.bridge.freshness import Freshness
 from relaybot.bridge.jobs import reply_job
 from relaybot.bridge.layout import pieces
 from relaybot.bridge.members import Members
-from relaybot.bridge.more import is_more_request
+from relaybot.bridge.more import Offer, is_more_request, resumed_prompt
 from relaybot.bridge.operator_state import OperatorState
 from relaybot.bridge.ports import Commands, JobQueue, Moderation, Sender, Timers
 from relaybot.bridge.replies import moderated
@@ -29,7 +29,7 @@ from relaybot.bridge.state import SavedContext, saved_context
 from relaybot.bridge.typing import Typing
 from relaybot.config.channel_settings import ChannelSettings
 from relaybot.config.schema import ReplyConfig
-from relaybot.conversation.formats import PromptFormat, Turn
+from relaybot.conversation.formats import Prompt, PromptFormat, Turn
 from relaybot.conversation.identity import ContextKey
 from relaybot.conversation.transcript import (
     QUERY_BOT_ROLE,
@@ -141,6 +141,7 @@ class Relay:
             fold=self.fold,
             max_lines=self._max_lines,
             moderate=self._moderate_output,
+            resume_prompt=self._resume_prompt,
             clock=clock,
         )
 
@@ -178,8 +179,10 @@ class Relay:
 
     def cancel(self, key: ContextKey) -> None:
         """Drop what is pending for a conversation: waiting requests, a reply in flight, and
-        the engine's cached prefix (its context was reset, parted or muted)."""
+        the engine's cached prefix (its context was reset, parted or muted), and what was
+        left for `more`."""
         self.scheduler.cancel(key)
+        self.continuing.end(key)
 
     def status_of(self, channel: str, nick: str) -> str:
         return self.members.status_of(self.key(channel), nick)
@@ -310,6 +313,7 @@ class Relay:
             transcript.name = event.new_nick
             self.transcripts[new_key] = transcript
             self.scheduler.moved(old_key, new_key, event.new_nick)
+            self.continuing.moved(old_key, new_key, event.new_nick)
         if isinstance(event, NickChange) and self._is_me(event.new_nick):
             for key, transcript in self.transcripts.items():
                 if is_channel_name(transcript.name):
@@ -353,6 +357,7 @@ class Relay:
             if not self.scheduler.is_busy(key):
                 del self.transcripts[key]
                 self.speaking.forget(key)
+                self.continuing.end(key)
                 self.scheduler.drop_idle(key)
 
     def _channel_line(self, event: Message | Action, channel: str) -> None:
@@ -415,8 +420,11 @@ class Relay:
         text = self._moderated_input(key, peer, event.origin, event.text)
         if text is None:
             return
-        if isinstance(event, Message) and is_more_request(
-            text, self.sender.nick, self.sender.casemapping, private=True
+        # In a query `more` is only a request while there is more: otherwise it is a line.
+        if (
+            isinstance(event, Message)
+            and key in self.continuing.offers
+            and is_more_request(text, self.sender.nick, self.sender.casemapping, private=True)
         ):
             self.more(peer, event.origin, event.msgid)
             return
@@ -496,7 +504,7 @@ class Relay:
         if completion.text is None:
             log.error("reply_failed", error=completion.error, **context)
             if offer is not None:
-                offer.resuming = None  # `more` may be asked again
+                offer.abandon_resume()  # `more` may be asked again
         elif self.is_muted(key):
             log.info("reply_dropped_muted", **context)
         elif offer is not None:
@@ -524,6 +532,20 @@ class Relay:
             self.moderation, text, self._moderation_context(key, target, self.sender.nick), context
         )
 
+    def _resume_prompt(
+        self, key: ContextKey, transcript: Transcript, offer: Offer, text: str
+    ) -> Prompt:
+        """The prompt that resumes `offer`'s answer after `text`: the conversation as it is
+        now, the answer's own turns replaced by the open turn holding everything written so
+        far, trimmed so that it, the answer and the new tokens fit the context window. With
+        nothing said meanwhile it starts exactly as the prompt that began the answer."""
+        speaker = offer.speaker if offer.speaker == QUERY_BOT_ROLE else self.sender.nick
+        extra = offer.params.max_new_tokens - self.params.max_new_tokens
+        extra += self.model.count_tokens(text)
+        own = offer.answer.turn_ids()
+        turns = [t for t in transcript.turns_for(speaker, extra) if id(t) not in own]
+        return resumed_prompt(self.fmt.render(turns, speaker), text)
+
     def _send_reply(
         self,
         job: Job,
@@ -541,7 +563,9 @@ class Relay:
         if allowed is None:
             return False
         parts = pieces(allowed, speaker=speaker, actions=True, log_context=context)
-        layout = self.continuing.lay_out(key, reply_to, tuple(parts), completion.cut)
+        # Text moderation replaced is not what the model wrote: nothing of it was cut off.
+        cut = completion.cut and allowed == completion.text
+        layout = self.continuing.lay_out(key, reply_to, tuple(parts), cut)
         answer = self.speaking.say(
             key,
             transcript,
@@ -564,7 +588,7 @@ class Relay:
         reply; when there is nothing to continue for them, a notice says so."""
         key = self.key(where)
         transcript = self.transcripts.get(key)
-        if transcript is None:
+        if transcript is None or (self.is_ignored is not None and self.is_ignored(origin)):
             return
         wanted = self.continuing.asked(key, transcript.name, origin, msgid, self.sender.nick)
         if wanted is not None and not self._declines(key, origin, True, where):

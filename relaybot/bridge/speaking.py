@@ -63,6 +63,10 @@ class Answer:
         self.transcript.add([turn])
         self._segments.append((turn, [line]))
 
+    def turn_ids(self) -> set[int]:
+        """The identities of the turns it is recorded in now."""
+        return {id(turn) for turn, _ in self._segments}
+
     def lost(self, line: OutLine) -> None:
         """The server never confirmed `line`: it leaves the context."""
         for index, (turn, lines) in enumerate(self._segments):
@@ -117,12 +121,14 @@ class Speaking:
         requested_at: float | None = None,
         answers: str | None = None,
         answer: Answer | None = None,
+        supersede: bool = True,
     ) -> Answer | None:
         """Send a reply's lines to the conversation `transcript` holds; `requested_at` (the
         reactor's clock) is when the line it answers asked for it, `answers` that line's msgid
         (the reply is threaded to it where the server takes client tags), `answer` the answer
-        they continue (`more`). The answer they are recorded in when any line was queued,
-        else None."""
+        they continue (`more`). `supersede`: a newer reply drops these lines while they have
+        not started (not for the parts of one answer, which go in turn). The answer they are
+        recorded in when any line was queued, else None."""
         freshness = self.freshness
         if freshness is not None and requested_at is not None and freshness.is_stale(requested_at):
             freshness.drop(
@@ -158,7 +164,7 @@ class Speaking:
         if freshness is not None and requested_at is not None:
             batch = Batch(
                 deadline=freshness.deadline(requested_at),
-                key=REPLY,
+                key=REPLY if supersede else None,
                 requested=requested_at,
                 on_dropped=functools.partial(
                     self._dropped, key, normalised, requested_at, log_context

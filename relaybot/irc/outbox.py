@@ -41,6 +41,8 @@ DEFAULT_MAX_QUEUED = 1000
 
 MAX_LINE_BYTES = 512  # the IRC line limit, CRLF included
 _CRLF = 2  # bytes the writer appends to every line
+# Between the lines of one item that are written together (a draft/multiline batch).
+LINE_BREAK = "\r\n"
 _EPSILON = 1e-6  # seconds; float rounding must not cost a whole reactor turn
 _SWEEP_EVERY = 0.5  # seconds between two sweeps for batches past their deadline
 _MAX_REMEMBERED = 4096  # targets whose last turn is remembered; the oldest are forgotten
@@ -68,9 +70,11 @@ class Batch:
 class Outgoing:
     """One line to write (without CRLF), what to call once written, and its target.
 
-    `target` is the casefolded channel or nick used for ordering; "" means connection-level.
-    `on_lost` is called when the line was written but the connection died before the server
-    confirmed it (relaybot.irc.delivery). `batch` is the reply it belongs to, if any.
+    A draft/multiline batch is one item of several lines (joined by LINE_BREAK), written
+    together. `target` is the casefolded channel or nick used for ordering; "" means
+    connection-level. `on_lost` is called when the line was written but the connection died
+    before the server confirmed it (relaybot.irc.delivery). `batch` is the reply it belongs
+    to, if any.
     """
 
     line: str
@@ -117,9 +121,11 @@ class Outbox:
         return self._size
 
     def cost(self, line: str) -> float:
-        """Seconds of budget that writing `line` (plus CRLF) uses up."""
+        """Seconds of budget that writing `line` (plus CRLF) uses up; an item of several
+        lines written together costs each of them."""
+        count = line.count(LINE_BREAK) + 1
         size = len(line.encode("utf-8", errors="replace")) + _CRLF
-        return self.interval + size / self.bytes_per_second
+        return self.interval * count + size / self.bytes_per_second
 
     def pending(self, target: str) -> int:
         """How many lines are queued for `target`."""

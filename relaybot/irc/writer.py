@@ -19,7 +19,7 @@ from relaybot.irc.delivery import Delivery
 from relaybot.irc.echoes import Echoes
 from relaybot.irc.message import parse
 from relaybot.irc.multiline import Part, batch_lines
-from relaybot.irc.outbox import Batch, Outbox, Outgoing
+from relaybot.irc.outbox import LINE_BREAK, Batch, Outbox, Outgoing
 from relaybot.irc.text import reply_lines, safe_line
 
 # Lines one send_message/send_notice may become when its text is longer than a line.
@@ -98,11 +98,12 @@ class Writer:
         batch: Batch | None = None,
         tags: str = "",
     ) -> bool:
-        """Queue `parts` as one draft/multiline batch (relaybot.irc.multiline). The server
-        delivers the message at `BATCH -`, so that line carries `on_sent` and `on_lost`; it
-        is confirmed like a line without echo-message (a PING after it), the lines inside
-        are not matched against echoes. False: nothing queued (a part that is not one safe
-        line within the budget, or no single target)."""
+        """Queue `parts` as one draft/multiline batch (relaybot.irc.multiline): one outbox
+        item whose lines are written together, since nothing else may be sent while a batch
+        is open. The server delivers the message at `BATCH -`: `on_sent` runs once all are
+        written, and the batch is confirmed like a line without echo-message (a PING after
+        it); its lines are not matched against echoes. False: nothing queued (a part that
+        is not one safe line within the budget, or no single target)."""
         clean = one_target(target)
         if clean is None:
             return False
@@ -113,9 +114,7 @@ class Writer:
         self._multiline_refs += 1
         folded = self.fold(clean)
         lines = batch_lines(f"ml{self._multiline_refs}", clean, parts, tags)
-        for line in lines[:-1]:
-            self.queue(Outgoing(line, target=folded, batch=batch))
-        self.queue(Outgoing(lines[-1], on_sent, folded, on_lost, batch))
+        self.queue(Outgoing(LINE_BREAK.join(lines), on_sent, folded, on_lost, batch))
         return True
 
     def queue_ctcp_reply(self, nick: str, body: str) -> bool:
@@ -162,8 +161,9 @@ class Writer:
         due = self.outbox.due(now)
         for written, item in enumerate(due):
             # Decided as the line goes: the cap can come (CAP NEW) or go (CAP DEL) any time.
-            echo = message_parts(item.line) if self.echoing() else None
-            if not self.connection.send_raw(item.line):
+            lines = item.line.split(LINE_BREAK)  # several only for a draft/multiline batch
+            echo = message_parts(item.line) if self.echoing() and len(lines) == 1 else None
+            if not all(self.connection.send_raw(line) for line in lines):
                 if self.connection.is_connected():  # refused as malformed: only this line
                     if item is self._ack_item:
                         self._drop_ack()

@@ -135,3 +135,20 @@ def test_what_is_sent_and_what_is_kept_are_the_answer_without_loss_or_repetition
             break
     assert not remaining
     assert recorded(said).split() == text.split()
+
+
+def test_nothing_to_send_is_no_crash():
+    assert lay_out([], budget=100, max_lines=2, cut_off=True) == lay_out(
+        [], budget=100, max_lines=2
+    )
+    assert lay_out([], budget=100, max_lines=2).lines == ()
+
+
+def test_a_hard_cut_never_takes_more_lines_than_the_cap():
+    text = "x" * 795 + "\nsome text after it"
+    layout = lay_out(parts(text), budget=400, max_lines=2)
+    assert len(layout.lines) <= 2
+    assert all(len(line.sent.encode()) <= 400 for line in layout.lines)
+    assert (recorded(layout.lines) + rest_text(layout.rest)).replace("\n", "") == text.replace(
+        "\n", ""
+    )

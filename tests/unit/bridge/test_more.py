@@ -3,6 +3,8 @@ as one answer in the context; another message in between ends the offer."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -10,9 +12,10 @@ from relaybot.bridge.layout import MORE_MARKER, Piece
 from relaybot.bridge.more import is_more_request, joiner, resume_point
 from relaybot.config.schema import PolicyConfig, ReplyConfig
 from relaybot.conversation.formats import Segment, Turn
-from relaybot.irc.events import Join, Message, Names
+from relaybot.irc.events import Join, Message, Names, NickChange
 from relaybot.irc.text import casefold
-from tests.support.bridge import ALICE, BOB, BOT, Harness, make_relay
+from relaybot.moderation import Verdict
+from tests.support.bridge import ALICE, BOB, BOT, FakeModeration, Harness, make_relay, words
 
 LONG = "One is first. Two comes next. Three is here. Four ends it."
 
@@ -199,3 +202,95 @@ def test_the_key_is_the_conversation():
     h.say(ALICE, "#other", "relaybot: more")
     assert len(h.texts()) == 1
     assert casefold("#chan") in {key[1] for key in h.relay.continuing.offers}
+
+
+def cut_answer(
+    h: Harness, text: str = "Chess is a board game. It is played on a checkered bo"
+) -> None:
+    h.say(ALICE, "#chan", "relaybot: tell me about chess")
+    h.complete(h.jobs[-1], text, cut=True)
+
+
+def test_a_reset_or_mute_ends_the_offer():
+    h = joined()
+    cut_answer(h)
+    h.relay.cancel(h.relay.key("#chan"))  # what reset, mute and part do
+    h.say(ALICE, "#chan", "relaybot: more")
+    assert len(h.jobs) == 1
+    assert h.sender.notices == [("alice", "There is no more to my last answer.")]
+
+
+def test_a_failed_resume_loses_nothing_and_may_be_asked_again():
+    h = joined()
+    cut_answer(h)
+    h.say(ALICE, "#chan", "relaybot: more")
+    first_try = h.jobs[1].request.prompt.segments[-1]
+    h.complete(h.jobs[1], None, "EngineError: out of memory")
+    h.say(ALICE, "#chan", "relaybot: more")
+    assert h.jobs[2].request.prompt.segments[-1] == first_try  # no further word dropped
+    h.complete(h.jobs[2], "board.")
+    assert h.texts()[-1] == "It is played on a checkered board."
+
+
+def test_more_asked_while_the_bot_is_still_writing_loses_no_part():
+    h = joined()
+    narrow(h, 30)
+    cut_answer(h, "One is first. Two comes next. Three is here. Four ends it. Five is")
+    h.sender.deliver_now = False
+    h.say(ALICE, "#chan", "relaybot: more")  # from the kept text, queued, not yet written
+    h.say(ALICE, "#chan", "relaybot: more")  # the next part, queued behind it
+    h.sender.flush()
+    sent = h.texts()
+    assert sent[1:] == ["Two comes next." + MORE_MARKER, "Three is here." + MORE_MARKER]
+    # Parts of one answer never supersede each other in the outbox.
+    assert all(batch is None or batch.key is None for batch in h.sender.batches[1:])
+
+
+def test_the_offer_follows_a_query_peer_to_a_new_nick():
+    h = joined()
+    narrow(h)
+    h.relay.handle(Message(ALICE, "relaybot", "count"))
+    h.complete(h.jobs[0], LONG)
+    h.relay.handle(NickChange(ALICE, "alice2"))
+    alice2 = dataclasses.replace(ALICE, nick="alice2")
+    h.relay.handle(Message(alice2, "relaybot", "more"))
+    assert [(s.target, s.text) for s in h.sender.sent][1:] == [
+        ("alice2", "Three is here. Four ends it.")
+    ]
+
+
+def test_a_plain_more_in_a_query_without_an_offer_is_a_line():
+    h = joined()
+    h.relay.handle(Message(ALICE, "relaybot", "more"))
+    assert len(h.jobs) == 1 and h.sender.notices == []
+    assert h.turns("alice")[-1] == Turn("anon", "more")
+
+
+def test_an_answer_moderation_replaced_offers_nothing_to_resume():
+    moderation = FakeModeration()
+    moderation.output_rules["board"] = Verdict.replace("Cleaned up.", "test")
+    h = joined(moderation=moderation)
+    cut_answer(h)
+    assert h.texts() == ["Cleaned up."]
+    h.say(ALICE, "#chan", "relaybot: more")
+    assert len(h.jobs) == 1
+
+
+def test_the_resumed_prompt_fits_the_context_window_with_its_header():
+    window = 300
+    h = joined(context_window=window)
+    for i in range(60):
+        h.say(BOB, "#chan", f"line {i} with a few words in it")
+    long = " ".join(f"w{i}" for i in range(80)) + ". and then some more wor"
+    cut_answer(h, long)
+    h.say(ALICE, "#chan", "relaybot: more")
+    prompt = h.jobs[-1].request.prompt
+    assert prompt.text.startswith("<|im_start|>relaybot\n/join #chan")
+    assert prompt.segments[-1].text.startswith("w0 w1")
+    budget = window - h.jobs[-1].request.params.max_new_tokens
+    assert words(prompt.text) <= budget
+
+
+def test_resume_point_drops_nothing_the_text_does_not_end_with():
+    rest = (Piece("some words", False),)
+    assert resume_point("some words\n/join #x", rest) == ("some words\n/join #x", rest)

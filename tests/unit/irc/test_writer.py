@@ -12,6 +12,7 @@ import pytest
 import structlog.testing
 
 from relaybot.irc.connection import BotConnection
+from relaybot.irc.multiline import Part
 from relaybot.irc.outbox import Outbox
 from relaybot.irc.text import casefold
 from relaybot.irc.writer import Writer
@@ -277,3 +278,35 @@ def test_at_shutdown_without_echo_message_lines_are_still_pinged_for() -> None:
     assert len(pongs) == 1 and len(scene.writer.delivery) == 0
     scene.lose_link()
     assert scene.retracted == []
+
+
+@pytest.mark.parametrize("echoing", [False, True])
+def test_a_multiline_batch_is_written_whole_with_nothing_inside_it(echoing: bool) -> None:
+    # Nothing else may be sent while a client batch is open: lines for other targets (and
+    # the delivery check) go before or after it, never between its lines.
+    scene = Scene(echoing=echoing)
+    scene.writer.outbox = Outbox(burst=100, interval=1.0)  # one line a second after the burst
+    scene.say("first for #b", target="#b")
+    queued = scene.writer.queue_multiline(
+        "#c",
+        [Part("one", False), Part(" two", True)],
+        lambda: scene.said.append("batch"),
+        lambda: scene.retracted.append("batch"),
+    )
+    scene.say("second for #b", target="#b")
+    assert queued
+    scene.flush()
+    lines = scene.connection.lines
+    start = next(i for i, line in enumerate(lines) if line.startswith("BATCH +"))
+    assert lines[start : start + 4] == [
+        "BATCH +ml1 draft/multiline #c",
+        "@batch=ml1 PRIVMSG #c :one",
+        "@batch=ml1;draft/multiline-concat PRIVMSG #c : two",
+        "BATCH -ml1",
+    ]
+    assert scene.said.count("batch") == 1
+    # Its lines are paced like separate lines.
+    assert scene.writer.outbox.cost("a\r\nb") > 2 * scene.writer.outbox.interval
+    if not echoing:
+        scene.lose_link()  # before the server confirmed it: taken back whole
+        assert scene.retracted.count("batch") == 1
