@@ -61,6 +61,8 @@ class Continuing:
         # flood of `more`, from one nick or many, cannot flood notices back.
         self._notices: dict[str, TokenBucket] = {}
         self._all_notices = TokenBucket(0.25, 5, clock)
+        # The channel answer each person last asked to go on privately (`more pm`).
+        self._follows: dict[str, ContextKey] = {}
 
     def lay_out(self, key: ContextKey, target: str, parts: tuple[Piece, ...], cut: bool) -> Layout:
         return lay_out(
@@ -113,10 +115,18 @@ class Continuing:
         return offer if offer is not None and offer.resuming == job_id else None
 
     def asked(
-        self, key: ContextKey, name: str, origin: Origin, msgid: str | None, speaker: str
+        self,
+        key: ContextKey,
+        name: str,
+        origin: Origin,
+        msgid: str | None,
+        speaker: str,
+        *,
+        privately: bool = False,
     ) -> Wanted | None:
-        """`origin` asks for more in the conversation `name`: the request to schedule, or
-        None (with a notice, rate-limited) when there is nothing to continue for them."""
+        """`origin` asks for more in the conversation `name` (`privately`: by private
+        message): the request to schedule, or None (with a notice, rate-limited) when there
+        is nothing to continue for them."""
         offer = self.offers.get(key)
         if offer is None or offer.folded_asker != self.fold(origin.nick):
             reason = "no_offer" if offer is None else "not_theirs"
@@ -130,8 +140,23 @@ class Continuing:
                 )
             return None
         if offer.speaker == QUERY_BOT_ROLE:
-            speaker = QUERY_BOT_ROLE
-        return Wanted(name, speaker, origin.nick, True, self.clock(), msgid, more=True)
+            speaker, privately = QUERY_BOT_ROLE, False  # a query is private already
+        if privately:
+            # A plain `more` in the query with the bot goes on with this answer there.
+            self._follows.pop(offer.folded_asker, None)
+            self._follows[offer.folded_asker] = key
+            while len(self._follows) > 1000:
+                self._follows.pop(next(iter(self._follows)))
+        return Wanted(
+            name, speaker, origin.nick, True, self.clock(), msgid, more=True, privately=privately
+        )
+
+    def followed(self, nick: str) -> ContextKey | None:
+        """The conversation whose answer `nick` last asked to go on privately, while it has
+        more."""
+        key = self._follows.get(self.fold(nick))
+        offer = self.offers.get(key) if key is not None else None
+        return key if offer is not None and offer.folded_asker == self.fold(nick) else None
 
     def _may_notice(self, nick: str) -> bool:
         folded = self.fold(nick)
@@ -165,10 +190,12 @@ class Continuing:
             # A rest without a boundary to end at is completed by the model first, unless
             # it is long enough to need cutting anyway.
             if not offer.resumable or layout.strength >= CLAUSE or overflows:
-                self._say(key, transcript, offer, layout, wanted, context, 0.0)
+                to = wanted.asker if wanted.privately else None
+                self._say(key, transcript, offer, layout, wanted, context, 0.0, to)
                 return None
         base, rest = resume_point(offer.text, offer.rest)
         offer.resuming, offer.resume_from = job_id, (base, rest)
+        offer.deliver_to = wanted.asker if wanted.privately else None
         return Job(
             job_id=job_id,
             key=key,
@@ -195,7 +222,7 @@ class Continuing:
         """A resumed generation came back: its text joins the answer's unsent rest, and the
         next part goes out. Whether any line was queued."""
         job = completion.job
-        resume_from = offer.resume_from
+        resume_from, to = offer.resume_from, offer.deliver_to
         offer.abandon_resume()
         if completion.text is None or resume_from is None:
             return False  # failed: `more` may be asked again
@@ -218,7 +245,7 @@ class Continuing:
         layout = self.lay_out(key, transcript.name, offer.rest, offer.resumable)
         wanted = Wanted(transcript.name, speaker, job.asker or "", True,
                         job.requested_at or self.clock(), job.answers, more=True)  # fmt: skip
-        return self._say(key, transcript, offer, layout, wanted, context, completion.seconds)
+        return self._say(key, transcript, offer, layout, wanted, context, completion.seconds, to)
 
     def _say(
         self,
@@ -229,6 +256,7 @@ class Continuing:
         wanted: Wanted,
         context: Mapping[str, Any],
         seconds: float,
+        to: str | None = None,
     ) -> bool:
         said = self.speaking.say(
             key,
@@ -241,6 +269,7 @@ class Continuing:
             answers=wanted.msgid,
             answer=offer.answer,
             supersede=False,
+            to=to,
         )
         if said is None or not layout.more:
             self.end(key)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from relaybot.bridge.layout import Piece
 from relaybot.bridge.speaking import Answer
@@ -22,7 +23,10 @@ from relaybot.inference.engine import SamplingParams
 from relaybot.irc.text import casefold, strip_formatting
 
 # What follows the bot's nick (or stands alone in a query) to ask for more.
-_MORE = r"more[.!?]*"
+_MORE = r"more(?:\s+(?P<private>pm|privately|in private))?[.!?]*"
+
+# Where a `more` wants the next part: the conversation, or the asker by private message.
+MoreWhere = Literal["here", "private"]
 # Characters a continuation may start with that join the text before it without a space.
 _JOINS_WITHOUT_SPACE = set(",.;:!?)]}'%\u2019\u201d\u2026")
 
@@ -40,21 +44,27 @@ class Offer:
     resuming: int | None = None  # the job generating its continuation, while it runs
     # What `text` and `rest` become when that job's text comes back (see resume_point).
     resume_from: tuple[str, tuple[Piece, ...]] | None = None
+    deliver_to: str | None = None  # the nick its continuation goes to privately, if asked so
 
     def abandon_resume(self) -> None:
         """The continuation job failed or was dropped: `more` may be asked again."""
         self.resuming = None
         self.resume_from = None
+        self.deliver_to = None
 
 
-def is_more_request(text: str, bot_nick: str, casemapping: str, *, private: bool) -> bool:
-    """`botnick: more` (or `botnick, more` / `botnick more`); in a private query also a plain
-    `more`."""
+def more_request(text: str, bot_nick: str, casemapping: str, *, query: bool) -> MoreWhere | None:
+    """`botnick: more` (or `botnick, more` / `botnick more`), in a private query also a plain
+    `more`: where the next part should go. `... more pm` (or `privately`, `in private`) in a
+    channel asks for it by private message."""
     folded = casefold(strip_formatting(text), casemapping).strip()
     nick = re.escape(casefold(bot_nick, casemapping))
-    addressed = rf"{nick}\s*[:,]?\s+{_MORE}"
-    pattern = rf"(?:{addressed}|{_MORE})" if private else addressed
-    return re.fullmatch(pattern, folded) is not None
+    match = re.fullmatch(rf"{nick}\s*[:,]?\s+{_MORE}", folded)
+    if match is None and query:
+        match = re.fullmatch(_MORE, folded)
+    if match is None:
+        return None
+    return "private" if match.group("private") and not query else "here"
 
 
 def resume_point(text: str, rest: tuple[Piece, ...]) -> tuple[str, tuple[Piece, ...]]:

@@ -19,7 +19,7 @@ from relaybot.bridge.freshness import Freshness
 from relaybot.bridge.jobs import reply_job
 from relaybot.bridge.layout import pieces
 from relaybot.bridge.members import Members
-from relaybot.bridge.more import Offer, is_more_request, resumed_prompt
+from relaybot.bridge.more import Offer, more_request, resumed_prompt
 from relaybot.bridge.operator_state import OperatorState
 from relaybot.bridge.ports import Commands, JobQueue, Moderation, Sender, Timers
 from relaybot.bridge.replies import moderated
@@ -368,10 +368,10 @@ class Relay:
         text = self._moderated_input(key, channel, event.origin, event.text)
         if text is None:
             return
-        if isinstance(event, Message) and is_more_request(
-            text, self.sender.nick, self.sender.casemapping, private=False
+        if isinstance(event, Message) and (
+            request := more_request(text, self.sender.nick, self.sender.casemapping, query=False)
         ):
-            self.more(channel, event.origin, event.msgid)
+            self.more(channel, event.origin, event.msgid, privately=request == "private")
             return
         event = dataclasses.replace(event, text=text)
         self.continuing.end(key)  # another line in between ends the last answer's offer
@@ -420,14 +420,19 @@ class Relay:
         text = self._moderated_input(key, peer, event.origin, event.text)
         if text is None:
             return
-        # In a query `more` is only a request while there is more: otherwise it is a line.
-        if (
-            isinstance(event, Message)
-            and key in self.continuing.offers
-            and is_more_request(text, self.sender.nick, self.sender.casemapping, private=True)
+        # In a query `more` is only a request while there is more, of the answer there or of
+        # a channel answer asked to go on privately: otherwise it is a line.
+        if isinstance(event, Message) and more_request(
+            text, self.sender.nick, self.sender.casemapping, query=True
         ):
-            self.more(peer, event.origin, event.msgid)
-            return
+            followed = self.continuing.followed(peer)
+            if key in self.continuing.offers:
+                self.more(peer, event.origin, event.msgid)
+                return
+            if followed is not None and followed in self.transcripts:
+                name = self.transcripts[followed].name
+                self.more(name, event.origin, event.msgid, privately=True)
+                return
         self.continuing.end(key)
         transcript = self.transcripts.pop(key, None)  # re-inserted: most recent last
         if transcript is None:
@@ -582,15 +587,20 @@ class Relay:
 
     # --- more ---------------------------------------------------------------------------
 
-    def more(self, where: str, origin: Origin, msgid: str | None = None) -> None:
+    def more(
+        self, where: str, origin: Origin, msgid: str | None = None, *, privately: bool = False
+    ) -> None:
         """`origin` asks for the rest of the last answer in `where` (a channel, or the
-        peer's nick for a query). Budgets, cooldown and backpressure apply as to any
-        reply; when there is nothing to continue for them, a notice says so."""
+        peer's nick for a query); `privately`: by private message. Budgets, cooldown and
+        backpressure apply as to any reply; when there is nothing to continue for them, a
+        notice says so."""
         key = self.key(where)
         transcript = self.transcripts.get(key)
         if transcript is None or (self.is_ignored is not None and self.is_ignored(origin)):
             return
-        wanted = self.continuing.asked(key, transcript.name, origin, msgid, self.sender.nick)
+        wanted = self.continuing.asked(
+            key, transcript.name, origin, msgid, self.sender.nick, privately=privately
+        )
         if wanted is not None and not self._declines(key, origin, True, where):
             self.scheduler.want(key, wanted)
 

@@ -37,6 +37,7 @@ class Wanted:
     requested_at: float  # when the line asked, on the reactor's monotonic clock
     msgid: str | None = None  # the asking line's IRCv3 msgid: the reply is threaded to it
     more: bool = False  # `more`: the next part of the conversation's last answer
+    privately: bool = False  # that part goes to the asker by private message
 
 
 class Conversations(Protocol):

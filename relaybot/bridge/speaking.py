@@ -122,13 +122,16 @@ class Speaking:
         answers: str | None = None,
         answer: Answer | None = None,
         supersede: bool = True,
+        to: str | None = None,
     ) -> Answer | None:
         """Send a reply's lines to the conversation `transcript` holds; `requested_at` (the
         reactor's clock) is when the line it answers asked for it, `answers` that line's msgid
         (the reply is threaded to it where the server takes client tags), `answer` the answer
         they continue (`more`). `supersede`: a newer reply drops these lines while they have
-        not started (not for the parts of one answer, which go in turn). The answer they are
-        recorded in when any line was queued, else None."""
+        not started (not for the parts of one answer, which go in turn). `to`: a nick the
+        lines go to privately instead; the conversation did not see them, so they are not
+        recorded. The answer they are recorded in (or would be) when any line was queued,
+        else None."""
         freshness = self.freshness
         if freshness is not None and requested_at is not None and freshness.is_stale(requested_at):
             freshness.drop(
@@ -154,7 +157,8 @@ class Speaking:
         def on_written(line: OutLine, last: bool) -> None:
             # `reply_sent` comes with the last line written, never for lines that are dropped.
             nonlocal written
-            record.delivered(line, speaker)
+            if to is None:
+                record.delivered(line, speaker)
             written += 1
             if last:
                 self.reply_times.append(self.wall_clock())
@@ -172,10 +176,10 @@ class Speaking:
             )
         send_lines(
             self.sender,
-            transcript.name,
+            to or transcript.name,
             lines,
             on_written=on_written,
-            on_lost=lambda line: functools.partial(record.lost, line),
+            on_lost=(lambda line: functools.partial(record.lost, line)) if to is None else None,
             batch=batch,
             in_reply_to=answers,
         )

@@ -61,9 +61,9 @@ class OperatorActions(Protocol):
 
     def retry(self, channel: str) -> bool: ...
 
-    def more(self, where: str, origin: Origin, msgid: str | None) -> None:
+    def more(self, where: str, origin: Origin, msgid: str | None, *, privately: bool) -> None:
         """`origin` asks for the rest of the last answer to them in `where` (a channel, or
-        their nick for a query)."""
+        their nick for a query), `privately` by private message."""
         ...
 
     def set_setting(self, channel: str, name: str, value: SettingValue | None) -> None: ...

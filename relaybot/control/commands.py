@@ -46,8 +46,8 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec(
             "more",
             "channel",
-            "more [#channel]",
-            "the rest of my last answer to you (anyone may ask)",
+            "more [#channel] [pm]",
+            "the rest of my last answer to you; pm: by private message (anyone may ask)",
         ),
         CommandSpec(
             "set",

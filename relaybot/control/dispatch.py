@@ -77,7 +77,8 @@ class Control:
         target = parsed.channel or channel
         if parsed.name == "more":
             # Open to everyone: it goes on with an answer to them, under the reply budgets.
-            self.bot.more(target or origin.nick, origin, message.msgid)
+            privately = parsed.args[:1] in (("pm",), ("privately",), ("private",))
+            self.bot.more(target or origin.nick, origin, message.msgid, privately=privately)
             return
         spec = COMMANDS[parsed.name]
         fold = self.bot.fold

@@ -201,8 +201,8 @@ class Bot:
     def retry(self, channel: str) -> bool:
         return self.relay.retry(channel)
 
-    def more(self, where: str, origin: Origin, msgid: str | None) -> None:
-        self.relay.more(where, origin, msgid)
+    def more(self, where: str, origin: Origin, msgid: str | None, *, privately: bool) -> None:
+        self.relay.more(where, origin, msgid, privately=privately)
 
     def ask(self, channel: str, asker: str, question: str, reply_to: str) -> str | None:
         """Ask the model about `channel`'s log; a message for the asker if it cannot be done."""

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from relaybot.bridge.layout import MORE_MARKER, Piece
-from relaybot.bridge.more import is_more_request, joiner, resume_point
+from relaybot.bridge.more import joiner, more_request, resume_point
 from relaybot.config.schema import PolicyConfig, ReplyConfig
 from relaybot.conversation.formats import Segment, Turn
 from relaybot.irc.events import Join, Message, Names, NickChange
@@ -37,21 +37,25 @@ def bot_turns(harness: Harness) -> list[Turn]:
 
 
 @pytest.mark.parametrize(
-    ("text", "private", "asks"),
+    ("text", "query", "where"),
     [
-        ("relaybot: more", False, True),
-        ("relaybot, more", False, True),
-        ("RelayBot more!", False, True),
-        ("\x02relaybot\x02: more", False, True),
-        ("more", False, False),  # not addressed in a channel
-        ("more", True, True),  # in a query it is
-        ("relaybot: more please tell me about cats", False, False),
-        ("relaybot: tell me more", False, False),
-        ("relaybot[m]: more", False, False),
+        ("relaybot: more", False, "here"),
+        ("relaybot, more", False, "here"),
+        ("RelayBot more!", False, "here"),
+        ("\x02relaybot\x02: more", False, "here"),
+        ("relaybot: more pm", False, "private"),
+        ("relaybot: more privately", False, "private"),
+        ("relaybot: more in private", False, "private"),
+        ("more pm", True, "here"),  # a query is private already
+        ("more", False, None),  # not addressed in a channel
+        ("more", True, "here"),  # in a query it is
+        ("relaybot: more please tell me about cats", False, None),
+        ("relaybot: tell me more", False, None),
+        ("relaybot[m]: more", False, None),
     ],
 )
-def test_what_asks_for_more(text: str, private: bool, asks: bool):
-    assert is_more_request(text, "relaybot", "rfc1459", private=private) is asks
+def test_what_asks_for_more(text: str, query: bool, where: str | None):
+    assert more_request(text, "relaybot", "rfc1459", query=query) == where
 
 
 def test_a_long_answer_ends_at_a_sentence_with_the_marker_and_more_goes_on():
@@ -294,3 +298,40 @@ def test_the_resumed_prompt_fits_the_context_window_with_its_header():
 def test_resume_point_drops_nothing_the_text_does_not_end_with():
     rest = (Piece("some words", False),)
     assert resume_point("some words\n/join #x", rest) == ("some words\n/join #x", rest)
+
+
+def test_more_by_private_message_goes_on_there_and_stays_out_of_the_channel():
+    h = joined()
+    narrow(h, 30)
+    cut_answer(h, "One is first. Two comes next. Three is here. Four ends it. Five is")
+    h.say(ALICE, "#chan", "relaybot: more pm")
+    assert [(s.target, s.text) for s in h.sender.sent][1:] == [
+        ("alice", "Two comes next." + MORE_MARKER)
+    ]
+    # A plain `more` in the query goes on with the channel's answer, privately.
+    h.relay.handle(Message(ALICE, "relaybot", "more"))
+    assert (h.sender.sent[-1].target, h.sender.sent[-1].text) == (
+        "alice",
+        "Three is here." + MORE_MARKER,
+    )
+    # The channel saw only the first part; its context holds only that. `more` there goes on.
+    assert bot_turns(h) == [Turn("relaybot", "One is first.")]
+    h.say(ALICE, "#chan", "relaybot: more")
+    assert (h.sender.sent[-1].target, h.sender.sent[-1].text) == (
+        "#chan",
+        "Four ends it." + MORE_MARKER,
+    )
+    assert bot_turns(h) == [Turn("relaybot", "One is first. Four ends it.")]
+    assert h.relay.transcript("alice") is None  # the private parts opened no query context
+
+
+def test_more_by_private_message_resumes_generation_there_too():
+    h = joined()
+    cut_answer(h)
+    h.say(ALICE, "#chan", "relaybot: more pm")
+    h.complete(h.jobs[1], "board.")
+    assert (h.sender.sent[-1].target, h.sender.sent[-1].text) == (
+        "alice",
+        "It is played on a checkered board.",
+    )
+    assert bot_turns(h) == [Turn("relaybot", "Chess is a board game.")]

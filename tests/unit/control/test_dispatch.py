@@ -55,8 +55,8 @@ class FakeBot:
     def status_line(self) -> str:
         return "all fine"
 
-    def more(self, where: str, origin: Origin, msgid: str | None) -> None:
-        self.actions.append(("more", where, origin.nick, msgid))
+    def more(self, where: str, origin: Origin, msgid: str | None, *, privately: bool) -> None:
+        self.actions.append(("more", where, origin.nick, msgid, privately))
 
 
 OPS = OperatorConfig(prefix="!relay", accounts=("root",), hostmasks=("admin!~adm@trusted.example",))
@@ -181,5 +181,10 @@ def test_more_is_open_to_everyone_and_goes_to_the_conversation_it_was_asked_in()
     ctl, bot = control()
     ctl.handle(Message(STRANGER, "#chan", "!relay more", msgid="m1"), "#chan")
     run(ctl, STRANGER, "!relay more", channel=None)  # in a query: the query's answer
-    assert bot.actions == [("more", "#chan", "carol", "m1"), ("more", "carol", "carol", None)]
+    run(ctl, STRANGER, "!relay more pm")
+    assert bot.actions == [
+        ("more", "#chan", "carol", "m1", False),
+        ("more", "carol", "carol", None, False),
+        ("more", "#chan", "carol", None, True),
+    ]
     assert bot.notices == []
