@@ -513,8 +513,13 @@ class Relay:
         elif self.is_muted(key):
             log.info("reply_dropped_muted", **context)
         elif offer is not None:
-            replied = self.continuing.resumed(
-                key, transcript, offer, completion, self._speaker(job), context
+            # A part sent privately says nothing in the conversation: typing there ends.
+            privately = offer.deliver_to is not None
+            replied = (
+                self.continuing.resumed(
+                    key, transcript, offer, completion, self._speaker(job), context
+                )
+                and not privately
             )
         else:
             replied = self._send_reply(job, key, reply_to, transcript, completion, context)

@@ -335,3 +335,5 @@ def test_more_by_private_message_resumes_generation_there_too():
         "It is played on a checkered board.",
     )
     assert bot_turns(h) == [Turn("relaybot", "Chess is a board game.")]
+    # The channel saw the bot typing while the part generated, and then that it stopped.
+    assert h.sender.typed[-2:] == [("#chan", True), ("#chan", False)]
