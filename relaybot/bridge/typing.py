@@ -4,12 +4,12 @@ six; "done" when it ends without a reply. A reply that is sent ends it by itself
 a message from someone as the end of their typing.
 
 Reactor thread only. The session decides whether the server takes client tags at all, and
-paces and rate-limits what goes out (relaybot.irc.session `typing`).
+paces and rate-limits what goes out (relaybot.irc.session `typing`). One timer renews every
+generation in progress, so that many short generations never leave a timer each behind.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
 from relaybot.bridge.ports import Sender, Timers
@@ -27,29 +27,33 @@ class Typing:
         self.sender = sender
         self.timers = timers
         self.generating = generating  # whether a reply is still being generated there
-        self._current: dict[ContextKey, int] = {}  # the live refresh of each conversation
-        self._tokens = itertools.count(1)
+        self._current: dict[ContextKey, str] = {}  # generations in progress: their target
+        self._ticking = False  # the one refresh timer is pending
 
     def started(self, key: ContextKey, target: str) -> None:
         """A reply for `target` started generating."""
-        token = self._current[key] = next(self._tokens)
+        self._current[key] = target
         self.sender.typing(target, active=True)
-        self._schedule(key, target, token)
+        self._tick_later()
 
     def finished(self, key: ContextKey, target: str, *, replied: bool) -> None:
         """Its generation ended; `replied`: lines are on their way (they end the notice)."""
         if self._current.pop(key, None) is not None and not replied:
             self.sender.typing(target, active=False)
 
-    def _schedule(self, key: ContextKey, target: str, token: int) -> None:
-        if self.timers is not None:
-            self.timers.schedule(REFRESH, lambda: self._refresh(key, target, token))
+    def _tick_later(self) -> None:
+        if self.timers is not None and not self._ticking:
+            self._ticking = True
+            self.timers.schedule(REFRESH, self._tick)
 
-    def _refresh(self, key: ContextKey, target: str, token: int) -> None:
-        if self._current.get(key) != token:
-            return  # finished, or a newer generation has its own refresh
-        if not self.generating(key):
-            del self._current[key]  # cancelled (part, mute, reset): it expires by itself
-            return
-        self.sender.typing(target, active=True)
-        self._schedule(key, target, token)
+    def _tick(self) -> None:
+        """Renew "active" for every generation still running (the session drops a renewal
+        that comes sooner than the spec allows for its target)."""
+        self._ticking = False
+        for key, target in list(self._current.items()):
+            if not self.generating(key):
+                del self._current[key]  # cancelled (part, mute, reset): it expires by itself
+                continue
+            self.sender.typing(target, active=True)
+        if self._current:
+            self._tick_later()

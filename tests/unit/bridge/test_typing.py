@@ -59,3 +59,15 @@ def test_a_cancelled_generation_stops_refreshing():
     h.relay.forget("#chan")  # parted: the job is cancelled
     run_timers(scheduled)
     assert h.sender.typed == [("#chan", True)] and scheduled == []
+
+
+def test_one_timer_renews_every_generation_in_progress():
+    h, scheduled = harness()
+    for channel in ("#a", "#b", "#c"):
+        h.relay.handle(Join(BOT, channel))
+        h.say(ALICE, channel, "relaybot: hi")
+    assert len(scheduled) == 1  # not one a generation
+    h.complete(h.jobs[0], "hello")
+    run_timers(scheduled)
+    assert h.sender.typed[-2:] == [("#b", True), ("#c", True)]
+    assert len(scheduled) == 1
