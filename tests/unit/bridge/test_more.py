@@ -317,11 +317,13 @@ def test_more_by_private_message_goes_on_there_and_stays_out_of_the_channel():
     # The channel saw only the first part; its context holds only that. `more` there goes on.
     assert bot_turns(h) == [Turn("relaybot", "One is first.")]
     h.say(ALICE, "#chan", "relaybot: more")
+    # What is left is less than a part: the model writes on first.
+    h.complete(h.jobs[-1], "is over.")
     assert (h.sender.sent[-1].target, h.sender.sent[-1].text) == (
         "#chan",
-        "Four ends it." + MORE_MARKER,
+        "Four ends it. Five is over.",
     )
-    assert bot_turns(h) == [Turn("relaybot", "One is first. Four ends it.")]
+    assert bot_turns(h) == [Turn("relaybot", "One is first. Four ends it. Five is over.")]
     assert h.relay.transcript("alice") is None  # the private parts opened no query context
 
 
