@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from relaybot.bridge.layout import Layout, Piece, lay_out, pieces, wrap
+from relaybot.bridge.layout import Layout, Piece, lay_out, pieces
 from relaybot.bridge.more import Offer, continued, joiner, resume_point
 from relaybot.bridge.ports import Sender
 from relaybot.bridge.replies import line_budget
@@ -184,12 +184,11 @@ class Continuing:
             self.end(key)  # nothing left, and the model had ended
             return None
         if offer.rest:
-            budget = line_budget(self.sender, transcript.name)
-            overflows = len(wrap(offer.rest, budget)) > self.max_lines(key)
+            # Laid out as if the model had ended: `more` there means the rest fills a part.
+            layout = self.lay_out(key, transcript.name, offer.rest, False)
             # A rest shorter than a full part is written on by the model first, so that a
             # part is not a stub ending where the token limit happened to fall.
-            if not offer.resumable or overflows:
-                layout = self.lay_out(key, transcript.name, offer.rest, offer.resumable)
+            if not offer.resumable or layout.more:
                 to = wanted.asker if wanted.privately else None
                 self._say(key, transcript, offer, layout, wanted, context, 0.0, to)
                 return None

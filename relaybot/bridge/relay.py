@@ -517,7 +517,7 @@ class Relay:
             privately = offer.deliver_to is not None
             replied = (
                 self.continuing.resumed(
-                    key, transcript, offer, completion, self._speaker(job), context
+                    key, transcript, offer, completion, self._speaker(job.speaker), context
                 )
                 and not privately
             )
@@ -528,9 +528,9 @@ class Relay:
             self.scheduler.want(key, dataclasses.replace(again, reply_to=reply_to))
         self.scheduler.start_waiting()
 
-    def _speaker(self, job: Job) -> str:
+    def _speaker(self, role: str) -> str:
         # The bot's nick may have changed since the job was made; speak as who we are now.
-        return job.speaker if job.speaker == QUERY_BOT_ROLE else self.sender.nick
+        return role if role == QUERY_BOT_ROLE else self.sender.nick
 
     def _max_lines(self, key: ContextKey) -> int:
         return self.settings_for(key).max_lines or self.reply.max_lines
@@ -549,7 +549,7 @@ class Relay:
         now, the answer's own turns replaced by the open turn holding everything written so
         far, trimmed so that it, the answer and the new tokens fit the context window. With
         nothing said meanwhile it starts exactly as the prompt that began the answer."""
-        speaker = offer.speaker if offer.speaker == QUERY_BOT_ROLE else self.sender.nick
+        speaker = self._speaker(offer.speaker)
         extra = offer.params.max_new_tokens - self.params.max_new_tokens
         extra += self.model.count_tokens(text)
         own = offer.answer.turn_ids()
@@ -568,7 +568,7 @@ class Relay:
         """Whether any line of the reply was queued to go out. An answer that does not all
         go out leaves an offer for `more`."""
         assert completion.text is not None
-        speaker = self._speaker(job)
+        speaker = self._speaker(job.speaker)
         allowed = self._moderate_output(key, reply_to, completion.text, context)
         if allowed is None:
             return False

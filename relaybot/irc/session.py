@@ -159,9 +159,7 @@ class IrcSession:
         reply they belong to (its deadline and supersession, relaybot.irc.outbox).
         `in_reply_to`: the msgid they answer, sent as `+draft/reply` where the server takes
         client tags."""
-        tags = ""
-        if in_reply_to and self.client_tags():
-            tags = f"+draft/reply={escape_tag_value(in_reply_to)}"
+        tags = self._reply_tag(in_reply_to)
         self.writer.queue_text(
             "PRIVMSG", target, text, on_sent, on_lost, action=action, batch=batch, tags=tags
         )
@@ -186,10 +184,14 @@ class IrcSession:
         allowed = multiline_limits(caps.offered.get(MULTILINE, ""))
         if allowed is None or not multiline_fits(parts, allowed):
             return False
-        tags = ""
-        if in_reply_to and self.client_tags():
-            tags = f"+draft/reply={escape_tag_value(in_reply_to)}"
+        tags = self._reply_tag(in_reply_to)
         return self.writer.queue_multiline(target, parts, on_sent, on_lost, batch=batch, tags=tags)
+
+    def _reply_tag(self, in_reply_to: str | None) -> str:
+        """`+draft/reply=<msgid>`, escaped, where the server relays client tags; else ""."""
+        if in_reply_to and self.client_tags():
+            return f"+draft/reply={escape_tag_value(in_reply_to)}"
+        return ""
 
     def client_tags(self) -> bool:
         """Whether the server relays client tags (`+typing`, `+draft/reply`)."""
