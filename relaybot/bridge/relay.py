@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random as random_module
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +96,7 @@ class Relay:
         max_queries: int = 1000,
         operator_state: OperatorState | None = None,
         clock: Callable[[], float] = time.monotonic,
+        job_ids: Iterator[int] | None = None,
     ) -> None:
         self.network = network
         self.clock = clock  # monotonic, the one the session's outbox reads deadlines on
@@ -125,6 +126,7 @@ class Relay:
             freshness=self.freshness,
             send_delay=sender.send_delay,
             on_start=lambda key, job: self.typing.started(key, job.reply_to),
+            job_ids=job_ids,
         )
         self.typing = Typing(sender, timers, self.scheduler.is_busy)
         self.transcripts: dict[ContextKey, Transcript] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,6 +70,7 @@ class ReplyScheduler:
         freshness: Freshness | None = None,
         send_delay: Callable[[str], float] | None = None,
         on_start: Callable[[ContextKey, Job], None] | None = None,
+        job_ids: Iterator[int] | None = None,
     ) -> None:
         self.on_start = on_start  # a reply's generation started (typing notices)
         self.network = network
@@ -96,7 +97,8 @@ class ReplyScheduler:
         # Conversations waiting for a generation slot, oldest first; one entry each, so the
         # newest request of a conversation replaces its older one.
         self._waiting: OrderedDict[ContextKey, Wanted] = OrderedDict()
-        self._job_ids = itertools.count(1)
+        # Shared by every network on one worker, whose cancellations go by job id.
+        self._job_ids = job_ids if job_ids is not None else itertools.count(1)
 
     def in_flight(self) -> int:
         return len(self._in_flight)

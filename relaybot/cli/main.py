@@ -21,16 +21,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     try:
         config = _load(args.config_path)
-        build_chain(config.moderation)  # hooks resolve and accept their options
-        client_context(config.irc)  # certificate, key and CA files load
+        for net in config.networks:
+            build_chain(net.moderation)  # hooks resolve and accept their options
+            client_context(net.irc)  # certificate, key and CA files load
     except (ConfigError, TlsSetupError) as exc:
         print(f"relaybot: config error: {exc}", file=sys.stderr)
         return 2
-    channels = ", ".join(channel.name for channel in config.irc.channels) or "(none)"
-    print(
-        f"{args.config_path}: OK: {config.irc.nick} on {config.irc.host}:{config.irc.port}"
-        f"{' (TLS)' if config.irc.tls else ''}, channels {channels}, model {config.model.name}"
-    )
+    for net in config.networks:
+        irc = net.irc
+        channels = ", ".join(channel.name for channel in irc.channels) or "(none)"
+        print(
+            f"{args.config_path}: OK: {net.name}: {irc.nick} on {irc.host}:{irc.port}"
+            f"{' (TLS)' if irc.tls else ''}, channels {channels}"
+        )
+    print(f"{args.config_path}: model {config.model.name}, shared by every network")
     return 0
 
 
@@ -43,15 +47,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"relaybot: config error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log.level, config.log.format)
-    log = get_logger(component="cli", network=config.irc.network)
+    log = get_logger(component="cli", networks=[net.name for net in config.networks])
     log.info("starting", config=redacted(config))
     from relaybot.inference.factory import load_engine
     from relaybot.inference.selection import ModelUnavailable
-    from relaybot.moderation import build_chain
+    from relaybot.moderation import ModerationChain, build_chain
     from relaybot.service.bot import Bot
 
+    moderation: dict[str, ModerationChain] = {}
     try:
-        moderation = build_chain(config.moderation)
+        for net in config.networks:
+            moderation[net.name] = build_chain(net.moderation)
     except ConfigError as exc:
         log.error("config_error", error=str(exc))
         print(f"relaybot: config error: {exc}", file=sys.stderr)

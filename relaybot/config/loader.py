@@ -21,6 +21,7 @@ from relaybot.config.schema import (
     LogConfig,
     ModerationConfig,
     ModerationHookConfig,
+    NetworkConfig,
     OperatorConfig,
     PolicyConfig,
     ReplyConfig,
@@ -32,23 +33,151 @@ from relaybot.config.section import Section, declared_defaults, describe, overri
 
 def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
     root = Section(data, "", base_dir, declared_defaults(Config))
-    irc_section = root.sub("irc", IrcConfig)
-    if irc_section is None:
-        raise ConfigError("irc: missing (required table with at least host and nick)")
     # A table left out reads as an empty one: every key its default.
     model = read_model(root.sub_or_empty("model"))
     config = Config(
-        irc=read_irc(irc_section),
-        reply=_reply(root.sub_or_empty("reply")),
+        networks=_networks(root, model.max_batch),
         model=model,
         log=_log(root.sub_or_empty("log")),
-        policy=_policy(root.sub_or_empty("policy"), model.max_batch),
-        operators=_operators(root.sub_or_empty("operators")),
-        moderation=_moderation(root.sub_or_empty("moderation")),
         state=_state(root.sub_or_empty("state")),
     )
     root.finish()
     return config
+
+
+# The tables a network may set for itself; at the top level they are every network's defaults.
+_PER_NETWORK = ("reply", "policy", "operators", "moderation")
+
+
+def _networks(root: Section, max_batch: int) -> tuple[NetworkConfig, ...]:
+    """`[irc]` (one network) or `[[networks]]` (several), never both."""
+    defaults = {name: root.raw(name) for name in _PER_NETWORK}
+    for name, table in defaults.items():
+        if table is not None and not isinstance(table, dict):
+            raise root.fail(name, f"expected a table, got {describe(table)}")
+    raw_networks = root.raw("networks")
+    irc_section = root.sub("irc", IrcConfig)
+    if raw_networks is None:
+        if irc_section is None:
+            raise ConfigError(
+                "irc: missing (required table with at least host and nick; or one"
+                " [[networks]] table per network)"
+            )
+        return (_network(root, irc_section, defaults, {}, max_batch),)
+    if irc_section is not None:
+        raise ConfigError(
+            "irc: give either [irc] (one network) or [[networks]] tables (several), not both;"
+            " move [irc] into a [[networks]] table as [networks.irc]"
+        )
+    if not isinstance(raw_networks, list) or not raw_networks:
+        raise root.fail("networks", "expected an array of tables ([[networks]])")
+    _validate_defaults(root, defaults, max_batch)
+    operators = defaults["operators"]
+    for key in ("accounts", "hostmasks"):
+        if isinstance(operators, dict) and key in operators:
+            # Accounts and hostmasks name people on one network; the same name elsewhere
+            # may be somebody else.
+            raise root.fail(
+                f"operators.{key}",
+                "with [[networks]], operators are per network (an account on one network is"
+                " not the same person on another): move it to [networks.operators]",
+            )
+    networks: list[NetworkConfig] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw_networks):
+        where = root.key(f"networks[{index}]")
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a table, got {describe(item)}")
+        entry = Section(item, where, root.base_dir, {})
+        name = entry.required("name", str)
+        if not _valid_network_name(name):
+            raise entry.fail(
+                "name", f"{name!r} must be letters, digits, '.', '_' or '-' (it names a folder)"
+            )
+        if name.casefold() in seen:
+            raise entry.fail("name", f"{name!r} is also networks[{seen[name.casefold()]}]'s name")
+        seen[name.casefold()] = index
+        irc = entry.sub("irc", IrcConfig)
+        if irc is None:
+            raise entry.fail("irc", "missing (required table with at least host and nick)")
+        given = irc.table.get("network")
+        if given not in (None, "", name):
+            raise irc.fail(
+                "network", f"{given!r} differs from networks[{index}].name; leave it out"
+            )
+        irc.used.add("network")
+        irc.derive(network=name)
+        overrides = {}
+        for table in _PER_NETWORK:
+            own = entry.raw(table)
+            if own is not None and not isinstance(own, dict):
+                raise entry.fail(table, f"expected a table, got {describe(own)}")
+            overrides[table] = own
+        networks.append(_network(entry, irc, defaults, overrides, max_batch))
+        entry.finish()
+    return tuple(networks)
+
+
+def _network(
+    parent: Section,
+    irc: Section,
+    defaults: Mapping[str, object],
+    overrides: Mapping[str, object],
+    max_batch: int,
+) -> NetworkConfig:
+    def merged(name: str) -> Section:
+        base = defaults.get(name)
+        own = overrides.get(name)
+        table = {
+            **(base if isinstance(base, dict) else {}),
+            **(own if isinstance(own, dict) else {}),
+        }
+        # Errors name the key where the network's table would hold it.
+        path = parent.key(name) if own is not None or parent.path else name
+        return Section(table, path, parent.base_dir, _table_defaults(name))
+
+    return NetworkConfig(
+        irc=read_irc(irc),
+        reply=_reply(merged("reply")),
+        policy=_policy(merged("policy"), max_batch),
+        operators=_operators(merged("operators")),
+        moderation=_moderation(merged("moderation")),
+    )
+
+
+def _validate_defaults(root: Section, defaults: Mapping[str, object], max_batch: int) -> None:
+    """Read the top-level tables on their own first, so that a mistake in one is reported
+    where it was written, not under the first network that inherits it."""
+    readers: dict[str, Callable[[Section], object]] = {
+        "reply": _reply,
+        "policy": lambda section: _policy(section, max_batch),
+        "moderation": _moderation,
+    }
+    for name, read in readers.items():
+        table = defaults.get(name)
+        if isinstance(table, dict):
+            read(Section(table, name, root.base_dir, _table_defaults(name)))
+    operators = defaults.get("operators")
+    if isinstance(operators, dict):
+        table = {k: v for k, v in operators.items() if k not in ("accounts", "hostmasks")}
+        values = {
+            item.name: getattr(OperatorConfig(), item.name) for item in fields(OperatorConfig)
+        }
+        _operators(Section(table, "operators", root.base_dir, values))
+
+
+def _table_defaults(name: str) -> dict[str, object]:
+    """The keys of a per-network table and the defaults NetworkConfig declares for them."""
+    default = declared_defaults(NetworkConfig)[name]
+    return {item.name: getattr(default, item.name) for item in fields(default)}
+
+
+def _valid_network_name(name: str) -> bool:
+    return (
+        name not in (".", "..")
+        and len(name) <= 64
+        and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+    )
 
 
 def load_config(path: Path) -> Config:

@@ -202,12 +202,35 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Config:
+class NetworkConfig:
+    """One IRC network's settings: its connection and channels, and the reply, policy,
+    operator and moderation settings that apply there (defaults from the file's top-level
+    tables, overridden key by key by the network's own)."""
+
     irc: IrcConfig
     reply: ReplyConfig = ReplyConfig()
-    model: ModelConfig = ModelConfig()
-    log: LogConfig = LogConfig()
     policy: PolicyConfig = PolicyConfig()
     operators: OperatorConfig = OperatorConfig()
     moderation: ModerationConfig = ModerationConfig()
+
+    @property
+    def name(self) -> str:
+        """The network's name: its key in conversation keys, logs and the state directory."""
+        return self.irc.network
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole file: the networks the bot is on, and what they share (one model, one log,
+    one state directory with a folder per network)."""
+
+    networks: tuple[NetworkConfig, ...]
+    model: ModelConfig = ModelConfig()
+    log: LogConfig = LogConfig()
     state: StateConfig = StateConfig()
+
+    def network(self, name: str) -> NetworkConfig:
+        for network in self.networks:
+            if network.name == name:
+                return network
+        raise KeyError(name)

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from relaybot.config.schema import ChannelConfig, Config
+from relaybot.config.schema import ChannelConfig, Config, NetworkConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,22 +29,25 @@ class ReloadPlan:
 def plan_reload(
     old: Config,
     new: Config,
+    network: str,
     *,
     operator_joined: Iterable[str],
     operator_parted: Iterable[str],
     fold: Callable[[str], str],
 ) -> ReloadPlan:
+    """The plan for `network`, which both configs hold."""
+    old_net, new_net = old.network(network), new.network(network)
     needs_restart = tuple(
         name
         for name, changed in (
-            ("irc connection", _without_channels(old) != _without_channels(new)),
+            ("irc connection", _without_channels(old_net) != _without_channels(new_net)),
             ("model", old.model != new.model),
             ("state", old.state != new.state),
         )
         if changed
     )
-    old_names = {fold(channel.name) for channel in old.irc.channels}
-    new_names = {fold(channel.name): channel for channel in new.irc.channels}
+    old_names = {fold(channel.name) for channel in old_net.irc.channels}
+    new_names = {fold(channel.name): channel for channel in new_net.irc.channels}
     parted = {fold(name) for name in operator_parted}
     joined = {fold(name) for name in operator_joined}
     return ReloadPlan(
@@ -55,12 +58,12 @@ def plan_reload(
         ),
         part=tuple(
             channel.name
-            for channel in old.irc.channels
+            for channel in old_net.irc.channels
             if fold(channel.name) not in new_names and fold(channel.name) not in joined
         ),
         needs_restart=needs_restart,
     )
 
 
-def _without_channels(config: Config) -> object:
-    return dataclasses.replace(config.irc, channels=())
+def _without_channels(net: NetworkConfig) -> object:
+    return dataclasses.replace(net.irc, channels=())

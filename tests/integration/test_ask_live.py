@@ -160,14 +160,14 @@ def test_after_a_reload_answers_go_through_the_new_moderation_and_max_lines(
         alice.privmsg("#lab", "!relay ask where is the build server?")
         first = alice.wait_for(privmsg_from("relaybot", "#lab"), 30)
         assert "rack 4" in parse_line(first)[2][-1]
-        old_chain = runner.bot.moderation
+        old_chain = runner.net.moderation
 
         config_path.write_text(
             _config(miniircd, qa=True).replace("max_lines = 2", "max_lines = 1")
             + '[[moderation.hooks]]\nuse = "words"\nwords = ["badge"]\n'
         )
-        assert runner.on_reactor(runner.bot.reload).startswith("config reloaded")
-        assert runner.bot.moderation is not old_chain
+        assert runner.on_reactor(runner.net.reload).startswith("config reloaded")
+        assert runner.net.moderation is not old_chain
         assert old_chain._worker is None  # closed, its hook thread stopped
 
         # The answer's third line names a blocked word: the whole answer is withheld.

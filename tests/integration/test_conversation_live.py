@@ -178,7 +178,7 @@ def test_taken_nick_falls_back_and_still_works(
     config = bot_config(config_factory, server, extra='alt_nicks = ["relaybot_"]')
     with BotRunner(config, real_engine) as runner:  # type: ignore[arg-type]
         runner.wait_until(lambda: runner.turns("#relay") is not None, 20, "the bot to join")
-        assert runner.on_reactor(lambda: runner.bot.session.nick) == "relaybot_"
+        assert runner.on_reactor(lambda: runner.net.session.nick) == "relaybot_"
         turns = runner.turns("#relay")
         assert turns is not None and turns[0].role == "relaybot_"
         alice = RawClient.connect(server.host, server.port, "alice")
@@ -197,7 +197,7 @@ def test_invite_from_an_allowed_user_is_accepted_and_others_ignored(
     server = irc_server_factory("inspircd")
     config = bot_config(config_factory, server, channels="[]", extra='invite_from = ["alice!*@*"]')
     with BotRunner(config, real_engine) as runner:  # type: ignore[arg-type]
-        runner.wait_until(lambda: runner.bot.session.registered, 20, "the bot to register")
+        runner.wait_until(lambda: runner.net.session.registered, 20, "the bot to register")
         mallory = RawClient.connect(server.host, server.port, "mallory")
         mallory.join("#trap")
         mallory.send("INVITE relaybot #trap")
@@ -221,7 +221,7 @@ def test_private_query_uses_the_trained_two_party_roles(
 ) -> None:
     server = irc_server_factory("miniircd")
     with BotRunner(bot_config(config_factory, server), real_engine) as runner:  # type: ignore[arg-type]
-        runner.wait_until(lambda: runner.bot.session.registered, 20, "the bot to register")
+        runner.wait_until(lambda: runner.net.session.registered, 20, "the bot to register")
         zoe = RawClient.connect(server.host, server.port, "zoe")
         zoe.privmsg("relaybot", "hi, can we talk privately?")
         reply = zoe.wait_for(from_bot("relaybot", "PRIVMSG", "zoe"), REPLY_TIMEOUT)
@@ -261,7 +261,7 @@ def test_kick_forgets_the_channel_or_rejoins_when_configured(
             runner.wait_until(lambda: runner.turns("#relay") is not None, 10, "a fresh context")
         else:
             runner.wait_until(lambda: runner.turns("#relay") is None, 10, "the context to go")
-            assert runner.on_reactor(lambda: "#relay" not in runner.bot.session.channels)
+            assert runner.on_reactor(lambda: "#relay" not in runner.net.session.channels)
         alice.close()
 
 

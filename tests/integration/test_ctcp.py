@@ -63,7 +63,7 @@ channels = ["{CHANNEL}"]
 """)
     engine = FixedEngine("never asked")
     with BotRunner(config, engine) as runner:
-        session = runner.bot.session
+        session = runner.net.session
         runner.wait_until(
             lambda: CHANNEL in runner.on_reactor(session.joined_channels), 20, "the bot to join"
         )

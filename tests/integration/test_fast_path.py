@@ -153,7 +153,7 @@ warmup = false
         first = listener.wait_for(lambda m: "STATUS" in m, 10)
         assert first["STATUS"].startswith("WARNING decode fast path off (cache layers")
         assert first["STATUS"].endswith(f"connecting to 127.0.0.1:{server.port}")
-        status = runner.on_reactor(runner.bot.status_line)
+        status = runner.on_reactor(runner.net.status_line)
         assert status.startswith("WARNING: decode fast path off (")
         assert "; model random on cpu" in status
     server.close()

@@ -49,20 +49,20 @@ hostmasks = ["*!*oper@127.0.0.1"]
             runner.wait_for_turn("#one", "remember the word pineapple")
             server.stop()  # the server dies mid-conversation
             runner.wait_until(
-                lambda: not runner.on_reactor(lambda: runner.bot.session.registered),
+                lambda: not runner.on_reactor(lambda: runner.net.session.registered),
                 10,
                 "the bot to notice",
             )
             server = start_server("ngircd", tmp_path / "second", port=port)
             runner.wait_until(
                 lambda: (
-                    sorted(runner.on_reactor(runner.bot.session.joined_channels))
+                    sorted(runner.on_reactor(runner.net.session.joined_channels))
                     == ["#one", "#two"]
                 ),
                 30,
                 "the bot to rejoin both channels",
             )
-            assert runner.on_reactor(lambda: runner.bot.session.connects) == 2
+            assert runner.on_reactor(lambda: runner.net.session.connects) == 2
             runner.wait_for_turn("#one", "remember the word pineapple", timeout=1)
             alice = RawClient.connect("127.0.0.1", port, "alice")
             alice.join("#one")

@@ -87,7 +87,7 @@ dir = "{workdir / "state"}"
                 30,
                 "the bot in both channels",
             )
-            session = runner.bot.session
+            session = runner.net.session
             written_at: list[float] = []
             result.sent = [reply_body(index) for index in range(LINES)]
 

@@ -65,7 +65,7 @@ max_lines = 20
         # Nothing reached the other channel, and the bot is still there.
         assert not any("leak" in line for line in other.lines)
         assert not any(" QUIT " in line and line.startswith(":relaybot!") for line in other.lines)
-        assert runner.bot.session.connection.is_connected()
+        assert runner.net.session.connection.is_connected()
         for client in (alice, other):
             client.close()
 
@@ -108,7 +108,7 @@ max_new_tokens = 48
         server.send(b":eve!e@h PRIVMSG #relay :relaybot: are you still alive?\r\n")
         reply = server.wait_for(b"PRIVMSG #relay :", 90)
         assert_well_formed(reply)
-        assert runner.bot.session.connection.is_connected()
+        assert runner.net.session.connection.is_connected()
         # CTCP floods cannot be amplified: the channel's get no answer at all, the private
         # ones at most the per-person rate limit's worth (relaybot.irc.ctcp).
         notices = [line for line in server.received if b"NOTICE" in line]
@@ -199,5 +199,5 @@ password_env = "{secret_env}"
         server.wait_for(b"CAP END", 10)
         server.send(b":irc.test 001 relaybot :Welcome\r\n")
         server.wait_for(b"JOIN #relay", 10)
-        assert runner.bot.session.registered
+        assert runner.net.session.registered
     server.close()

@@ -441,7 +441,7 @@ class Harness:
     def on_reactor(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
         done = threading.Event()
         box: list[T] = []
-        self.runner.bot.session.call_soon(lambda: (box.append(fn()), done.set()))
+        self.runner.net.session.call_soon(lambda: (box.append(fn()), done.set()))
         self.wire.send(b"\r\n")  # an empty line wakes the reactor's select() at once
         assert done.wait(timeout), "the reactor thread did not answer"
         return box[0]

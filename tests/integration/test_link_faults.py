@@ -130,9 +130,9 @@ def recorded_bot_lines(runner: BotRunner) -> list[str]:
     the header's /join left out."""
 
     def export() -> tuple[Path | None, int]:
-        transcript = runner.bot.relay.transcript(CHANNEL)
+        transcript = runner.net.relay.transcript(CHANNEL)
         assert transcript is not None, f"no context for {CHANNEL}"
-        return runner.bot.export(CHANNEL), len(transcript.header)
+        return runner.net.export(CHANNEL), len(transcript.header)
 
     path, header = runner.on_reactor(export)
     assert path is not None, f"nothing exported for {CHANNEL}"
@@ -161,7 +161,7 @@ def context_text(runner: BotRunner) -> str:
 
 
 def session_value(runner: BotRunner, read: Callable[[Any], Any]) -> Any:
-    return runner.on_reactor(lambda: read(runner.bot.session))
+    return runner.on_reactor(lambda: read(runner.net.session))
 
 
 def start_story(runner: BotRunner, observer: RawClient) -> None:
@@ -210,7 +210,7 @@ def hello_again(runner: BotRunner, observer: RawClient, engine: FixedEngine) -> 
 def assert_still_running(runner: BotRunner, logs: Sequence[Mapping[str, Any]]) -> None:
     assert runner.thread.is_alive(), "the bot's reactor thread ended"
     assert runner.bot.worker._thread.is_alive(), "the inference thread ended"
-    assert not runner.bot.session._stop.is_set()
+    assert not runner.net.session._stop.is_set()
     errors = [entry for entry in logs if entry["event"] in LOOP_ERRORS]
     assert not errors, errors
 

@@ -88,7 +88,7 @@ def test_channel_commands_each_do_what_they_say(runner: BotRunner, ngircd: Runni
     oper.wait_for(notice_to("oper", "muted in #ops 10m"), 10)
     oper.privmsg("#ops", "relaybot: are you there?")
     runner.wait_for_turn("#ops", "relaybot: are you there?")
-    assert runner.on_reactor(lambda: runner.bot.relay.in_flight()) == 0
+    assert runner.on_reactor(lambda: runner.net.relay.in_flight()) == 0
     oper.privmsg("#ops", "!relay status")
     assert "#ops (muted 1" in oper.wait_for(notice_to("oper", "model "), 10)
     oper.privmsg("#ops", "!relay unmute")
@@ -110,8 +110,8 @@ def test_channel_commands_each_do_what_they_say(runner: BotRunner, ngircd: Runni
     # set: per-channel sampling; bad values are explained.
     oper.privmsg("#ops", "!relay set temperature 0.9")
     oper.wait_for(notice_to("oper", "temperature in #ops is now 0.9"), 10)
-    key = runner.bot.relay.key("#ops")
-    assert runner.on_reactor(lambda: runner.bot.relay.settings_for(key).temperature) == 0.9
+    key = runner.net.relay.key("#ops")
+    assert runner.on_reactor(lambda: runner.net.relay.settings_for(key).temperature) == 0.9
     oper.privmsg("#ops", "!relay set temperature hot")
     oper.wait_for(notice_to("oper", "temperature must be a number"), 10)
     oper.privmsg("#ops", "!relay set colour blue")
@@ -154,7 +154,7 @@ def test_channel_commands_each_do_what_they_say(runner: BotRunner, ngircd: Runni
     # reset: the rolling context is emptied, the header stays.
     oper.privmsg("#ops", "!relay reset")
     oper.wait_for(notice_to("oper", "context of #ops cleared"), 10)
-    transcript = runner.bot.relay.transcript("#ops")
+    transcript = runner.net.relay.transcript("#ops")
     assert transcript is not None
     assert runner.on_reactor(lambda: transcript.turns) == []
     assert runner.on_reactor(lambda: transcript.header)[0].content == "/join #ops"
@@ -216,9 +216,9 @@ def test_unauthorised_users_are_refused_even_with_an_operators_nick(
     spoof = next(e for e in logs if e["event"] == "operator_impersonation_refused")
     assert spoof["nick"] == "oper" and spoof["hostmask"].startswith("oper!~intruder@")
     runner.wait_until(lambda: runner.turns("#ops") is not None, 1, "the bot still in #ops")
-    relay = runner.bot.relay
+    relay = runner.net.relay
     assert runner.on_reactor(lambda: relay.is_muted(relay.key("#ops"))) is False
-    assert runner.on_reactor(lambda: runner.bot.operator_state.ignores()) == ()
+    assert runner.on_reactor(lambda: runner.net.operator_state.ignores()) == ()
     assert runner.turns("#elsewhere") is None
     thief.close()
 
@@ -238,7 +238,7 @@ def test_channel_operators_get_channel_commands_only_where_they_are_ops(
         oper = RawClient.connect(ngircd.host, ngircd.port, "oper")
         oper.privmsg("relaybot", "!relay join #mine")
         runner.wait_until(lambda: runner.turns("#mine") is not None, 10, "the bot in #mine")
-        relay = runner.bot.relay
+        relay = runner.net.relay
         runner.wait_until(
             lambda: runner.on_reactor(lambda: relay.status_of("#mine", "chanop")) == "@",
             10,

@@ -198,5 +198,5 @@ dir = "{tmp_path}"
         runner.wait_until(
             lambda: any(e["event"] == "caps_removed" for e in logs), 10, "CAP DEL handled"
         )
-        assert "account-tag" not in runner.on_reactor(lambda: set(runner.bot.session._caps_enabled))
+        assert "account-tag" not in runner.on_reactor(lambda: set(runner.net.session._caps_enabled))
     server.close()

@@ -25,6 +25,7 @@ class BotRunner:
             state = dataclasses.replace(config.state, dir=tempfile.mkdtemp(prefix="relaybot-"))
             config = dataclasses.replace(config, state=state)
         self.bot = Bot(config, engine, **bot_options)
+        self.net = self.bot.only  # the one network these tests run the bot on
         self.thread = threading.Thread(
             target=self.bot.run, kwargs={"install_signal_handlers": False}, daemon=True
         )
@@ -45,23 +46,23 @@ class BotRunner:
         """Run `fn` on the bot's reactor thread (the owner of all state) and return its value."""
         done = threading.Event()
         box: list[T] = []
-        self.bot.session.call_soon(lambda: (box.append(fn()), done.set()))
+        self.net.session.call_soon(lambda: (box.append(fn()), done.set()))
         assert done.wait(timeout), "the reactor thread did not answer"
         return box[0]
 
     def turns(self, channel: str) -> list[Turn] | None:
         def read() -> list[Turn] | None:
-            transcript = self.bot.relay.transcript(channel)
-            return None if transcript is None else transcript.turns_for(self.bot.session.nick)
+            transcript = self.net.relay.transcript(channel)
+            return None if transcript is None else transcript.turns_for(self.net.session.nick)
 
         return self.on_reactor(read)
 
     def prompt_text(self, channel: str) -> str:
         def read() -> str:
-            transcript = self.bot.relay.transcript(channel)
+            transcript = self.net.relay.transcript(channel)
             assert transcript is not None, f"no context for {channel}"
-            nick = self.bot.session.nick
-            return self.bot.relay.fmt.render(transcript.turns_for(nick), nick).text
+            nick = self.net.session.nick
+            return self.net.relay.fmt.render(transcript.turns_for(nick), nick).text
 
         return self.on_reactor(read)
 

@@ -18,6 +18,7 @@ from relaybot.config.schema import (
     ModelConfig,
     ModerationConfig,
     ModerationHookConfig,
+    NetworkConfig,
     OperatorConfig,
     PolicyConfig,
     RemoteConfig,
@@ -45,16 +46,16 @@ def _with_empty_tables() -> str:
 
 def test_left_out_keys_read_as_the_dataclass_defaults() -> None:
     config = loads_config(MINIMAL)
-    assert config.irc == IrcConfig(host="irc.example.net", nick="relaybot")
-    assert config.irc.flood == FloodConfig()
-    assert config.reply == ReplyConfig()
+    assert config.networks[0].irc == IrcConfig(host="irc.example.net", nick="relaybot")
+    assert config.networks[0].irc.flood == FloodConfig()
+    assert config.networks[0].reply == ReplyConfig()
     assert config.model == ModelConfig()
     assert config.model.remote == RemoteConfig()
     assert config.log == LogConfig()
     # The one derived default: policy.max_concurrent follows model.max_batch.
-    assert config.policy == PolicyConfig(max_concurrent=ModelConfig().max_batch)
-    assert config.operators == OperatorConfig()
-    assert config.moderation == ModerationConfig()
+    assert config.networks[0].policy == PolicyConfig(max_concurrent=ModelConfig().max_batch)
+    assert config.networks[0].operators == OperatorConfig()
+    assert config.networks[0].moderation == ModerationConfig()
     assert config.state == StateConfig()
 
 
@@ -64,8 +65,8 @@ def test_empty_tables_read_like_left_out_ones() -> None:
 
 def test_the_tls_port_is_the_derived_port_default() -> None:
     config = loads_config(MINIMAL + "tls = true\n")
-    assert config.irc.port == IrcConfig.TLS_PORT
-    assert loads_config(MINIMAL + "tls = true\nport = 7000\n").irc.port == 7000
+    assert config.networks[0].irc.port == IrcConfig.TLS_PORT
+    assert loads_config(MINIMAL + "tls = true\nport = 7000\n").networks[0].irc.port == 7000
 
 
 def test_a_preset_fills_the_model_defaults_it_knows() -> None:
@@ -173,26 +174,33 @@ def test_every_left_out_key_follows_what_the_schema_declares(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     shipped = loads_config(MINIMAL)
-    irc = _changed("irc", shipped.irc)
+    irc = _changed("irc", shipped.networks[0].irc)
     model = _changed("model", ModelConfig())
-    other = Config(
+    other_net = NetworkConfig(
         irc=irc,
         reply=_changed("reply", ReplyConfig()),
-        model=model,
-        log=_changed("log", LogConfig()),
         policy=_changed("policy", PolicyConfig()),
         operators=_changed("operators", OperatorConfig()),
         moderation=_changed("moderation", ModerationConfig()),
+    )
+    other = Config(
+        networks=(other_net,),
+        model=model,
+        log=_changed("log", LogConfig()),
         state=_changed("state", StateConfig()),
     )
     _declare(monkeypatch, IrcConfig, irc)
+    _declare(monkeypatch, NetworkConfig, other_net)
     _declare(monkeypatch, Config, other)
 
     for text in (MINIMAL, _with_empty_tables()):
         config = loads_config(text)
-        assert config.irc == irc
+        assert config.networks[0].irc == irc
         assert config.model == model
         # policy.max_concurrent still follows model.max_batch, not PolicyConfig's default.
-        assert config.policy == dataclasses.replace(other.policy, max_concurrent=model.max_batch)
-        assert config == dataclasses.replace(other, policy=config.policy)
+        assert config.networks[0].policy == dataclasses.replace(
+            other_net.policy, max_concurrent=model.max_batch
+        )
+        net = dataclasses.replace(other_net, policy=config.networks[0].policy)
+        assert config == dataclasses.replace(other, networks=(net,))
         assert config != shipped

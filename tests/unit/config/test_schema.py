@@ -17,6 +17,7 @@ from relaybot.config.schema import (
     ConfigError,
     IrcConfig,
     ModelConfig,
+    NetworkConfig,
     ReplyConfig,
     Secret,
 )
@@ -64,13 +65,15 @@ def config_error(factory: Factory, toml: str) -> str:
 
 def test_minimal_config(config_factory: Factory):
     config = config_factory(MINIMAL)
-    assert config == Config(irc=IrcConfig(host="irc.example.net", nick="relaybot"))
-    assert config.irc.port == 6667
-    assert config.irc.network == "default"
-    assert config.irc.channels == ()
-    assert config.irc.password is None
-    assert config.irc.sasl is None
-    assert config.reply == ReplyConfig()
+    assert config == Config(
+        networks=(NetworkConfig(irc=IrcConfig(host="irc.example.net", nick="relaybot")),)
+    )
+    assert config.networks[0].irc.port == 6667
+    assert config.networks[0].irc.network == "default"
+    assert config.networks[0].irc.channels == ()
+    assert config.networks[0].irc.password is None
+    assert config.networks[0].irc.sasl is None
+    assert config.networks[0].reply == ReplyConfig()
     assert config.model == ModelConfig()
 
 
@@ -106,18 +109,20 @@ def test_fuller_config(config_factory: Factory, tmp_path: Path, monkeypatch: pyt
         level = "debug"
         """
     )
-    assert config.irc.port == 6697  # TLS default
-    assert config.irc.network == "libera"
-    assert config.irc.alt_nicks == ("relaybot_", "rbot")
-    assert config.irc.channels == (
+    assert config.networks[0].irc.port == 6697  # TLS default
+    assert config.networks[0].irc.network == "libera"
+    assert config.networks[0].irc.alt_nicks == ("relaybot_", "rbot")
+    assert config.networks[0].irc.channels == (
         ChannelConfig("#one"),
         ChannelConfig("#two", Secret("chankey")),
     )
-    assert config.irc.sasl is not None
-    assert config.irc.sasl.username == "relayacct"
-    assert config.irc.sasl.password.value == "hunter2"
-    assert config.reply.chance == 1.0 and isinstance(config.reply.chance, float)
-    assert config.reply.max_lines == 5
+    assert config.networks[0].irc.sasl is not None
+    assert config.networks[0].irc.sasl.username == "relayacct"
+    assert config.networks[0].irc.sasl.password.value == "hunter2"
+    assert config.networks[0].reply.chance == 1.0 and isinstance(
+        config.networks[0].reply.chance, float
+    )
+    assert config.networks[0].reply.max_lines == 5
     assert config.model.device == "cuda"
     assert config.model.max_new_tokens == 256
     assert config.model.seed == 7
@@ -127,7 +132,7 @@ def test_fuller_config(config_factory: Factory, tmp_path: Path, monkeypatch: pyt
 def test_loads_config_uses_base_dir(tmp_path: Path):
     (tmp_path / "pw").write_text("secret\n")
     config = loads_config(MINIMAL + 'password_file = "pw"\n', base_dir=tmp_path)
-    assert config.irc.password == Secret("secret")
+    assert config.networks[0].irc.password == Secret("secret")
 
 
 # --- errors name the key path ------------------------------------------------------------------
@@ -265,7 +270,7 @@ def test_env_secret_missing(config_factory: Factory, monkeypatch: pytest.MonkeyP
 def test_env_secret_present(config_factory: Factory, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RELAYBOT_TEST_PW", "s3cret")
     config = config_factory(MINIMAL + 'password_env = "RELAYBOT_TEST_PW"\n')
-    assert config.irc.password == Secret("s3cret")
+    assert config.networks[0].irc.password == Secret("s3cret")
 
 
 def test_file_and_env_secret_together_refused(
@@ -351,8 +356,8 @@ def test_relative_secret_file_resolved_against_config_dir(
     (elsewhere / "irc-password").write_text("from-cwd\n")
     monkeypatch.chdir(elsewhere)
     config = config_factory(MINIMAL + 'password_file = "irc-password"\n', subdir="etc/relaybot")
-    assert config.irc.password is not None
-    assert config.irc.password.value == "from-config-dir"
+    assert config.networks[0].irc.password is not None
+    assert config.networks[0].irc.password.value == "from-config-dir"
 
 
 def test_relative_secret_file_in_subfolder(config_factory: Factory, tmp_path: Path):
@@ -361,15 +366,15 @@ def test_relative_secret_file_in_subfolder(config_factory: Factory, tmp_path: Pa
     config = config_factory(
         MINIMAL + '[irc.sasl]\nusername = "a"\npassword_file = "secrets/sasl"\n', subdir="conf"
     )
-    assert config.irc.sasl is not None
-    assert config.irc.sasl.password.value == "pw"  # CR/LF stripped
+    assert config.networks[0].irc.sasl is not None
+    assert config.networks[0].irc.sasl.password.value == "pw"  # CR/LF stripped
 
 
 def test_absolute_secret_file_used_as_is(config_factory: Factory, tmp_path: Path):
     secret = tmp_path / "abs-secret"
     secret.write_text("abs")
     config = config_factory(MINIMAL + f'password_file = "{secret}"\n', subdir="conf")
-    assert config.irc.password == Secret("abs")
+    assert config.networks[0].irc.password == Secret("abs")
 
 
 def test_relative_ca_file_resolved_against_config_dir(
@@ -379,7 +384,7 @@ def test_relative_ca_file_resolved_against_config_dir(
     (tmp_path / "conf" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     monkeypatch.chdir(tmp_path)
     config = config_factory(MINIMAL + 'ca_file = "ca.pem"\n', subdir="conf")
-    assert config.irc.ca_file == str(tmp_path / "conf" / "ca.pem")
+    assert config.networks[0].irc.ca_file == str(tmp_path / "conf" / "ca.pem")
 
 
 def test_missing_ca_file(config_factory: Factory):
@@ -406,16 +411,16 @@ def secret_config(config_factory: Factory, tmp_path: Path) -> Config:
 
 
 def test_secrets_loaded(secret_config: Config):
-    assert secret_config.irc.password is not None
-    assert secret_config.irc.password.value == SECRET_VALUES[0]
-    assert secret_config.irc.sasl is not None
-    assert secret_config.irc.sasl.password.value == SECRET_VALUES[1]
-    key = secret_config.irc.channels[0].key
+    assert secret_config.networks[0].irc.password is not None
+    assert secret_config.networks[0].irc.password.value == SECRET_VALUES[0]
+    assert secret_config.networks[0].irc.sasl is not None
+    assert secret_config.networks[0].irc.sasl.password.value == SECRET_VALUES[1]
+    key = secret_config.networks[0].irc.channels[0].key
     assert key is not None and key.value == SECRET_VALUES[2]
 
 
 def test_secret_not_in_repr(secret_config: Config):
-    for text in (repr(secret_config), str(secret_config), repr(secret_config.irc)):
+    for text in (repr(secret_config), str(secret_config), repr(secret_config.networks[0].irc)):
         for value in SECRET_VALUES:
             assert value not in text
     assert "***" in repr(secret_config)
@@ -433,10 +438,11 @@ def test_secret_not_in_redacted(secret_config: Config):
     assert isinstance(view, dict)
     for value in SECRET_VALUES:
         assert value not in repr(view)
-    assert view["irc"]["password"] == "***"
-    assert view["irc"]["sasl"]["password"] == "***"
-    assert view["irc"]["channels"][0] == {"name": "#secret", "key": "***"}
-    assert view["irc"]["host"] == "irc.example.net"
+    irc = view["networks"][0]["irc"]
+    assert irc["password"] == "***"
+    assert irc["sasl"]["password"] == "***"
+    assert irc["channels"][0] == {"name": "#secret", "key": "***"}
+    assert irc["host"] == "irc.example.net"
 
 
 # --- CLI check-config ---------------------------------------------------------------------------
@@ -494,10 +500,12 @@ def test_example_config_loads_and_shows_the_real_defaults():
 
     example = REPO / "config.example.toml"
     config = load_config(example)
-    assert config.policy == PolicyConfig()
-    assert config.irc.flood == FloodConfig()
-    assert config.operators == OperatorConfig()
-    assert config.moderation.timeout == 2.0 and config.moderation.hooks == ()
+    assert config.networks[0].policy == PolicyConfig()
+    assert config.networks[0].irc.flood == FloodConfig()
+    assert config.networks[0].operators == OperatorConfig()
+    assert (
+        config.networks[0].moderation.timeout == 2.0 and config.networks[0].moderation.hooks == ()
+    )
 
 
 @pytest.mark.parametrize(
@@ -537,7 +545,7 @@ def test_moderation_hooks_keep_their_options_and_key_path(config_factory: Factor
         MINIMAL + '[[moderation.hooks]]\nuse = "words"\nwords = ["x"]\n'
         '[[moderation.hooks]]\nuse = "classifier"\nmodel = "guard"\nblock_labels = ["bad"]\n'
     )
-    first, second = config.moderation.hooks
+    first, second = config.networks[0].moderation.hooks
     assert (first.use, dict(first.options), first.where) == (
         "words",
         {"words": ["x"]},
@@ -616,8 +624,8 @@ def test_non_finite_floats_are_refused(config_factory: Factory, key: str, value:
 
 def test_finite_floats_still_load(config_factory: Factory):
     config = config_factory(_with_key("irc.ping_interval", "30.5"))
-    assert config.irc.ping_interval == 30.5
-    assert config_factory(_with_key("reply.chance", "1")).reply.chance == 1.0
+    assert config.networks[0].irc.ping_interval == 30.5
+    assert config_factory(_with_key("reply.chance", "1")).networks[0].reply.chance == 1.0
 
 
 @pytest.mark.parametrize(
@@ -700,11 +708,11 @@ def test_irc_ca_file_expands_home_and_variables(
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("RELAYBOT_TEST_CERTS", str(home / "certs"))
     config = config_factory(MINIMAL + 'ca_file = "~/certs/ca.pem"\n', subdir="conf")
-    assert config.irc.ca_file == str(home / "certs" / "ca.pem")
+    assert config.networks[0].irc.ca_file == str(home / "certs" / "ca.pem")
     config = config_factory(MINIMAL + 'ca_file = "$RELAYBOT_TEST_CERTS/ca.pem"\n', subdir="conf")
-    assert config.irc.ca_file == str(home / "certs" / "ca.pem")
+    assert config.networks[0].irc.ca_file == str(home / "certs" / "ca.pem")
     config = config_factory(MINIMAL + 'ca_file = "${RELAYBOT_TEST_CERTS}/ca.pem"\n', subdir="conf")
-    assert config.irc.ca_file == str(home / "certs" / "ca.pem")
+    assert config.networks[0].irc.ca_file == str(home / "certs" / "ca.pem")
 
 
 @pytest.mark.parametrize("table", ["[irc]", "[model.remote]"])
@@ -717,7 +725,7 @@ def test_every_file_path_key_expands_alike(
     body = 'ca_file = "~/ca.pem"\n'
     toml = MINIMAL + body if table == "[irc]" else MINIMAL + f"{table}\n{body}"
     config = config_factory(toml)
-    got = config.irc.ca_file if table == "[irc]" else config.model.remote.ca_file
+    got = config.networks[0].irc.ca_file if table == "[irc]" else config.model.remote.ca_file
     assert got == str(tmp_path / "home" / "ca.pem")
 
 
@@ -732,7 +740,7 @@ def test_catch_all_operator_accounts_are_refused(config_factory: Factory, accoun
 @pytest.mark.parametrize("account", ["alice", "ops-*", "*-admin", "$a:bob", "a?ice"])
 def test_narrow_operator_accounts_load(config_factory: Factory, account: str):
     config = config_factory(MINIMAL + f'[operators]\naccounts = ["{account}"]\n')
-    assert config.operators.accounts == (account,)
+    assert config.networks[0].operators.accounts == (account,)
 
 
 @pytest.mark.parametrize("mask", ["*!*@*", "nick!*@*", "?!?*@*?", "*!**@**"])
@@ -745,10 +753,15 @@ def test_max_concurrent_follows_max_batch_unless_set(
     config_factory: Callable[[str], Config],
 ) -> None:
     base = '[irc]\nhost = "irc.example.org"\nnick = "bot"\n'
-    assert config_factory(base).policy.max_concurrent == config_factory(base).model.max_batch
-    assert config_factory(base + "[model]\nmax_batch = 16\n").policy.max_concurrent == 16
+    assert (
+        config_factory(base).networks[0].policy.max_concurrent
+        == config_factory(base).model.max_batch
+    )
+    assert (
+        config_factory(base + "[model]\nmax_batch = 16\n").networks[0].policy.max_concurrent == 16
+    )
     both = base + "[model]\nmax_batch = 16\n[policy]\nmax_concurrent = 2\n"
-    assert config_factory(both).policy.max_concurrent == 2
+    assert config_factory(both).networks[0].policy.max_concurrent == 2
 
 
 def test_the_shipped_example_lets_every_reply_share_one_batch() -> None:
@@ -756,4 +769,4 @@ def test_the_shipped_example_lets_every_reply_share_one_batch() -> None:
     from relaybot.config.loader import load_config
 
     example = load_config(REPO / "config.example.toml")
-    assert example.policy.max_concurrent >= example.model.max_batch
+    assert example.networks[0].policy.max_concurrent >= example.model.max_batch

@@ -258,11 +258,15 @@ def test_pinned_self_signed_certificate_connects(
     # The pin as an operator would paste it from openssl: upper case, with colons.
     digest = pki.self_signed.sha256
     pin = ":".join(digest[i : i + 2] for i in range(0, 64, 2)).upper()
-    config = loads_config(
-        f'[irc]\nhost = "{HOST}"\nport = {self_signed_server.port}\nnick = "pinned"\n'
-        f'tls = true\ntls_fingerprints = ["{"ab" * 32}", "{pin}"]\n',
-        base_dir=tmp_path,
-    ).irc
+    config = (
+        loads_config(
+            f'[irc]\nhost = "{HOST}"\nport = {self_signed_server.port}\nnick = "pinned"\n'
+            f'tls = true\ntls_fingerprints = ["{"ab" * 32}", "{pin}"]\n',
+            base_dir=tmp_path,
+        )
+        .networks[0]
+        .irc
+    )
     with capture_logs() as logs:
         sock = tls.make_connector(config)((self_signed_server.host, self_signed_server.port))
     with register(sock, "pinned"):
@@ -408,7 +412,7 @@ def test_bot_joins_and_answers_over_tls(
                 lambda line: line.startswith(":tlsbot!") and " PRIVMSG #tls :" in line, 20
             )
         assert "hello over tls" in reply
-        assert runner.bot.session.connection.is_connected()
+        assert runner.net.session.connection.is_connected()
 
 
 @pytest.mark.integration
@@ -423,7 +427,7 @@ def test_bot_refuses_an_untrusted_server_and_keeps_retrying(
         )
         assert runner.thread.is_alive()
         assert runner.turns("#tls") is None
-        assert not runner.bot.session.registered
+        assert not runner.net.session.registered
     failures = events(logs, "connect_failed")
     assert all("self-signed certificate" in failure["error"] for failure in failures), failures
     rejections = events(logs, "tls_certificate_rejected")

@@ -82,7 +82,7 @@ def test_classifier_in_a_chain(tiny_models: dict[str, Path]) -> None:
         f'[irc]\nhost = "h"\nnick = "n"\n[[moderation.hooks]]\nuse = "classifier"\n'
         f'model = "{tiny_models["toxic"]}"\nblock_labels = ["toxic"]\napply_to = "output"\n'
     )
-    chain = build_chain(config.moderation)
+    chain = build_chain(config.networks[0].moderation)
     assert chain.check_input("hello", CHANNEL).allowed
     verdict = chain.check_output("hello", CHANNEL)
     assert verdict.blocked and verdict.hook == "classifier"

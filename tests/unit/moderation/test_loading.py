@@ -63,7 +63,7 @@ def test_build_chain_from_config_text() -> None:
         use = "tests.support.moderators:ShoutModerator"
         """.replace("\n        ", "\n")
     )
-    chain = build_chain(config.moderation)
+    chain = build_chain(config.networks[0].moderation)
     assert chain.names == ("words", "mass_highlight", "shout")
     assert chain.timeout == 0.5
     verdict = chain.check_output("badword, buy now", CHANNEL)
@@ -79,7 +79,7 @@ def test_build_chain_errors_name_the_hook_by_position() -> None:
         '[[moderation.hooks]]\nuse = "words"\nwords = ["a"]\npatterns = ["ok", "[z-a]"]\n'
     )
     with pytest.raises(ConfigError, match=r"^moderation\.hooks\[1\]\.patterns\[1\]: bad regex"):
-        build_chain(config.moderation)
+        build_chain(config.networks[0].moderation)
 
 
 @pytest.fixture
