@@ -22,6 +22,7 @@ from typing import Any
 
 from relaybot.conversation.identity import ContextKey
 from relaybot.inference.engine import Engine, EngineError, GenerationRequest, SamplingParams
+from relaybot.inference.fairness import FairQueue
 from relaybot.log import get_logger
 
 log = get_logger(component="worker")
@@ -80,7 +81,8 @@ class InferenceWorker:
         # Jobs taken from the queue while a batch ran that could not join it (other sampling
         # settings); they start the next batch. Inference thread only.
         self._held: deque[Job] = deque()
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_pending)
+        # Taken in turn by network, so that one busy network cannot starve another.
+        self._queue = FairQueue(max_pending)
         self._thread = threading.Thread(target=self._run, name="relaybot-inference", daemon=True)
         self._stopping = threading.Event()
         self._cancelled: set[int] = set()
