@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from relaybot.config.schema import ChannelConfig, FloodConfig, IrcConfig, SaslConfig, Secret
 from relaybot.config.section import Section, declared_defaults, describe
+from relaybot.irc.sasl import MECHANISMS, SCRAM_SHA_256
 from relaybot.irc.text import is_channel_name
 
 
@@ -68,11 +69,12 @@ def _valid_nick(section: Section, key: str, nick: str) -> str:
 def _sasl(section: Section | None) -> SaslConfig | None:
     if section is None:
         return None
-    mechanism = section.choice("mechanism", ("PLAIN", "EXTERNAL"))
-    if mechanism == "PLAIN":
+    mechanism = section.choice("mechanism", MECHANISMS)
+    if mechanism in ("PLAIN", SCRAM_SHA_256):
         sasl = SaslConfig(
             username=section.required("username", str),
             password=section.secret("password", required=True) or Secret(""),
+            mechanism=mechanism,
         )
     else:
         # EXTERNAL: the client certificate is the credential and names the account, so the

@@ -34,9 +34,9 @@ class ChannelConfig:
 
 @dataclass(frozen=True, slots=True)
 class SaslConfig:
-    username: str  # required for PLAIN; EXTERNAL defaults it to "" (the certificate names it)
+    username: str  # required but for EXTERNAL, which defaults it to "" (the certificate names it)
     password: Secret | None  # None for EXTERNAL (the client certificate is the credential)
-    mechanism: str = "PLAIN"  # PLAIN | EXTERNAL
+    mechanism: str = "PLAIN"  # PLAIN | EXTERNAL | SCRAM-SHA-256
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,11 @@
-"""IRCv3 capability negotiation (CAP LS 302, REQ, ACK, NAK, NEW, DEL, END) and SASL (PLAIN,
-EXTERNAL) as lines in, lines out: fed the server's CAP, AUTHENTICATE and 900-908 messages, it
-returns the lines to send and keeps what was agreed. No sockets, no irc library objects."""
+"""IRCv3 capability negotiation (CAP LS 302, REQ, ACK, NAK, NEW, DEL, END) and when SASL runs
+and how it ended, as lines in, lines out: fed the server's CAP, AUTHENTICATE and 900-908
+messages, it returns the lines to send and keeps what was agreed. The mechanisms themselves are
+relaybot.irc.sasl's. No sockets, no irc library objects."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ from relaybot.irc.numerics import (
     RPL_SASLMECHS,
     RPL_SASLSUCCESS,
 )
+from relaybot.irc.sasl import Exchange, SaslLogin
 from relaybot.log import get_logger
 
 _log = get_logger(component="session")
@@ -43,29 +43,7 @@ WANTED_CAPS = (
     "batch",  # only with draft/multiline, which needs it (see _to_request)
     "draft/multiline",
 )
-# AUTHENTICATE carries at most this many base64 characters a line (the SASL 3.1 spec).
-SASL_CHUNK = 400
-
 SaslOutcome = Literal["success", "failed", "already", "unavailable"]
-
-
-@dataclass(frozen=True, slots=True)
-class SaslLogin:
-    """What SASL logs in with. EXTERNAL needs no password: the TLS client certificate is the
-    credential."""
-
-    mechanism: str  # PLAIN | EXTERNAL
-    username: str = ""
-    password: str = field(default="", repr=False)  # never in a repr, so never in a log
-
-
-def sasl_plain_lines(username: str, password: str) -> list[str]:
-    """AUTHENTICATE lines for PLAIN: authzid and authcid both the account, 400-byte chunks."""
-    payload = base64.b64encode(f"{username}\0{username}\0{password}".encode()).decode()
-    chunks = [payload[i : i + SASL_CHUNK] for i in range(0, len(payload), SASL_CHUNK)]
-    if not chunks or len(chunks[-1]) == SASL_CHUNK:
-        chunks.append("+")  # an exact multiple of 400 needs an empty final chunk
-    return [f"AUTHENTICATE {chunk}" for chunk in chunks]
 
 
 class Capabilities:
@@ -74,9 +52,16 @@ class Capabilities:
     without it): from then on registration may go on, and SASL is no longer asked for."""
 
     def __init__(
-        self, sasl: SaslLogin | None, *, wanted: Sequence[str] = WANTED_CAPS, log: Any = None
+        self,
+        sasl: SaslLogin | None,
+        *,
+        wanted: Sequence[str] = WANTED_CAPS,
+        log: Any = None,
+        exchange: Callable[[SaslLogin], Exchange] = Exchange,
     ) -> None:
         self.sasl = sasl
+        self._new_exchange = exchange  # tests give one with a fixed SCRAM nonce
+        self._exchange: Exchange | None = None
         self.wanted = tuple(wanted)
         self.log = log if log is not None else _log
         self.offered: dict[str, str] = {}  # name -> value (`sasl=PLAIN,EXTERNAL`), or ""
@@ -112,6 +97,7 @@ class Capabilities:
         self.sasl_outcome = None
         self.account = None
         self.mechanisms = ()
+        self._exchange = None
 
     def registered(self) -> None:
         """001 came: negotiation is over, whether or not the server ever spoke CAP."""
@@ -147,7 +133,8 @@ class Capabilities:
             if self.ended:
                 return []  # a later REQ (after CAP NEW)
             if "sasl" in self.enabled and self.sasl is not None:
-                return [f"AUTHENTICATE {self.sasl.mechanism}"]
+                self._exchange = self._new_exchange(self.sasl)
+                return [self._exchange.first_line()]
             return self._end()
         if sub == "NAK":
             self.log.warning("caps_refused", caps=args[-1])
@@ -209,13 +196,23 @@ class Capabilities:
     # SASL
 
     def _authenticate(self, params: Sequence[str]) -> list[str]:
-        if not params or params[0] != "+" or self.sasl is None:
+        exchange = self._exchange
+        if not params or exchange is None or self.ended:
             return []
-        if self.sasl.mechanism == "EXTERNAL":
-            return ["AUTHENTICATE +"]  # the TLS client certificate is the credential
-        return sasl_plain_lines(self.sasl.username, self.sasl.password)
+        lines = exchange.feed(params[0])
+        if exchange.aborted is not None and lines:
+            # The server answers the `*` with 906, which ends negotiation as any failure does.
+            self.sasl_outcome = "failed"
+            self.log.error("sasl_failed", mechanism=exchange.mechanism, problem=exchange.aborted)
+        return lines
 
     def _sasl_success(self, params: Sequence[str]) -> list[str]:
+        exchange = self._exchange
+        if exchange is not None and exchange.problem() is not None:
+            # We gave up on this server, or it skipped proving itself (SCRAM): its word that
+            # we are logged in is not taken.
+            self.log.error("sasl_not_trusted", problem=exchange.problem())
+            return self._sasl_failed(RPL_SASLSUCCESS, params)
         self.sasl_outcome = "success"
         self.log.info("sasl_success")
         return self._end()

@@ -14,7 +14,7 @@ from typing import Any
 import irc.client
 
 from relaybot.config.schema import ChannelConfig, IrcConfig
-from relaybot.irc.capabilities import Capabilities, SaslLogin
+from relaybot.irc.capabilities import Capabilities
 from relaybot.irc.channels import Channel, join_line
 from relaybot.irc.connection import BotConnection, make_connect_factory
 from relaybot.irc.ctcp import CtcpResponder
@@ -28,6 +28,7 @@ from relaybot.irc.multiline import limits as multiline_limits
 from relaybot.irc.nicks import NickKeeper
 from relaybot.irc.outbox import Batch, Outbox
 from relaybot.irc.reconnect import Backoff, Liveness
+from relaybot.irc.sasl import SaslLogin
 from relaybot.irc.text import casefold, privmsg_payload_budget, safe_line
 from relaybot.irc.tracking import UserTracker
 

@@ -1,6 +1,7 @@
 """SASL against a scripted server, one outcome at a time: every 90x numeric, a server that
-offers no SASL, one that offers other mechanisms, and EXTERNAL. Whatever happens, the bot
-ends CAP negotiation, registers and joins; the log says what happened."""
+offers no SASL, one that offers other mechanisms, EXTERNAL, and SCRAM-SHA-256 against a real
+SCRAM server side (scramp's). Whatever happens, the bot ends CAP negotiation, registers and
+joins; the log says what happened."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 import structlog.testing
+from scramp import ScramMechanism
 
 from relaybot.config.schema import Config, SaslConfig
 from tests.support.botrunner import BotRunner
@@ -19,7 +21,12 @@ from tests.support.scripted import ScriptedServer
 pytestmark = pytest.mark.integration
 
 
-def sasl_config(config_factory: Callable[[str], Config], port: int, tmp: str) -> Config:
+PLAIN_KEYS = 'username = "relaybot"\npassword_env = "RELAYBOT_TEST_SASL"'
+
+
+def sasl_config(
+    config_factory: Callable[[str], Config], port: int, tmp: str, sasl: str = PLAIN_KEYS
+) -> Config:
     return config_factory(f"""
 [irc]
 host = "127.0.0.1"
@@ -27,8 +34,7 @@ port = {port}
 nick = "relaybot"
 channels = ["#relay"]
 [irc.sasl]
-username = "relaybot"
-password_env = "RELAYBOT_TEST_SASL"
+{sasl}
 [state]
 dir = "{tmp}"
 """)
@@ -200,3 +206,61 @@ dir = "{tmp_path}"
         )
         assert "account-tag" not in runner.on_reactor(lambda: set(runner.net.session._caps_enabled))
     server.close()
+
+
+def start_scram(server: ScriptedServer) -> bytes:
+    """Negotiate up to the bot's client-first message, and return it decoded."""
+    server.accept()
+    server.wait_for(b"CAP LS 302", 10)
+    server.send(b":irc.test CAP * LS 302 :sasl=SCRAM-SHA-256,PLAIN\r\n")
+    server.wait_for(b"CAP REQ :sasl", 10)
+    server.send(b":irc.test CAP relaybot ACK :sasl\r\n")
+    server.wait_for(b"AUTHENTICATE SCRAM-SHA-256", 10)
+    server.send(b"AUTHENTICATE +\r\n")
+    return base64.b64decode(server.wait_for(b"AUTHENTICATE biws", 10).split(b" ", 1)[1])
+
+
+def authenticate(payload: str) -> bytes:
+    return b"AUTHENTICATE " + base64.b64encode(payload.encode()) + b"\r\n"
+
+
+@pytest.mark.parametrize("forged", [False, True], ids=["server proves itself", "forged"])
+def test_scram_sha_256_against_a_scram_server(
+    forged: bool,
+    config_factory: Callable[[str], Config],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: object,
+) -> None:
+    monkeypatch.setenv("RELAYBOT_TEST_SASL", "pencil")
+    mechanism = ScramMechanism("SCRAM-SHA-256")
+    auth_info = mechanism.make_auth_info("pencil", iteration_count=4096)
+    scram = mechanism.make_server(lambda username: auth_info)
+    server = ScriptedServer()
+    config = sasl_config(
+        config_factory, server.port, str(tmp_path), f'mechanism = "SCRAM-SHA-256"\n{PLAIN_KEYS}'
+    )
+    with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
+        client_first = start_scram(server)
+        assert client_first.startswith(b"n,,n=relaybot,r=")  # no channel binding
+        scram.set_client_first(client_first.decode())
+        server.send(authenticate(scram.get_server_first()))
+        final = server.wait_for(b"AUTHENTICATE Yz1iaXdz", 10).split(b" ", 1)[1]  # "c=biws"
+        scram.set_client_final(base64.b64decode(final).decode())  # raises on a wrong proof
+        server_final = scram.get_server_final()
+        if forged:
+            server_final = "v=" + base64.b64encode(b"\0" * 32).decode()
+        server.send(authenticate(server_final))
+        if forged:
+            server.wait_for(b"AUTHENTICATE *", 10)
+            server.send(b":irc.test 906 relaybot :SASL authentication aborted\r\n")
+        else:
+            server.wait_for(b"AUTHENTICATE +", 10)
+            server.send(b":irc.test 900 relaybot relaybot!r@h relaybot :You are now logged in\r\n")
+            server.send(b":irc.test 903 relaybot :SASL authentication successful\r\n")
+        server.wait_for(b"CAP END", 10)
+        register_and_join(server)
+    server.close()
+    events = [e["event"] for e in logs]
+    assert ("sasl_success" in events) is not forged
+    assert ("sasl_failed" in events) is forged
+    assert "pencil" not in repr(logs)

@@ -1,22 +1,18 @@
 """relaybot.irc.capabilities fed server lines, as a server sends them: the lines it answers
-with, what it agreed, how SASL ended. Also the PLAIN payload: authzid, chunks of 400."""
+with, what it agreed, how SASL ended (the mechanisms' own exchanges: test_sasl.py)."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 import structlog.testing
 
-from relaybot.irc.capabilities import (
-    SASL_CHUNK,
-    WANTED_CAPS,
-    Capabilities,
-    SaslLogin,
-    sasl_plain_lines,
-)
+from relaybot.irc.capabilities import WANTED_CAPS, Capabilities
 from relaybot.irc.message import parse
+from relaybot.irc.sasl import Exchange, SaslLogin, authenticate_lines, plain_message
 
 PLAIN = SaslLogin("PLAIN", "relaybot", "hunter2")
 
@@ -53,7 +49,7 @@ def test_multiline_ls_302_then_sasl_plain_then_903(logs: list[dict[str, object]]
     assert caps.enabled == {"sasl", "account-tag", "extended-join", "multi-prefix"}
     assert not caps.ended  # registration waits for SASL
     lines = feed(caps, "AUTHENTICATE +")
-    assert lines == sasl_plain_lines("relaybot", "hunter2")
+    assert lines == authenticate_lines(plain_message("relaybot", "hunter2"))
     assert decode(lines) == b"relaybot\0relaybot\0hunter2"
     assert feed(caps, ":irc.test 900 relaybot relaybot!r@h acct :You are now logged in") == []
     assert caps.account == "acct"
@@ -228,11 +224,23 @@ def test_external_answers_with_an_empty_authzid() -> None:
     assert feed(caps, "AUTHENTICATE +") == ["AUTHENTICATE +"]
 
 
-def test_only_an_empty_challenge_is_answered() -> None:
+def test_a_challenge_outside_an_exchange_is_ignored() -> None:
     caps = authenticating()
-    assert feed(caps, "AUTHENTICATE abcd") == []
-    assert feed(caps, "AUTHENTICATE") == []
-    assert Capabilities(None).feed("AUTHENTICATE", ["+"]) == []
+    assert feed(caps, "AUTHENTICATE") == []  # no parameter: nothing to answer
+    assert Capabilities(None).feed("AUTHENTICATE", ["+"]) == []  # no login
+    assert Capabilities(PLAIN).feed("AUTHENTICATE", ["+"]) == []  # sasl not acknowledged
+
+
+def test_a_non_empty_first_challenge_aborts(logs: list[dict[str, object]]) -> None:
+    # PLAIN speaks first: a server that opens with data is out of line, and gets `*` instead
+    # of the password. Its 906 then ends negotiation.
+    caps = authenticating()
+    assert feed(caps, "AUTHENTICATE abcd") == ["AUTHENTICATE *"]
+    assert caps.sasl_outcome == "failed" and not caps.ended
+    assert feed(caps, "AUTHENTICATE +") == []  # nothing more once aborted
+    assert feed(caps, ":irc.test 906 relaybot :SASL authentication aborted") == ["CAP END"]
+    failed = [entry for entry in logs if entry["event"] == "sasl_failed"]
+    assert failed[0]["problem"] == "the server's first challenge was not empty"
 
 
 @pytest.mark.parametrize(
@@ -266,7 +274,7 @@ def test_a_sasl_line_later_in_the_listing_counts() -> None:
     assert caps.sasl_outcome is None
 
 
-# --- the PLAIN payload --------------------------------------------------------------------------
+# --- through to the mechanism ------------------------------------------------------------------
 
 
 def decode(lines: list[str]) -> bytes:
@@ -278,54 +286,65 @@ def decode(lines: list[str]) -> bytes:
     return base64.b64decode("".join(chunks))
 
 
-def test_sasl_plain_short():
-    lines = sasl_plain_lines("user", "pass")
-    assert lines == ["AUTHENTICATE " + base64.b64encode(b"user\0user\0pass").decode()]
-    assert decode(lines) == b"user\0user\0pass"
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
-def test_sasl_plain_utf8():
-    assert decode(sasl_plain_lines("jürgen", "pässwörd😀")) == "jürgen\0jürgen\0pässwörd😀".encode()
+# RFC 7677 section 3: the SCRAM-SHA-256 exchange for user "user", password "pencil".
+RFC_NONCE = "rOprNGfwEbeRWgbNEkqO"
+RFC_SERVER_FIRST = (
+    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+)
+RFC_SERVER_FINAL = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
 
 
-def test_sasl_plain_long_password_chunks_at_400():
-    password = "p" * 1000
-    lines = sasl_plain_lines("user", password)
-    assert SASL_CHUNK == 400
-    payload_len = len(base64.b64encode(f"user\0user\0{password}".encode()))
-    assert payload_len > 800 and payload_len % 400
-    assert len(lines) == -(-payload_len // 400)
-    assert all(len(line) == len("AUTHENTICATE ") + 400 for line in lines[:-1])
-    assert 0 < len(lines[-1]) - len("AUTHENTICATE ") < 400
-    assert lines[-1] != "AUTHENTICATE +"
-    assert decode(lines) == f"user\0user\0{password}".encode()
+def scram_caps() -> Capabilities:
+    caps = Capabilities(
+        SaslLogin("SCRAM-SHA-256", "user", "pencil"), exchange=partial(Exchange, nonce=RFC_NONCE)
+    )
+    feed(caps, ":irc.test CAP * LS :sasl=SCRAM-SHA-256")
+    assert feed(caps, ":irc.test CAP * ACK :sasl") == ["AUTHENTICATE SCRAM-SHA-256"]
+    return caps
 
 
-@pytest.mark.parametrize("chunks", [1, 2, 3])
-def test_sasl_plain_exact_multiple_ends_with_plus(chunks: int):
-    # "u\0u\0" is 4 bytes; 300 bytes encode to exactly 400 base64 characters
-    password = "x" * (300 * chunks - 4)
-    lines = sasl_plain_lines("u", password)
-    assert len(lines) == chunks + 1
-    assert lines[-1] == "AUTHENTICATE +"
-    assert all(len(line) == len("AUTHENTICATE ") + 400 for line in lines[:-1])
-    assert decode(lines) == f"u\0u\0{password}".encode()
+def test_scram_through_cap_negotiation_to_903(logs: list[dict[str, object]]) -> None:
+    caps = scram_caps()
+    assert decode(feed(caps, "AUTHENTICATE +")) == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+    assert decode(feed(caps, f"AUTHENTICATE {b64(RFC_SERVER_FIRST)}")).decode() == (
+        "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+        "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+    )
+    assert feed(caps, f"AUTHENTICATE {b64(RFC_SERVER_FINAL)}") == ["AUTHENTICATE +"]
+    feed(caps, ":irc.test 900 user user!u@h user :You are now logged in as user")
+    assert feed(caps, ":irc.test 903 user :SASL authentication successful") == ["CAP END"]
+    assert caps.sasl_outcome == "success"
+    assert "pencil" not in repr(logs) and "pencil" not in repr(caps.sasl)
 
 
-def test_sasl_plain_just_under_a_chunk_has_no_plus():
-    lines = sasl_plain_lines("u", "x" * 290)  # 294 bytes -> 392 base64 characters
-    assert len(lines) == 1
-    assert len(lines[0]) == len("AUTHENTICATE ") + 392
-    assert decode(lines) == b"u\0u\0" + b"x" * 290
+def test_scram_wrong_server_signature_aborts_and_903_is_not_believed(
+    logs: list[dict[str, object]],
+) -> None:
+    caps = scram_caps()
+    feed(caps, "AUTHENTICATE +")
+    feed(caps, f"AUTHENTICATE {b64(RFC_SERVER_FIRST)}")
+    forged = "v=" + base64.b64encode(b"\0" * 32).decode()
+    assert feed(caps, f"AUTHENTICATE {b64(forged)}") == ["AUTHENTICATE *"]
+    assert caps.sasl_outcome == "failed" and not caps.ended
+    failed = [entry for entry in logs if entry["event"] == "sasl_failed"]
+    assert failed[0]["mechanism"] == "SCRAM-SHA-256"
+    assert "did not prove itself" in str(failed[0]["problem"])
+    # A server that says 903 all the same is not taken at its word.
+    assert feed(caps, ":irc.test 903 user :SASL authentication successful") == ["CAP END"]
+    assert caps.sasl_outcome == "failed"
+    assert "sasl_success" not in events(logs)
 
 
-def test_sasl_plain_padded_to_exact_multiple_ends_with_plus():
-    # 299 bytes also encode to 400 characters (with "=" padding): still needs the "+"
-    lines = sasl_plain_lines("u", "x" * 295)
-    assert lines[0].endswith("=")
-    assert lines[1:] == ["AUTHENTICATE +"]
-
-
-def test_sasl_lines_have_no_line_breaks():
-    for line in sasl_plain_lines("user", "a\r\nQUIT :x"):
-        assert "\r" not in line and "\n" not in line
+def test_scram_903_before_the_server_proved_itself_is_a_failure(
+    logs: list[dict[str, object]],
+) -> None:
+    caps = scram_caps()
+    feed(caps, "AUTHENTICATE +")
+    feed(caps, f"AUTHENTICATE {b64(RFC_SERVER_FIRST)}")
+    assert feed(caps, ":irc.test 903 user :SASL authentication successful") == ["CAP END"]
+    assert caps.sasl_outcome == "failed"
+    assert "sasl_not_trusted" in events(logs) and "sasl_success" not in events(logs)

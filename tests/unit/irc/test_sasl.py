@@ -1,0 +1,241 @@
+"""relaybot.irc.sasl: the AUTHENTICATE framing (responses in chunks of 400, server challenges
+joined from them) and each mechanism's exchange, checked byte for byte: PLAIN's payload and
+SCRAM-SHA-256 against the RFC 7677 test vector."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from relaybot.irc.sasl import (
+    MAX_CHALLENGE,
+    SASL_CHUNK,
+    Exchange,
+    SaslLogin,
+    authenticate_lines,
+    plain_message,
+)
+
+
+def decode(lines: list[str]) -> bytes:
+    chunks = []
+    for line in lines:
+        command, chunk = line.split(" ")
+        assert command == "AUTHENTICATE"
+        chunks.append("" if chunk == "+" else chunk)
+    return base64.b64decode("".join(chunks))
+
+
+def b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def chunked(data: str) -> list[str]:
+    """A server's challenge as it sends it: 400-character chunks, `+` after a full last one."""
+    payload = b64(data)
+    chunks = [payload[i : i + SASL_CHUNK] for i in range(0, len(payload), SASL_CHUNK)]
+    if len(chunks[-1]) == SASL_CHUNK:
+        chunks.append("+")
+    return chunks
+
+
+# --- responses out ------------------------------------------------------------------------------
+
+
+def plain_lines(username: str, password: str) -> list[str]:
+    return authenticate_lines(plain_message(username, password))
+
+
+def test_an_empty_response_is_a_plus() -> None:
+    assert authenticate_lines(b"") == ["AUTHENTICATE +"]
+
+
+def test_sasl_plain_short() -> None:
+    lines = plain_lines("user", "pass")
+    assert lines == ["AUTHENTICATE " + b64(b"user\0user\0pass")]
+    assert decode(lines) == b"user\0user\0pass"
+
+
+def test_sasl_plain_utf8() -> None:
+    assert decode(plain_lines("jürgen", "pässwörd😀")) == "jürgen\0jürgen\0pässwörd😀".encode()
+
+
+def test_sasl_plain_long_password_chunks_at_400() -> None:
+    password = "p" * 1000
+    lines = plain_lines("user", password)
+    assert SASL_CHUNK == 400
+    payload_len = len(base64.b64encode(f"user\0user\0{password}".encode()))
+    assert payload_len > 800 and payload_len % 400
+    assert len(lines) == -(-payload_len // 400)
+    assert all(len(line) == len("AUTHENTICATE ") + 400 for line in lines[:-1])
+    assert 0 < len(lines[-1]) - len("AUTHENTICATE ") < 400
+    assert lines[-1] != "AUTHENTICATE +"
+    assert decode(lines) == f"user\0user\0{password}".encode()
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 3])
+def test_sasl_plain_exact_multiple_ends_with_plus(chunks: int) -> None:
+    # "u\0u\0" is 4 bytes; 300 bytes encode to exactly 400 base64 characters
+    password = "x" * (300 * chunks - 4)
+    lines = plain_lines("u", password)
+    assert len(lines) == chunks + 1
+    assert lines[-1] == "AUTHENTICATE +"
+    assert all(len(line) == len("AUTHENTICATE ") + 400 for line in lines[:-1])
+    assert decode(lines) == f"u\0u\0{password}".encode()
+
+
+def test_sasl_plain_just_under_a_chunk_has_no_plus() -> None:
+    lines = plain_lines("u", "x" * 290)  # 294 bytes -> 392 base64 characters
+    assert len(lines) == 1
+    assert len(lines[0]) == len("AUTHENTICATE ") + 392
+    assert decode(lines) == b"u\0u\0" + b"x" * 290
+
+
+def test_sasl_plain_padded_to_exact_multiple_ends_with_plus() -> None:
+    # 299 bytes also encode to 400 characters (with "=" padding): still needs the "+"
+    lines = plain_lines("u", "x" * 295)
+    assert lines[0].endswith("=")
+    assert lines[1:] == ["AUTHENTICATE +"]
+
+
+def test_sasl_lines_have_no_line_breaks() -> None:
+    for line in plain_lines("user", "a\r\nQUIT :x"):
+        assert "\r" not in line and "\n" not in line
+
+
+def test_the_login_repr_hides_the_password() -> None:
+    assert "hunter2" not in repr(SaslLogin("PLAIN", "relaybot", "hunter2"))
+
+
+# --- PLAIN and EXTERNAL as exchanges --------------------------------------------------------------
+
+
+def test_plain_answers_the_empty_challenge_once() -> None:
+    exchange = Exchange(SaslLogin("PLAIN", "relaybot", "hunter2"))
+    assert exchange.first_line() == "AUTHENTICATE PLAIN"
+    assert decode(exchange.feed("+")) == b"relaybot\0relaybot\0hunter2"
+    assert exchange.finished and exchange.problem() is None
+    # A second challenge: the server is out of line, and gets `*`.
+    assert exchange.feed("+") == ["AUTHENTICATE *"]
+    assert exchange.aborted == "the server sent a challenge after the exchange was complete"
+
+
+def test_external_sends_an_empty_authzid() -> None:
+    exchange = Exchange(SaslLogin("EXTERNAL"))
+    assert exchange.feed("+") == ["AUTHENTICATE +"]
+
+
+@pytest.mark.parametrize(
+    ("chunk", "problem"),
+    [
+        ("abcd", "the server's first challenge was not empty"),
+        ("not*base64", "the server's challenge is not base64"),
+    ],
+)
+def test_a_bad_first_challenge_aborts(chunk: str, problem: str) -> None:
+    exchange = Exchange(SaslLogin("PLAIN", "relaybot", "hunter2"))
+    assert exchange.feed(chunk) == ["AUTHENTICATE *"]
+    assert exchange.aborted == problem and exchange.problem() == problem
+    assert exchange.feed("+") == []  # nothing more once aborted
+
+
+def test_a_challenge_without_end_is_refused_past_the_bound() -> None:
+    exchange = Exchange(SaslLogin("SCRAM-SHA-256", "user", "pencil"))
+    full = "A" * SASL_CHUNK
+    for _ in range(MAX_CHALLENGE // SASL_CHUNK):
+        assert exchange.feed(full) == []
+    assert exchange.feed(full) == ["AUTHENTICATE *"]
+    assert exchange.aborted == "the server's challenge is too long"
+
+
+# --- SCRAM-SHA-256: RFC 7677 section 3 ------------------------------------------------------------
+
+RFC_NONCE = "rOprNGfwEbeRWgbNEkqO"
+RFC_CLIENT_FIRST = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+RFC_SERVER_FIRST = (
+    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+)
+RFC_CLIENT_FINAL = (
+    b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+    b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+)
+RFC_SERVER_FINAL = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+
+def rfc_exchange() -> Exchange:
+    return Exchange(SaslLogin("SCRAM-SHA-256", "user", "pencil"), nonce=RFC_NONCE)
+
+
+def test_scram_sha_256_rfc_7677_test_vector() -> None:
+    exchange = rfc_exchange()
+    assert exchange.first_line() == "AUTHENTICATE SCRAM-SHA-256"
+    assert exchange.feed("+") == [f"AUTHENTICATE {b64(RFC_CLIENT_FIRST)}"]
+    assert exchange.feed(b64(RFC_SERVER_FIRST)) == [f"AUTHENTICATE {b64(RFC_CLIENT_FINAL)}"]
+    assert not exchange.finished
+    assert exchange.problem() == "the server ended SCRAM before proving it knows the password"
+    # The server's signature checks out: the empty final response, and the exchange is done.
+    assert exchange.feed(b64(RFC_SERVER_FINAL)) == ["AUTHENTICATE +"]
+    assert exchange.finished and exchange.problem() is None and exchange.aborted is None
+
+
+def test_scram_wrong_server_signature_aborts() -> None:
+    exchange = rfc_exchange()
+    exchange.feed("+")
+    exchange.feed(b64(RFC_SERVER_FIRST))
+    # The RFC's signature with its first byte changed.
+    signature = bytearray(base64.b64decode(RFC_SERVER_FINAL[2:]))
+    signature[0] ^= 1
+    assert exchange.feed(b64("v=" + b64(bytes(signature)))) == ["AUTHENTICATE *"]
+    assert exchange.aborted is not None and "did not prove itself" in exchange.aborted
+    assert exchange.problem() == exchange.aborted and not exchange.finished
+    assert "pencil" not in exchange.aborted
+
+
+def test_scram_server_error_aborts() -> None:
+    exchange = rfc_exchange()
+    exchange.feed("+")
+    exchange.feed(b64(RFC_SERVER_FIRST))
+    assert exchange.feed(b64("e=invalid-proof")) == ["AUTHENTICATE *"]
+    assert exchange.aborted is not None and "invalid-proof" in exchange.aborted
+
+
+@pytest.mark.parametrize(
+    "server_first",
+    [
+        "r=someoneelsesnonce,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",  # not our nonce
+        "r=rOprNGfwEbeRWgbNEkqO,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",  # no server part
+        "garbage",
+    ],
+)
+def test_scram_bad_server_first_aborts(server_first: str) -> None:
+    exchange = rfc_exchange()
+    exchange.feed("+")
+    assert exchange.feed(b64(server_first)) == ["AUTHENTICATE *"]
+    assert exchange.aborted is not None and exchange.aborted.startswith("SCRAM: bad server-first")
+
+
+def test_scram_server_first_arriving_in_chunks() -> None:
+    # A server nonce long enough that the server-first message spans three lines.
+    nonce = RFC_NONCE + "x" * 700
+    server_first = f"r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    lines = chunked(server_first)
+    assert len(lines) == 3 and len(lines[0]) == len(lines[1]) == SASL_CHUNK
+    exchange = rfc_exchange()
+    exchange.feed("+")
+    assert exchange.feed(lines[0]) == [] and exchange.feed(lines[1]) == []
+    final = decode(exchange.feed(lines[2]))
+    assert final.startswith(f"c=biws,r={nonce},p=".encode())
+
+
+def test_scram_challenge_of_exactly_400_ends_with_plus() -> None:
+    # The server-first padded so its base64 is exactly 400 characters: a `+` line ends it.
+    head = f"r={RFC_NONCE}"
+    tail = ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    server_first = head + "y" * (300 - len(head) - len(tail)) + tail
+    lines = chunked(server_first)
+    assert lines[1:] == ["+"]
+    exchange = rfc_exchange()
+    exchange.feed("+")
+    assert exchange.feed(lines[0]) == []
+    assert decode(exchange.feed("+")).startswith(b"c=biws,r=")
