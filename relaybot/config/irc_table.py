@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from relaybot.config.schema import ChannelConfig, FloodConfig, IrcConfig, SaslConfig, Secret
 from relaybot.config.section import Section, declared_defaults, describe
-from relaybot.irc.sasl import MECHANISMS, SCRAM_SHA_256
+from relaybot.irc.sasl import ECDSA_CHALLENGE, MECHANISMS, SCRAM_SHA_256, load_p256_key
 from relaybot.irc.text import is_channel_name
 
 
@@ -76,6 +76,13 @@ def _sasl(section: Section | None) -> SaslConfig | None:
             password=section.secret("password", required=True) or Secret(""),
             mechanism=mechanism,
         )
+    elif mechanism == ECDSA_CHALLENGE:
+        sasl = SaslConfig(
+            username=section.required("username", str),
+            password=None,
+            mechanism=mechanism,
+            key=_p256_key(section),
+        )
     else:
         # EXTERNAL: the client certificate is the credential and names the account, so the
         # username may be left out (SaslConfig declares no default: PLAIN requires one).
@@ -87,6 +94,18 @@ def _sasl(section: Section | None) -> SaslConfig | None:
         )
     section.finish()
     return sasl
+
+
+def _p256_key(section: Section) -> Secret:
+    """ECDSA-NIST256P-CHALLENGE's private key, from `key_file` or `key_env` like any secret,
+    checked here so that a wrong one is a config error rather than a failed login later."""
+    key = section.secret("key", required=True)
+    assert key is not None
+    try:
+        load_p256_key(key.value)
+    except ValueError as exc:
+        raise section.fail("key_file" if section.has("key_file") else "key_env", str(exc)) from None
+    return key
 
 
 def _channels(section: Section) -> tuple[ChannelConfig, ...]:

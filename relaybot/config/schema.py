@@ -35,8 +35,9 @@ class ChannelConfig:
 @dataclass(frozen=True, slots=True)
 class SaslConfig:
     username: str  # required but for EXTERNAL, which defaults it to "" (the certificate names it)
-    password: Secret | None  # None for EXTERNAL (the client certificate is the credential)
-    mechanism: str = "PLAIN"  # PLAIN | EXTERNAL | SCRAM-SHA-256
+    password: Secret | None  # PLAIN and SCRAM only (EXTERNAL: the client certificate instead)
+    mechanism: str = "PLAIN"  # PLAIN | EXTERNAL | SCRAM-SHA-256 | ECDSA-NIST256P-CHALLENGE
+    key: Secret | None = None  # ECDSA-NIST256P-CHALLENGE: the PEM private key (key_file)
 
 
 @dataclass(frozen=True, slots=True)

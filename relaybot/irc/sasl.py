@@ -1,7 +1,8 @@
 """SASL mechanisms as small step-by-step exchanges, and the AUTHENTICATE framing around them:
 a server challenge joined from its 400-character chunks and decoded, each response encoded and
-split into them. Mechanisms: PLAIN, EXTERNAL and SCRAM-SHA-256 (RFC 5802 and 7677, without
-channel binding). Pure: server parameters in, lines out; no sockets."""
+split into them. Mechanisms: PLAIN, EXTERNAL, SCRAM-SHA-256 (RFC 5802 and 7677, without
+channel binding) and ECDSA-NIST256P-CHALLENGE (as Atheme verifies it). Pure: server parameters
+in, lines out; no sockets."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from scramp import ScramClient, ScramException
 
 # AUTHENTICATE carries at most this many base64 characters a line (the SASL 3.1 spec).
@@ -19,7 +25,10 @@ SASL_CHUNK = 400
 MAX_CHALLENGE = 8 * SASL_CHUNK
 
 SCRAM_SHA_256 = "SCRAM-SHA-256"
-MECHANISMS = ("PLAIN", "EXTERNAL", SCRAM_SHA_256)
+ECDSA_CHALLENGE = "ECDSA-NIST256P-CHALLENGE"
+MECHANISMS = ("PLAIN", "EXTERNAL", SCRAM_SHA_256, ECDSA_CHALLENGE)
+# What ECDSA-NIST256P-CHALLENGE's server sends to be signed (Atheme: 32 random bytes).
+CHALLENGE_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,7 @@ class SaslLogin:
     mechanism: str  # one of MECHANISMS
     username: str = ""
     password: str = field(default="", repr=False)  # never in a repr, so never in a log
+    key_pem: str = field(default="", repr=False)  # ECDSA-NIST256P-CHALLENGE's private key
 
 
 class SaslAbort(Exception):
@@ -140,10 +150,50 @@ def _scram(login: SaslLogin, nonce: str | None) -> Steps:
     return _Scram(login, nonce).steps()
 
 
+def load_p256_key(pem: str) -> ec.EllipticCurvePrivateKey:
+    """An unencrypted PEM private key on NIST P-256; ValueError says what is wrong with it."""
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except TypeError:
+        raise ValueError(
+            "the key is encrypted; give it unencrypted (a file only the bot reads)"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError("not a PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("not an EC key; ECDSA-NIST256P-CHALLENGE needs a NIST P-256 one")
+    if not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError(f"the key is on {key.curve.name}; ECDSA-NIST256P-CHALLENGE needs P-256")
+    return key
+
+
+def _ecdsa(login: SaslLogin, nonce: str | None) -> Steps:
+    """The account name, then the server's challenge signed. Atheme verifies with
+    ECDSA_verify over the 32 challenge bytes as they are, the way a SHA-256 digest would be
+    (later versions also take a signature over their hash): so they are signed as a prehashed
+    digest, not hashed again."""
+
+    def account(challenge: bytes) -> bytes:
+        _expect_empty(challenge)
+        return login.username.encode()
+
+    def signature(challenge: bytes) -> bytes:
+        if len(challenge) != CHALLENGE_BYTES:
+            raise SaslAbort(f"the challenge is {len(challenge)} bytes, not {CHALLENGE_BYTES}")
+        try:
+            key = load_p256_key(login.key_pem)
+        except ValueError as exc:  # the config checked it: only a key changed since then
+            raise SaslAbort(f"ECDSA: {exc}") from None
+        return key.sign(challenge, ec.ECDSA(Prehashed(hashes.SHA256())))
+
+    return Steps(account, signature)
+
+
 _STARTS: dict[str, Callable[[SaslLogin, str | None], Steps]] = {
     "PLAIN": _plain,
     "EXTERNAL": _external,
     SCRAM_SHA_256: _scram,
+    ECDSA_CHALLENGE: _ecdsa,
 }
 
 

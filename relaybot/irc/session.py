@@ -397,4 +397,5 @@ def _sasl_login(config: IrcConfig) -> SaslLogin | None:
     if sasl is None:
         return None
     password = sasl.password.value if sasl.password else ""
-    return SaslLogin(sasl.mechanism, sasl.username, password)
+    key_pem = sasl.key.value if sasl.key else ""
+    return SaslLogin(sasl.mechanism, sasl.username, password, key_pem)

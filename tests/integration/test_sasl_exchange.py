@@ -1,16 +1,22 @@
 """SASL against a scripted server, one outcome at a time: every 90x numeric, a server that
-offers no SASL, one that offers other mechanisms, EXTERNAL, and SCRAM-SHA-256 against a real
-SCRAM server side (scramp's). Whatever happens, the bot ends CAP negotiation, registers and
+offers no SASL, one that offers other mechanisms, EXTERNAL, SCRAM-SHA-256 against a real
+SCRAM server side (scramp's), and ECDSA-NIST256P-CHALLENGE checked as Atheme checks it.
+Whatever happens, the bot ends CAP negotiation, registers and
 joins; the log says what happened."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import structlog.testing
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from scramp import ScramMechanism
 
 from relaybot.config.schema import Config, SaslConfig
@@ -264,3 +270,45 @@ def test_scram_sha_256_against_a_scram_server(
     assert ("sasl_success" in events) is not forged
     assert ("sasl_failed" in events) is forged
     assert "pencil" not in repr(logs)
+
+
+def test_ecdsa_nist256p_challenge_signature_verifies(
+    config_factory: Callable[[str], Config], tmp_path: Path
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "sasl.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ScriptedServer()
+    config = sasl_config(
+        config_factory,
+        server.port,
+        str(tmp_path),
+        'mechanism = "ECDSA-NIST256P-CHALLENGE"\nusername = "relaybot"\nkey_file = "sasl.pem"',
+    )
+    challenge = os.urandom(32)
+    with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
+        server.accept()
+        server.wait_for(b"CAP LS 302", 10)
+        server.send(b":irc.test CAP * LS 302 :sasl=ECDSA-NIST256P-CHALLENGE,PLAIN\r\n")
+        server.wait_for(b"CAP REQ :sasl", 10)
+        server.send(b":irc.test CAP relaybot ACK :sasl\r\n")
+        server.wait_for(b"AUTHENTICATE ECDSA-NIST256P-CHALLENGE", 10)
+        server.send(b"AUTHENTICATE +\r\n")
+        server.wait_for(b"AUTHENTICATE " + base64.b64encode(b"relaybot"), 10)
+        server.send(b"AUTHENTICATE " + base64.b64encode(challenge) + b"\r\n")
+        signed = server.wait_for(b"AUTHENTICATE ME", 10)  # a DER SEQUENCE: 0x30, then its length
+        signature = base64.b64decode(signed.split(b" ", 1)[1])
+        # Atheme: ECDSA_verify(0, challenge, 32, signature, pubkey); raises if it does not hold.
+        key.public_key().verify(signature, challenge, ec.ECDSA(Prehashed(hashes.SHA256())))
+        server.send(b":irc.test 900 relaybot relaybot!r@h relaybot :You are now logged in\r\n")
+        server.send(b":irc.test 903 relaybot :SASL authentication successful\r\n")
+        server.wait_for(b"CAP END", 10)
+        register_and_join(server)
+    server.close()
+    assert "sasl_success" in [e["event"] for e in logs]
+    assert "PRIVATE" not in repr(logs)

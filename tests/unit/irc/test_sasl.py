@@ -1,12 +1,18 @@
 """relaybot.irc.sasl: the AUTHENTICATE framing (responses in chunks of 400, server challenges
-joined from them) and each mechanism's exchange, checked byte for byte: PLAIN's payload and
-SCRAM-SHA-256 against the RFC 7677 test vector."""
+joined from them) and each mechanism's exchange, checked byte for byte: PLAIN's payload,
+SCRAM-SHA-256 against the RFC 7677 test vector, and ECDSA-NIST256P-CHALLENGE's signature
+checked the way Atheme's ECDSA_verify checks it."""
 
 from __future__ import annotations
 
 import base64
+import os
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from relaybot.irc.sasl import (
     MAX_CHALLENGE,
@@ -14,6 +20,7 @@ from relaybot.irc.sasl import (
     Exchange,
     SaslLogin,
     authenticate_lines,
+    load_p256_key,
     plain_message,
 )
 
@@ -40,7 +47,7 @@ def chunked(data: str) -> list[str]:
     return chunks
 
 
-# --- responses out ------------------------------------------------------------------------------
+# --- responses out -------------------------------------------------------------------------------
 
 
 def plain_lines(username: str, password: str) -> list[str]:
@@ -108,7 +115,7 @@ def test_the_login_repr_hides_the_password() -> None:
     assert "hunter2" not in repr(SaslLogin("PLAIN", "relaybot", "hunter2"))
 
 
-# --- PLAIN and EXTERNAL as exchanges --------------------------------------------------------------
+# --- PLAIN and EXTERNAL as exchanges -------------------------------------------------------------
 
 
 def test_plain_answers_the_empty_challenge_once() -> None:
@@ -149,7 +156,7 @@ def test_a_challenge_without_end_is_refused_past_the_bound() -> None:
     assert exchange.aborted == "the server's challenge is too long"
 
 
-# --- SCRAM-SHA-256: RFC 7677 section 3 ------------------------------------------------------------
+# --- SCRAM-SHA-256: RFC 7677 section 3 -----------------------------------------------------------
 
 RFC_NONCE = "rOprNGfwEbeRWgbNEkqO"
 RFC_CLIENT_FIRST = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
@@ -239,3 +246,81 @@ def test_scram_challenge_of_exactly_400_ends_with_plus() -> None:
     exchange.feed("+")
     assert exchange.feed(lines[0]) == []
     assert decode(exchange.feed("+")).startswith(b"c=biws,r=")
+
+
+# --- ECDSA-NIST256P-CHALLENGE --------------------------------------------------------------------
+
+
+def pem(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey, password: bytes = b"") -> str:
+    encryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    ).decode()
+
+
+@pytest.fixture(scope="module")
+def p256() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def ecdsa_exchange(key: ec.EllipticCurvePrivateKey) -> Exchange:
+    return Exchange(SaslLogin("ECDSA-NIST256P-CHALLENGE", "relaybot", key_pem=pem(key)))
+
+
+def test_ecdsa_sends_the_account_then_signs_the_raw_challenge(
+    p256: ec.EllipticCurvePrivateKey,
+) -> None:
+    exchange = ecdsa_exchange(p256)
+    assert exchange.first_line() == "AUTHENTICATE ECDSA-NIST256P-CHALLENGE"
+    assert exchange.feed("+") == [f"AUTHENTICATE {b64('relaybot')}"]
+    challenge = os.urandom(32)
+    signature = decode(exchange.feed(b64(challenge)))
+    assert exchange.finished and exchange.problem() is None
+    # What Atheme does: ECDSA_verify(0, challenge, 32, signature, key), the 32 bytes taken as
+    # the digest itself. Prehashed is exactly that; a DER signature, or verify() would fail.
+    public = p256.public_key()
+    public.verify(signature, challenge, ec.ECDSA(Prehashed(hashes.SHA256())))
+    # And it is not a signature over the challenge hashed once more.
+    with pytest.raises(InvalidSignature):
+        public.verify(signature, challenge, ec.ECDSA(hashes.SHA256()))
+    assert "PRIVATE KEY" not in repr(SaslLogin("ECDSA-NIST256P-CHALLENGE", "r", key_pem=pem(p256)))
+
+
+@pytest.mark.parametrize("size", [16, 31, 33, 64])
+def test_ecdsa_a_challenge_not_32_bytes_aborts(p256: ec.EllipticCurvePrivateKey, size: int) -> None:
+    exchange = ecdsa_exchange(p256)
+    exchange.feed("+")
+    assert exchange.feed(b64(os.urandom(size))) == ["AUTHENTICATE *"]
+    assert exchange.aborted == f"the challenge is {size} bytes, not 32"
+
+
+def test_load_p256_key_accepts_pkcs8_and_sec1(p256: ec.EllipticCurvePrivateKey) -> None:
+    sec1 = p256.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    for text in (pem(p256), sec1):
+        assert load_p256_key(text).private_numbers() == p256.private_numbers()
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda: "not a key", "not a PEM private key"),
+        (lambda: pem(ec.generate_private_key(ec.SECP384R1())), "the key is on secp384r1"),
+        (lambda: pem(ed25519.Ed25519PrivateKey.generate()), "not an EC key"),
+        (
+            lambda: pem(ec.generate_private_key(ec.SECP256R1()), b"pass"),
+            "the key is encrypted",
+        ),
+    ],
+)
+def test_load_p256_key_says_what_is_wrong(make: object, problem: str) -> None:
+    with pytest.raises(ValueError) as info:
+        load_p256_key(make())  # type: ignore[operator]
+    assert str(info.value).startswith(problem)
