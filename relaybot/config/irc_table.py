@@ -3,6 +3,8 @@ outgoing flood pacing."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from relaybot.config.schema import ChannelConfig, FloodConfig, IrcConfig, SaslConfig, Secret
 from relaybot.config.section import Section, declared_defaults, describe
 from relaybot.irc.sasl import ECDSA_CHALLENGE, MECHANISMS, SCRAM_SHA_256, load_p256_key
@@ -92,6 +94,7 @@ def _sasl(section: Section | None) -> SaslConfig | None:
             password=section.secret("password"),
             mechanism=mechanism,
         )
+    sasl = dataclasses.replace(sasl, required=section.get("required", bool))
     section.finish()
     return sasl
 

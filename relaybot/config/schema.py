@@ -38,6 +38,7 @@ class SaslConfig:
     password: Secret | None  # PLAIN and SCRAM only (EXTERNAL: the client certificate instead)
     mechanism: str = "PLAIN"  # PLAIN | EXTERNAL | SCRAM-SHA-256 | ECDSA-NIST256P-CHALLENGE
     key: Secret | None = None  # ECDSA-NIST256P-CHALLENGE: the PEM private key (key_file)
+    required: bool = False  # never stay connected unauthenticated: a failed SASL reconnects
 
 
 @dataclass(frozen=True, slots=True)

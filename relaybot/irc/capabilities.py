@@ -49,7 +49,10 @@ SaslOutcome = Literal["success", "failed", "already", "unavailable"]
 class Capabilities:
     """One connection's negotiation. Feed it every line whose command is in `commands` and send
     what `feed` returns. `ended` turns True once CAP END is sent (or the server registered us
-    without it): from then on registration may go on, and SASL is no longer asked for."""
+    without it): from then on registration may go on, and SASL is no longer asked for.
+
+    With `sasl_required`, SASL that does not log us in never ends in CAP END: `give_up` then
+    says why, and the session drops the connection instead of registering unauthenticated."""
 
     def __init__(
         self,
@@ -57,9 +60,11 @@ class Capabilities:
         *,
         wanted: Sequence[str] = WANTED_CAPS,
         log: Any = None,
+        sasl_required: bool = False,
         exchange: Callable[[SaslLogin], Exchange] = Exchange,
     ) -> None:
         self.sasl = sasl
+        self.sasl_required = sasl_required and sasl is not None
         self._new_exchange = exchange  # tests give one with a fixed SCRAM nonce
         self._exchange: Exchange | None = None
         self.wanted = tuple(wanted)
@@ -70,6 +75,7 @@ class Capabilities:
         self.sasl_outcome: SaslOutcome | None = None
         self.account: str | None = None  # what 900 said we are logged in as
         self.mechanisms: tuple[str, ...] = ()  # what 908 said the server would take
+        self.give_up: str | None = None  # required SASL failed: why this connection must go
         self._handlers: dict[str, Callable[[Sequence[str]], list[str]]] = {
             "CAP": self._cap,
             "AUTHENTICATE": self._authenticate,
@@ -98,16 +104,36 @@ class Capabilities:
         self.account = None
         self.mechanisms = ()
         self._exchange = None
+        self.give_up = None
 
     def registered(self) -> None:
-        """001 came: negotiation is over, whether or not the server ever spoke CAP."""
+        """001 came: negotiation is over, whether or not the server ever spoke CAP. A server
+        that registers us without SASL having logged us in fails a requirement too."""
+        if self.sasl_outcome not in ("success", "already"):
+            self._sasl_lost("the server registered the connection without SASL")
         self.ended = True
 
     def feed(self, command: str, params: Sequence[str]) -> list[str]:
         """The lines to send in answer to one server message (command uppercased, numerics as
         three digits; params as parsed, the first being the target)."""
         handler = self._handlers.get(command)
-        return handler(params) if handler is not None else []
+        if handler is None or self.give_up is not None:
+            return []  # given up: the session is dropping this connection
+        return handler(params)
+
+    def _sasl_lost(self, problem: str) -> bool:
+        """SASL will not log this connection in. True where that must end the connection
+        (SASL required, negotiation still open): `give_up` is set, and no CAP END goes."""
+        if not self.sasl_required or self.ended:
+            return False
+        if self.give_up is None:
+            self.give_up = problem
+            self.log.error(
+                "sasl_required_failed",
+                problem=problem,
+                action="disconnecting: irc.sasl.required forbids going on unauthenticated",
+            )
+        return True
 
     # CAP
 
@@ -122,6 +148,8 @@ class Capabilities:
             if more:
                 return []
             wanted = self._to_request(self.offered)
+            if self.give_up is not None:
+                return []
             return [f"CAP REQ :{' '.join(wanted)}"] if wanted else self._end()
         if sub == "ACK":
             for cap in args[-1].split():
@@ -135,9 +163,13 @@ class Capabilities:
             if "sasl" in self.enabled and self.sasl is not None:
                 self._exchange = self._new_exchange(self.sasl)
                 return [self._exchange.first_line()]
+            if self._sasl_lost("the server did not enable sasl"):
+                return []
             return self._end()
         if sub == "NAK":
             self.log.warning("caps_refused", caps=args[-1])
+            if self._sasl_lost("the server refused the capabilities asked for, sasl with them"):
+                return []
             return self._end()
         if sub == "NEW":
             new = self._offer(args[-1])
@@ -169,23 +201,20 @@ class Capabilities:
             mechanisms = offered.get("sasl")
             if mechanisms is None:
                 if "sasl" not in self.offered:
-                    self.sasl_outcome = "unavailable"
-                    self.log.error(
-                        "sasl_unavailable",
-                        problem="the server offers no SASL; continuing unauthenticated",
-                    )
+                    self._unavailable("the server offers no SASL")
             elif mechanisms and sasl.mechanism not in mechanisms.upper().split(","):
-                self.sasl_outcome = "unavailable"
-                self.log.error(
-                    "sasl_unavailable",
-                    problem=f"the server does not offer {sasl.mechanism}; continuing"
-                    " unauthenticated",
-                    offered=mechanisms,
-                )
+                self._unavailable(f"the server does not offer {sasl.mechanism}", mechanisms)
             else:
                 # A bare `sasl` (CAP 301, or a 302 server without a list): try ours anyway.
                 wanted.insert(0, "sasl")
         return wanted
+
+    def _unavailable(self, problem: str, offered: str | None = None) -> None:
+        self.sasl_outcome = "unavailable"
+        going_on = "" if self.sasl_required else "; continuing unauthenticated"
+        extra = {} if offered is None else {"offered": offered}
+        self.log.error("sasl_unavailable", problem=problem + going_on, **extra)
+        self._sasl_lost(problem)
 
     def _end(self) -> list[str]:
         if self.ended:
@@ -201,9 +230,11 @@ class Capabilities:
             return []
         lines = exchange.feed(params[0])
         if exchange.aborted is not None and lines:
-            # The server answers the `*` with 906, which ends negotiation as any failure does.
+            # The server answers the `*` with 906, which ends negotiation as any failure does;
+            # where SASL is required the connection goes at once, after the `*`.
             self.sasl_outcome = "failed"
             self.log.error("sasl_failed", mechanism=exchange.mechanism, problem=exchange.aborted)
+            self._sasl_lost(f"{exchange.mechanism} aborted: {exchange.aborted}")
         return lines
 
     def _sasl_success(self, params: Sequence[str]) -> list[str]:
@@ -218,9 +249,13 @@ class Capabilities:
         return self._end()
 
     def _sasl_failed(self, numeric: str, params: Sequence[str]) -> list[str]:
-        # 902 (nick locked), 904, 905, 906. Going on unauthenticated beats never registering.
+        # 902 (nick locked), 904, 905, 906. Going on unauthenticated beats never registering,
+        # unless the config says otherwise.
         self.sasl_outcome = "failed"
-        self.log.error("sasl_failed", numeric=numeric, message=" ".join(params[1:]))
+        message = " ".join(params[1:])
+        self.log.error("sasl_failed", numeric=numeric, message=message)
+        if self._sasl_lost(f"{numeric} {message}".strip()):
+            return []
         return self._end()
 
     def _sasl_already(self, params: Sequence[str]) -> list[str]:

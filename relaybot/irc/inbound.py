@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 Handler = Callable[[IrcMessage], None]
 
+# The QUIT message when irc.sasl.required drops a connection SASL did not log in.
+SASL_REQUIRED_QUIT = "SASL login required"
+
 
 class ServerLines:
     """The handlers of one session. They read and change the session's state (registered,
@@ -108,8 +111,11 @@ class ServerLines:
     # registration
 
     def negotiate(self, message: IrcMessage) -> None:
-        for line in self.session.caps.feed(message.command, message.params):
+        caps = self.session.caps
+        for line in caps.feed(message.command, message.params):
             self.session._send_raw(line)  # AUTHENTICATE payloads are base64: never logged
+        if caps.give_up is not None:
+            self.session.give_up_connection(SASL_REQUIRED_QUIT)
 
     def on_nick_refused(self, message: IrcMessage) -> None:
         session = self.session
@@ -123,8 +129,12 @@ class ServerLines:
 
     def on_welcome(self, message: IrcMessage) -> None:
         session = self.session
-        session.registered = True
         session.caps.registered()
+        if session.caps.give_up is not None:
+            # Registered without the SASL login the config requires: leave before joining.
+            session.give_up_connection(SASL_REQUIRED_QUIT)
+            return
+        session.registered = True
         session.backoff.connected(session.clock())
         session.nicks.registered(session.clock())
         session.log.info("registered", nick=session.nick)

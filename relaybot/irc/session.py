@@ -86,7 +86,11 @@ class IrcSession:
         for channel in config.channels:
             self._want(channel)
         self.registered = False
-        self.caps = Capabilities(_sasl_login(config), log=self.log)
+        self.caps = Capabilities(
+            _sasl_login(config),
+            log=self.log,
+            sasl_required=config.sasl is not None and config.sasl.required,
+        )
         self.nicks = NickKeeper(config.nick, config.alt_nicks, self._fold)
         # What the server told us about users: services accounts and bot flags.
         self.users = UserTracker(self._fold)
@@ -295,6 +299,14 @@ class IrcSession:
         self._connected_since = self.clock()
         self.liveness.reset(self.clock())
         self.connects += 1
+
+    def give_up_connection(self, reason: str) -> None:
+        """Leave this connection before registering (QUIT, then close): the disconnect that
+        follows takes the usual way, a reconnect after the backoff. For a connection the bot
+        must not stay on, such as one that SASL, required, did not log in."""
+        if self.connection.is_connected():
+            self.log.warning("connection_given_up", reason=reason)
+            self.connection.disconnect(reason)
 
     def _send_raw(self, line: str) -> None:
         if self.connection.is_connected():

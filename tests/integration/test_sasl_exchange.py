@@ -312,3 +312,91 @@ def test_ecdsa_nist256p_challenge_signature_verifies(
     server.close()
     assert "sasl_success" in [e["event"] for e in logs]
     assert "PRIVATE" not in repr(logs)
+
+
+# --- irc.sasl.required ----------------------------------------------------------------------------
+
+
+def required_config(config_factory: Callable[[str], Config], port: int, tmp: object) -> Config:
+    # A short backoff: the test waits for the reconnect.
+    config = sasl_config(config_factory, port, str(tmp), PLAIN_KEYS + "\nrequired = true")
+    irc = dataclasses.replace(config.irc, reconnect_min=0.2, reconnect_max=0.4)
+    return dataclasses.replace(config, irc=irc)
+
+
+def plain_up_to_the_payload(server: ScriptedServer, offer: bytes = b"sasl") -> None:
+    server.accept()
+    server.wait_for(b"CAP LS 302", 10)
+    server.send(b":irc.test CAP * LS :multi-prefix " + offer + b"\r\n")
+    server.wait_for(b"CAP REQ :sasl multi-prefix", 10)
+    server.send(b":irc.test CAP relaybot ACK :sasl multi-prefix\r\n")
+    server.wait_for(b"AUTHENTICATE PLAIN", 10)
+    server.send(b"AUTHENTICATE +\r\n")
+    server.wait_for(b"AUTHENTICATE cmVs", 10)
+
+
+def test_required_sasl_failing_quits_and_reconnects_instead_of_registering(
+    config_factory: Callable[[str], Config],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: object,
+) -> None:
+    monkeypatch.setenv("RELAYBOT_TEST_SASL", "hunter2")
+    server = ScriptedServer()
+    config = required_config(config_factory, server.port, tmp_path)
+    with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine()) as runner:  # type: ignore[arg-type]
+        plain_up_to_the_payload(server)
+        server.send(_numeric("904", ":SASL authentication failed") + b"\r\n")
+        server.wait_for(b"QUIT :SASL login required", 10)
+        server.wait_closed(10)
+        first = list(server.received)
+        assert b"CAP END" not in first
+        assert not any(line.startswith(b"JOIN") for line in first)
+        assert not runner.on_reactor(lambda: runner.bot.session.registered)
+        # The usual reconnect, after the backoff; this time SASL works and the bot registers.
+        server.received.clear()
+        plain_up_to_the_payload(server)
+        server.send(_numeric("903", ":SASL authentication successful") + b"\r\n")
+        server.wait_for(b"CAP END", 10)
+        register_and_join(server)
+    server.close()
+    events = [e["event"] for e in logs]
+    assert events.count("sasl_required_failed") == 1
+    assert events.index("sasl_required_failed") < events.index("reconnect_scheduled")
+    assert "registered" in events and "hunter2" not in repr(logs)
+
+
+def test_required_sasl_on_a_server_without_sasl_never_registers(
+    config_factory: Callable[[str], Config],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: object,
+) -> None:
+    monkeypatch.setenv("RELAYBOT_TEST_SASL", "hunter2")
+    server = ScriptedServer()
+    config = required_config(config_factory, server.port, tmp_path)
+    with BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
+        server.accept()
+        server.wait_for(b"CAP LS 302", 10)
+        server.send(b":irc.test CAP * LS :multi-prefix\r\n")
+        server.wait_for(b"QUIT :SASL login required", 10)
+        server.wait_closed(10)
+        assert not any(line.startswith((b"CAP REQ", b"CAP END")) for line in server.received)
+    server.close()
+
+
+def test_required_sasl_and_a_server_that_registers_without_cap(
+    config_factory: Callable[[str], Config],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: object,
+) -> None:
+    # A server that ignores CAP and registers the bot at once: 001 comes, no JOIN follows.
+    monkeypatch.setenv("RELAYBOT_TEST_SASL", "hunter2")
+    server = ScriptedServer()
+    config = required_config(config_factory, server.port, tmp_path)
+    with BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
+        server.accept()
+        server.wait_for(b"USER relaybot", 10)
+        server.send(b":irc.test 001 relaybot :Welcome\r\n")
+        server.wait_for(b"QUIT :SASL login required", 10)
+        server.wait_closed(10)
+        assert not any(line.startswith(b"JOIN") for line in server.received)
+    server.close()

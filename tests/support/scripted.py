@@ -20,6 +20,25 @@ class ScriptedServer:
         self.listener.settimeout(timeout)
         self.conn, _ = self.listener.accept()
         self.conn.settimeout(0.2)
+        self._buffer = b""  # a new connection: a partial line of the last one is no start
+
+    def wait_closed(self, timeout: float) -> None:
+        """Read until the bot closes this connection (its lines still land in `received`)."""
+        assert self.conn is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = self.conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # reset: closed all the same
+            if not data:
+                return
+            self._buffer += data
+            *lines, self._buffer = self._buffer.split(b"\r\n")
+            self.received.extend(lines)
+        raise AssertionError(f"the connection is still open; got {self.received[-10:]!r}")
 
     def send(self, data: bytes) -> None:
         assert self.conn is not None

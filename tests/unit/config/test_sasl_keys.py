@@ -61,7 +61,7 @@ def test_an_unknown_mechanism_lists_the_known_ones() -> None:
     )
 
 
-# --- ECDSA-NIST256P-CHALLENGE ---------------------------------------------------------------------
+# --- ECDSA-NIST256P-CHALLENGE --------------------------------------------------------------------
 
 ECDSA = 'mechanism = "ECDSA-NIST256P-CHALLENGE"\nusername = "acct"\n'
 
@@ -128,3 +128,21 @@ def test_ecdsa_without_a_username_names_the_key(tmp_path: Path) -> None:
     write_key(tmp_path / "k.pem", ec.SECP256R1())
     message = error('mechanism = "ECDSA-NIST256P-CHALLENGE"\nkey_file = "k.pem"\n', tmp_path)
     assert message == "irc.sasl.username: missing (required)"
+
+
+# --- required ------------------------------------------------------------------------------------
+
+PLAIN = 'username = "acct"\npassword_env = "RELAYBOT_TEST_PW"\n'
+
+
+def test_required_defaults_to_false_and_reads_true() -> None:
+    sasl = load(PLAIN).irc.sasl
+    assert sasl is not None and sasl.required is False
+    sasl = load(PLAIN + "required = true\n").irc.sasl
+    assert sasl is not None and sasl.required is True
+
+
+def test_required_must_be_a_boolean() -> None:
+    assert error(PLAIN + 'required = "yes"\n') == (
+        "irc.sasl.required: expected a boolean, got string"
+    )

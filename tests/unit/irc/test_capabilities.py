@@ -348,3 +348,109 @@ def test_scram_903_before_the_server_proved_itself_is_a_failure(
     assert feed(caps, ":irc.test 903 user :SASL authentication successful") == ["CAP END"]
     assert caps.sasl_outcome == "failed"
     assert "sasl_not_trusted" in events(logs) and "sasl_success" not in events(logs)
+
+
+# --- irc.sasl.required ----------------------------------------------------------------------------
+
+
+def required() -> Capabilities:
+    return Capabilities(PLAIN, sasl_required=True)
+
+
+def gave_up(caps: Capabilities, logs: list[dict[str, object]], problem: str) -> None:
+    assert caps.give_up == problem and not caps.ended
+    assert [entry["problem"] for entry in logs if entry["event"] == "sasl_required_failed"] == [
+        problem
+    ]
+    # Nothing more is answered: the session is dropping the connection.
+    assert feed(caps, ":irc.test CAP * LS :sasl") == []
+    assert feed(caps, ":irc.test 903 relaybot :SASL authentication successful") == []
+
+
+@pytest.mark.parametrize("numeric", ["902", "904", "905", "906"])
+def test_required_sasl_failing_never_ends_cap(numeric: str, logs: list[dict[str, object]]) -> None:
+    caps = required()
+    feed(caps, ":irc.test CAP * LS :sasl")
+    feed(caps, ":irc.test CAP * ACK :sasl")
+    feed(caps, "AUTHENTICATE +")
+    assert feed(caps, f":irc.test {numeric} relaybot :no") == []
+    assert caps.sasl_outcome == "failed"
+    gave_up(caps, logs, f"{numeric} no")
+
+
+def test_required_sasl_on_a_server_without_it_never_requests_or_ends(
+    logs: list[dict[str, object]],
+) -> None:
+    caps = required()
+    assert feed(caps, ":irc.test CAP * LS :multi-prefix") == []
+    assert caps.sasl_outcome == "unavailable"
+    unavailable = [entry for entry in logs if entry["event"] == "sasl_unavailable"]
+    assert unavailable[0]["problem"] == "the server offers no SASL"  # not "continuing"
+    gave_up(caps, logs, "the server offers no SASL")
+
+
+def test_required_sasl_not_acknowledged(logs: list[dict[str, object]]) -> None:
+    caps = required()
+    feed(caps, ":irc.test CAP * LS :sasl multi-prefix")
+    assert feed(caps, ":irc.test CAP * ACK :multi-prefix") == []
+    gave_up(caps, logs, "the server did not enable sasl")
+
+
+def test_required_sasl_refused(logs: list[dict[str, object]]) -> None:
+    caps = required()
+    feed(caps, ":irc.test CAP * LS :sasl multi-prefix")
+    assert feed(caps, ":irc.test CAP * NAK :sasl multi-prefix") == []
+    gave_up(caps, logs, "the server refused the capabilities asked for, sasl with them")
+
+
+def test_required_sasl_aborted_by_us_gives_up_after_the_star(
+    logs: list[dict[str, object]],
+) -> None:
+    caps = required()
+    feed(caps, ":irc.test CAP * LS :sasl")
+    feed(caps, ":irc.test CAP * ACK :sasl")
+    assert feed(caps, "AUTHENTICATE abcd") == ["AUTHENTICATE *"]
+    gave_up(caps, logs, "PLAIN aborted: the server's first challenge was not empty")
+
+
+def test_required_sasl_and_a_server_that_registers_without_cap(
+    logs: list[dict[str, object]],
+) -> None:
+    caps = required()
+    caps.registered()  # 001 with no CAP at all: a server from before IRCv3
+    assert caps.give_up == "the server registered the connection without SASL"
+
+
+def test_required_sasl_that_succeeds_registers() -> None:
+    caps = required()
+    feed(caps, ":irc.test CAP * LS :sasl")
+    feed(caps, ":irc.test CAP * ACK :sasl")
+    feed(caps, "AUTHENTICATE +")
+    assert feed(caps, ":irc.test 903 relaybot :SASL authentication successful") == ["CAP END"]
+    caps.registered()
+    assert caps.give_up is None and caps.sasl_outcome == "success"
+
+
+def test_required_sasl_already_authenticated_registers() -> None:
+    caps = required()
+    feed(caps, ":irc.test CAP * LS :sasl")
+    feed(caps, ":irc.test CAP * ACK :sasl")
+    assert feed(caps, ":irc.test 907 relaybot :You have already authenticated") == ["CAP END"]
+    caps.registered()
+    assert caps.give_up is None
+
+
+def test_reset_forgets_giving_up() -> None:
+    caps = required()
+    feed(caps, ":irc.test CAP * LS :multi-prefix")
+    assert caps.give_up is not None
+    caps.reset()
+    assert caps.give_up is None
+    assert feed(caps, ":irc.test CAP * LS :sasl") == ["CAP REQ :sasl"]
+
+
+def test_required_without_a_login_is_no_requirement() -> None:
+    caps = Capabilities(None, sasl_required=True)
+    assert feed(caps, ":irc.test CAP * LS :multi-prefix") == ["CAP REQ :multi-prefix"]
+    caps.registered()
+    assert caps.give_up is None
