@@ -202,18 +202,24 @@ class Capabilities:
             if mechanisms is None:
                 if "sasl" not in self.offered:
                     self._unavailable("the server offers no SASL")
-            elif mechanisms and sasl.mechanism not in mechanisms.upper().split(","):
-                self._unavailable(f"the server does not offer {sasl.mechanism}", mechanisms)
             else:
+                if mechanisms and sasl.mechanism not in mechanisms.upper().split(","):
+                    # Tried all the same (as Limnoria and Sopel do): the list may be incomplete
+                    # or stale, and a refusal costs one 904, after which CAP ends as usual.
+                    self.log.warning(
+                        "sasl_mechanism_not_listed",
+                        mechanism=sasl.mechanism,
+                        offered=mechanisms,
+                        problem="trying it anyway",
+                    )
                 # A bare `sasl` (CAP 301, or a 302 server without a list): try ours anyway.
                 wanted.insert(0, "sasl")
         return wanted
 
-    def _unavailable(self, problem: str, offered: str | None = None) -> None:
+    def _unavailable(self, problem: str) -> None:
         self.sasl_outcome = "unavailable"
         going_on = "" if self.sasl_required else "; continuing unauthenticated"
-        extra = {} if offered is None else {"offered": offered}
-        self.log.error("sasl_unavailable", problem=problem + going_on, **extra)
+        self.log.error("sasl_unavailable", problem=problem + going_on)
         self._sasl_lost(problem)
 
     def _end(self) -> list[str]:

@@ -89,6 +89,17 @@ def register_and_join(server: ScriptedServer) -> None:
     server.wait_for(b"JOIN #relay", 10)
 
 
+def plain_up_to_the_payload(server: ScriptedServer, offer: bytes = b"sasl") -> None:
+    server.accept()
+    server.wait_for(b"CAP LS 302", 10)
+    server.send(b":irc.test CAP * LS :multi-prefix " + offer + b"\r\n")
+    server.wait_for(b"CAP REQ :sasl multi-prefix", 10)
+    server.send(b":irc.test CAP relaybot ACK :sasl multi-prefix\r\n")
+    server.wait_for(b"AUTHENTICATE PLAIN", 10)
+    server.send(b"AUTHENTICATE +\r\n")
+    server.wait_for(b"AUTHENTICATE cmVs", 10)
+
+
 @pytest.mark.parametrize("outcome", sorted(OUTCOMES))
 def test_each_sasl_outcome_ends_cap_and_registers(
     outcome: str,
@@ -121,16 +132,7 @@ def test_each_sasl_outcome_ends_cap_and_registers(
     assert sum(line == b"CAP END" for line in server.received) == 1
 
 
-@pytest.mark.parametrize(
-    ("offer", "problem"),
-    [
-        (b"multi-prefix", "the server offers no SASL"),
-        (b"multi-prefix sasl=EXTERNAL,SCRAM-SHA-256", "the server does not offer PLAIN"),
-    ],
-)
-def test_no_usable_sasl_is_a_clear_error_and_the_bot_goes_on(
-    offer: bytes,
-    problem: str,
+def test_no_sasl_at_all_is_a_clear_error_and_the_bot_goes_on(
     config_factory: Callable[[str], Config],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: object,
@@ -141,15 +143,38 @@ def test_no_usable_sasl_is_a_clear_error_and_the_bot_goes_on(
     with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
         server.accept()
         server.wait_for(b"CAP LS 302", 10)
-        server.send(b":irc.test CAP * LS :" + offer + b"\r\n")
+        server.send(b":irc.test CAP * LS :multi-prefix\r\n")
         server.wait_for(b"CAP REQ :multi-prefix", 10)
         server.send(b":irc.test CAP relaybot ACK :multi-prefix\r\n")
         server.wait_for(b"CAP END", 10)
         register_and_join(server)
     server.close()
     unavailable = [e for e in logs if e["event"] == "sasl_unavailable"]
-    assert len(unavailable) == 1 and unavailable[0]["problem"].startswith(problem)
+    assert len(unavailable) == 1
+    assert unavailable[0]["problem"].startswith("the server offers no SASL")
     assert not any(line.startswith(b"AUTHENTICATE") for line in server.received)
+
+
+def test_a_mechanism_not_listed_is_tried_then_cap_ends_on_904(
+    config_factory: Callable[[str], Config],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: object,
+) -> None:
+    # The sasl= list lacks PLAIN: the bot asks for sasl and tries PLAIN all the same (as
+    # Limnoria and Sopel do); the server's 908 and 904 then end CAP, and the bot registers.
+    monkeypatch.setenv("RELAYBOT_TEST_SASL", "hunter2")
+    server = ScriptedServer()
+    config = sasl_config(config_factory, server.port, str(tmp_path))
+    with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
+        plain_up_to_the_payload(server, b"sasl=EXTERNAL,SCRAM-SHA-256")
+        server.send(_numeric("908", "EXTERNAL,SCRAM-SHA-256 :are available") + b"\r\n")
+        server.send(_numeric("904", ":SASL authentication failed") + b"\r\n")
+        server.wait_for(b"CAP END", 10)
+        register_and_join(server)
+    server.close()
+    events = [e["event"] for e in logs]
+    assert "sasl_mechanism_not_listed" in events and "sasl_failed" in events
+    assert "sasl_unavailable" not in events
 
 
 def test_external_sends_an_empty_authzid(
@@ -322,17 +347,6 @@ def required_config(config_factory: Callable[[str], Config], port: int, tmp: obj
     config = sasl_config(config_factory, port, str(tmp), PLAIN_KEYS + "\nrequired = true")
     irc = dataclasses.replace(config.irc, reconnect_min=0.2, reconnect_max=0.4)
     return dataclasses.replace(config, irc=irc)
-
-
-def plain_up_to_the_payload(server: ScriptedServer, offer: bytes = b"sasl") -> None:
-    server.accept()
-    server.wait_for(b"CAP LS 302", 10)
-    server.send(b":irc.test CAP * LS :multi-prefix " + offer + b"\r\n")
-    server.wait_for(b"CAP REQ :sasl multi-prefix", 10)
-    server.send(b":irc.test CAP relaybot ACK :sasl multi-prefix\r\n")
-    server.wait_for(b"AUTHENTICATE PLAIN", 10)
-    server.send(b"AUTHENTICATE +\r\n")
-    server.wait_for(b"AUTHENTICATE cmVs", 10)
 
 
 def test_required_sasl_failing_quits_and_reconnects_instead_of_registering(
