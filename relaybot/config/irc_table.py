@@ -1,11 +1,18 @@
-"""Reads the `[irc]` table: the server and its fallbacks, nicks, channels, TLS, SASL and the
-outgoing flood pacing."""
+"""Reads the `[irc]` table: the server and its fallbacks, nicks, channels, TLS, SASL, the
+NickServ fallback and the outgoing flood pacing."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from relaybot.config.schema import ChannelConfig, FloodConfig, IrcConfig, SaslConfig, Secret
+from relaybot.config.schema import (
+    ChannelConfig,
+    FloodConfig,
+    IrcConfig,
+    NickservConfig,
+    SaslConfig,
+    Secret,
+)
 from relaybot.config.section import Section, declared_defaults, describe
 from relaybot.irc.sasl import ECDSA_CHALLENGE, MECHANISMS, SCRAM_SHA_256, load_p256_key
 from relaybot.irc.text import is_channel_name
@@ -41,6 +48,7 @@ def read_irc(section: Section) -> IrcConfig:
         rejoin_delay=section.number("rejoin_delay", float, 0.0),
         connect_timeout=section.number("connect_timeout", float, 1.0),
         sasl=sasl,
+        nickserv=_nickserv(section.sub("nickserv", NickservConfig), nick),
         flood=_flood(section.sub_or_empty("flood")),
         set_bot_mode=section.get("set_bot_mode", bool),
         fallback_servers=_servers(section, "fallback_servers"),
@@ -97,6 +105,22 @@ def _sasl(section: Section | None) -> SaslConfig | None:
     sasl = dataclasses.replace(sasl, required=section.get("required", bool))
     section.finish()
     return sasl
+
+
+def _nickserv(section: Section | None, nick: str) -> NickservConfig | None:
+    if section is None:
+        return None
+    section.derive(account=nick)  # an account left out is the nick the bot registers
+    account = section.get("account", str) or nick
+    if any(c in account for c in " \0") or account.startswith(":"):
+        raise section.fail("account", f"{account!r} must be one word")
+    config = NickservConfig(
+        password=section.secret("password", required=True) or Secret(""),
+        account=account,
+        service=_valid_nick(section, "service", section.get("service", str)),
+    )
+    section.finish()
+    return config
 
 
 def _p256_key(section: Section) -> Secret:

@@ -42,6 +42,15 @@ class SaslConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NickservConfig:
+    """The IDENTIFY fallback for when SASL did not log the bot in (or is not configured)."""
+
+    password: Secret
+    account: str  # the file may leave it out: the bot's configured nick
+    service: str = "NickServ"  # the services nick IDENTIFY goes to
+
+
+@dataclass(frozen=True, slots=True)
 class FloodConfig:
     """Outgoing pacing: a burst, then one line per `interval` plus a cost per byte."""
 
@@ -73,6 +82,7 @@ class IrcConfig:
     rejoin_delay: float = 10.0
     connect_timeout: float = 15.0
     sasl: SaslConfig | None = None
+    nickserv: NickservConfig | None = None  # [irc.nickserv]: IDENTIFY when SASL did not log in
     flood: FloodConfig = FloodConfig()
     set_bot_mode: bool = True
     fallback_servers: tuple[tuple[str, int], ...] = ()  # tried in turn after host:port

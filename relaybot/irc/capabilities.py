@@ -106,10 +106,15 @@ class Capabilities:
         self._exchange = None
         self.give_up = None
 
+    @property
+    def logged_in(self) -> bool:
+        """SASL logged this connection in: 903, 907 (already), or a 900 naming the account."""
+        return self.sasl_outcome in ("success", "already") or self.account is not None
+
     def registered(self) -> None:
         """001 came: negotiation is over, whether or not the server ever spoke CAP. A server
         that registers us without SASL having logged us in fails a requirement too."""
-        if self.sasl_outcome not in ("success", "already"):
+        if not self.logged_in:
             self._sasl_lost("the server registered the connection without SASL")
         self.ended = True
 

@@ -17,6 +17,7 @@ from relaybot.irc import translate
 from relaybot.irc.channels import JOIN_REFUSED, Channel, invite_allowed, join_line
 from relaybot.irc.events import IrcEvent, Origin
 from relaybot.irc.message import IrcMessage
+from relaybot.irc.nickserv import identify_line
 from relaybot.irc.text import is_channel_name, safe_line
 from relaybot.irc.tracking import whox_fields
 
@@ -138,10 +139,25 @@ class ServerLines:
         session.backoff.connected(session.clock())
         session.nicks.registered(session.clock())
         session.log.info("registered", nick=session.nick)
+        self._identify()
         for channel in session.channels.values():
             session._send_raw(join_line(channel.name, channel.key))
         if session.on_registered is not None:
             session.on_registered()
+
+    def _identify(self) -> None:
+        """NickServ IDENTIFY where SASL did not log the bot in: before the JOINs, so that
+        channels for identified users have a chance. Sent on the connection itself, never
+        queued, recorded or logged: the line holds the password."""
+        session = self.session
+        nickserv = session.config.nickserv
+        line = identify_line(nickserv, session.caps.logged_in)
+        if nickserv is None or line is None:
+            return
+        session._send_raw(line)
+        session.log.info(
+            "nickserv_identify_sent", service=nickserv.service, account=nickserv.account
+        )
 
     def on_isupport(self, message: IrcMessage) -> None:
         session = self.session

@@ -414,3 +414,97 @@ def test_required_sasl_and_a_server_that_registers_without_cap(
         server.wait_closed(10)
         assert not any(line.startswith(b"JOIN") for line in server.received)
     server.close()
+
+
+# --- the NickServ IDENTIFY fallback ---------------------------------------------------------------
+
+NICKSERV = '[irc.nickserv]\npassword_env = "RELAYBOT_TEST_NS"\naccount = "relayacct"\n'
+
+
+def nickserv_config(
+    config_factory: Callable[[str], Config], port: int, tmp: object, sasl: bool
+) -> Config:
+    sasl_table = f"[irc.sasl]\n{PLAIN_KEYS}\n" if sasl else ""
+    return config_factory(f"""
+[irc]
+host = "127.0.0.1"
+port = {port}
+nick = "relaybot"
+channels = ["#relay"]
+{sasl_table}{NICKSERV}
+[state]
+dir = "{tmp}"
+""")
+
+
+@pytest.mark.parametrize("sasl", ["none configured", "904"])
+def test_nickserv_identify_when_sasl_did_not_log_in(
+    sasl: str,
+    config_factory: Callable[[str], Config],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: object,
+) -> None:
+    monkeypatch.setenv("RELAYBOT_TEST_SASL", "hunter2")
+    monkeypatch.setenv("RELAYBOT_TEST_NS", "ns-secret-9")
+    server = ScriptedServer()
+    config = nickserv_config(config_factory, server.port, tmp_path, sasl != "none configured")
+    with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine()) as runner:  # type: ignore[arg-type]
+        if sasl == "904":
+            plain_up_to_the_payload(server)
+            server.send(_numeric("904", ":SASL authentication failed") + b"\r\n")
+        else:
+            server.accept()
+            server.wait_for(b"CAP LS 302", 10)
+            server.send(b":irc.test CAP * LS :multi-prefix echo-message\r\n")
+            server.wait_for(b"CAP REQ", 10)
+            server.send(b":irc.test CAP relaybot ACK :multi-prefix echo-message\r\n")
+        server.wait_for(b"CAP END", 10)
+        server.send(b":irc.test 001 relaybot :Welcome\r\n")
+        server.wait_for(b"JOIN #relay", 10)
+        identify = [line for line in server.received if b"IDENTIFY" in line]
+        assert identify == [b"PRIVMSG NickServ :IDENTIFY relayacct ns-secret-9"]
+        # Before the JOIN, so that channels for identified users have a chance.
+        assert server.received.index(identify[0]) < server.received.index(b"JOIN #relay")
+        # The server echoes it back (echo-message): still no context anywhere holds it.
+        server.send(b":relaybot!r@h PRIVMSG NickServ :IDENTIFY relayacct ns-secret-9\r\n")
+        server.send(b":NickServ!s@services NOTICE relaybot :You are now identified\r\n")
+        server.send(b":relaybot!r@h JOIN #relay\r\n")
+        runner.wait_until(
+            lambda: runner.on_reactor(lambda: runner.bot.session.joined_channels()) == ["#relay"],
+            10,
+            "the join",
+        )
+        assert runner.turns("NickServ") is None
+        assert "ns-secret-9" not in runner.prompt_text("#relay")
+    server.close()
+    assert "ns-secret-9" not in repr(logs)
+    sent = [e for e in logs if e["event"] == "nickserv_identify_sent"]
+    assert sent == [
+        {
+            "component": "session",
+            "event": "nickserv_identify_sent",
+            "log_level": "info",
+            "network": "default",
+            "service": "NickServ",
+            "account": "relayacct",
+        }
+    ]
+
+
+def test_no_nickserv_identify_when_sasl_logged_in(
+    config_factory: Callable[[str], Config],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: object,
+) -> None:
+    monkeypatch.setenv("RELAYBOT_TEST_SASL", "hunter2")
+    monkeypatch.setenv("RELAYBOT_TEST_NS", "ns-secret-9")
+    server = ScriptedServer()
+    config = nickserv_config(config_factory, server.port, tmp_path, sasl=True)
+    with BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
+        plain_up_to_the_payload(server)
+        server.send(_numeric("900", "relaybot!r@h relayacct :You are now logged in") + b"\r\n")
+        server.send(_numeric("903", ":SASL authentication successful") + b"\r\n")
+        server.wait_for(b"CAP END", 10)
+        register_and_join(server)
+    server.close()
+    assert not any(b"IDENTIFY" in line for line in server.received)

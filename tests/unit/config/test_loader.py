@@ -121,13 +121,14 @@ OTHER = {
     "state.dir": "/var/lib/relaybot",
 }
 
-# Keys the test leaves at their default: tables read as None when left out (irc.sasl) and
-# secrets are None unless the file names one; a file path must exist to load.
+# Keys the test leaves at their default: tables read as None when left out (irc.sasl,
+# irc.nickserv) and secrets are None unless the file names one; a file path must exist to load.
 UNCHANGED = {
     "irc.host",
     "irc.nick",
     "irc.tls",  # changing it changes irc.port's default too; see the TLS port test
     "irc.sasl",
+    "irc.nickserv",
     "irc.password",
     "irc.ca_file",
     "irc.client_cert_file",
