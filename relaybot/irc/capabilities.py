@@ -21,6 +21,8 @@ from relaybot.irc.numerics import (
     RPL_SASLSUCCESS,
 )
 from relaybot.irc.sasl import Exchange, SaslLogin
+from relaybot.irc.sts import StsValue
+from relaybot.irc.sts import parse as parse_sts
 from relaybot.log import get_logger
 
 _log = get_logger(component="session")
@@ -52,7 +54,11 @@ class Capabilities:
     without it): from then on registration may go on, and SASL is no longer asked for.
 
     With `sasl_required`, SASL that does not log us in never ends in CAP END: `give_up` then
-    says why, and the session drops the connection instead of registering unauthenticated."""
+    says why, and the session drops the connection instead of registering unauthenticated.
+
+    STS: on a plaintext link (`secure` False) an `sts` value with a port stops negotiation
+    (`sts_upgrade`: the session reconnects with TLS there); on a TLS link one with a duration
+    is left in `sts_policy` for the session to persist."""
 
     def __init__(
         self,
@@ -76,6 +82,9 @@ class Capabilities:
         self.account: str | None = None  # what 900 said we are logged in as
         self.mechanisms: tuple[str, ...] = ()  # what 908 said the server would take
         self.give_up: str | None = None  # required SASL failed: why this connection must go
+        self.secure = False  # whether this connection is TLS (the session says, per connection)
+        self.sts_upgrade: int | None = None  # plaintext told to move: the TLS port to use
+        self.sts_policy: StsValue | None = None  # a persistence policy the session has to keep
         self._handlers: dict[str, Callable[[Sequence[str]], list[str]]] = {
             "CAP": self._cap,
             "AUTHENTICATE": self._authenticate,
@@ -95,8 +104,11 @@ class Capabilities:
         """The commands and numerics `feed` answers."""
         return frozenset(self._handlers)
 
-    def reset(self) -> None:
+    def reset(self, *, secure: bool = False) -> None:
         """A new connection: nothing offered, nothing enabled, negotiation open again."""
+        self.secure = secure
+        self.sts_upgrade = None
+        self.sts_policy = None
         self.offered.clear()
         self.enabled.clear()
         self.ended = False
@@ -122,8 +134,8 @@ class Capabilities:
         """The lines to send in answer to one server message (command uppercased, numerics as
         three digits; params as parsed, the first being the target)."""
         handler = self._handlers.get(command)
-        if handler is None or self.give_up is not None:
-            return []  # given up: the session is dropping this connection
+        if handler is None or self.give_up is not None or self.sts_upgrade is not None:
+            return []  # given up, or moving to TLS: the session is dropping this connection
         return handler(params)
 
     def _sasl_lost(self, problem: str) -> bool:
@@ -149,7 +161,8 @@ class Capabilities:
         sub = args[0].upper()
         if sub == "LS":
             more = len(args) > 2 and args[1] == "*"  # 302: a `*` line has more to come
-            self._offer(args[-1])
+            if self._sts(self._offer(args[-1])):
+                return []  # nothing more on a plaintext link the server wants upgraded
             if more:
                 return []
             wanted = self._to_request(self.offered)
@@ -178,6 +191,8 @@ class Capabilities:
             return self._end()
         if sub == "NEW":
             new = self._offer(args[-1])
+            if self._sts(new):
+                return []
             wanted = [cap for cap in self._to_request(new) if cap != "sasl"]
             return [f"CAP REQ :{' '.join(wanted)}"] if wanted else []
         if sub == "DEL":
@@ -187,6 +202,23 @@ class Capabilities:
                 self.enabled.discard(cap)
             self.log.info("caps_removed", caps=gone)
         return []
+
+    def _sts(self, offered: dict[str, str]) -> bool:
+        """Heed an `sts` value as the spec says for this kind of link; True when this
+        plaintext connection must be left for TLS. Never requested: it is a policy, not a
+        capability to enable."""
+        if "sts" not in offered:
+            return False
+        value = parse_sts(offered["sts"])
+        if not self.secure:
+            if value.port is None:
+                return False  # no upgrade policy: a duration on plaintext means nothing
+            self.sts_upgrade = value.port
+            self.log.info("sts_upgrade", port=value.port)
+            return True
+        if value.duration is not None:
+            self.sts_policy = value
+        return False
 
     def _offer(self, text: str) -> dict[str, str]:
         offered = {}

@@ -117,6 +117,8 @@ class ServerLines:
             self.session._send_raw(line)  # AUTHENTICATE payloads are base64: never logged
         if caps.give_up is not None:
             self.session.give_up_connection(SASL_REQUIRED_QUIT)
+        elif message.command == "CAP":
+            self.session.sts_negotiated()
 
     def on_nick_refused(self, message: IrcMessage) -> None:
         session = self.session

@@ -1,14 +1,18 @@
-"""The IRC session: the Sender the relay talks to, its channels, connecting and reconnecting,
-liveness and shutdown. It owns the state and wires the parts kept in their own modules: the
-loop turn (loop), the send side (writer), server-line handlers (inbound) and their events
-(translate), CAP/SASL, who is who, nicks, channels and the socket (connection).
+"""The IRC session: the Sender the relay talks to, its channels, connecting and reconnecting
+(where STS sends each connect), liveness and shutdown. It owns the state and wires the parts
+kept in their own modules: the loop turn (loop), the send side (writer), server-line handlers
+(inbound) and their events (translate), CAP/SASL, STS policies, who is who, nicks, channels
+and the socket (connection).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import irc.client
@@ -29,7 +33,9 @@ from relaybot.irc.nicks import NickKeeper
 from relaybot.irc.outbox import Batch, Outbox
 from relaybot.irc.reconnect import Backoff, Liveness
 from relaybot.irc.sasl import SaslLogin
+from relaybot.irc.sts import StsPolicies
 from relaybot.irc.text import casefold, privmsg_payload_budget, safe_line
+from relaybot.irc.tls import TlsSetupError
 from relaybot.irc.tracking import UserTracker
 
 # Importable from here, where it was defined before the split (tests use it).
@@ -54,6 +60,7 @@ class IrcSession:
         on_forget: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
         outbox: Outbox | None = None,
+        sts_file: Path | None = None,
     ) -> None:
         self.config = config
         self.on_event = on_event
@@ -114,6 +121,11 @@ class IrcSession:
         self.connects = 0  # successful TCP/TLS connects, for status and tests
         self.connection.on_data = lambda: self.liveness.heard(self.clock())
         self._connector = make_connect_factory(config)  # bad TLS files fail here, at start
+        # STS (relaybot.irc.sts): TLS to hosts whose policy says so, even where irc.tls is off.
+        self.sts = StsPolicies(sts_file, self.log)
+        self._tls_connector: Callable[[tuple[str, int]], socket.socket] | None = None
+        self._sts_upgrade: tuple[str, int] | None = None  # host, port: the next connect's
+        self.link: tuple[str, int, bool] | None = None  # host, port, TLS of this connection
         self.started_at = time.time()
         # Each server line the connection reads goes to its handler in relaybot.irc.inbound.
         self.inbound = ServerLines(self)
@@ -278,14 +290,15 @@ class IrcSession:
         nick = self.config.nick
         self.nicks.reset()
         self.registered = False
-        self.caps.reset()
         self.users.clear()
         self._bot_mode_set = False
         for channel in self.channels.values():
             channel.joined = False
         username = self.config.username or nick
-        host, port = self.servers[self._server_index % len(self.servers)]
-        self.log.info("connecting", host=host, port=port, tls=self.config.tls)
+        host, port, tls = self._route(*self.servers[self._server_index % len(self.servers)])
+        self.caps.reset(secure=tls)
+        self.link = (host, port, tls)
+        self.log.info("connecting", host=host, port=port, tls=tls)
         self.connection.connect(
             host,
             port,
@@ -293,12 +306,56 @@ class IrcSession:
             username=username,
             ircname=self.config.realname,
             password=self.config.password.value if self.config.password else None,
-            connect_factory=self._connector,
+            connect_factory=self._connector if tls == self.config.tls else self._sts_connector(),
             registration_lines=[f"NICK {nick}", f"USER {username} 0 * :{self.config.realname}"],
         )
         self._connected_since = self.clock()
         self.liveness.reset(self.clock())
         self.connects += 1
+
+    # --- STS ------------------------------------------------------------------------------------
+
+    def _route(self, host: str, port: int) -> tuple[str, int, bool]:
+        """Where the next connect goes: as configured, unless STS moves a plaintext one to
+        TLS (an upgrade the server just asked for, or a stored policy for this host)."""
+        if self.config.tls:
+            return host, port, True
+        upgrade, self._sts_upgrade = self._sts_upgrade, None
+        if upgrade is not None and upgrade[0] == host:
+            return host, upgrade[1], True
+        policy = self.sts.get(host, time.time())
+        if policy is not None:
+            self.log.info("sts_policy_applied", host=host, port=policy.port, instead_of=port)
+            return host, policy.port, True
+        return host, port, False
+
+    def _sts_connector(self) -> Callable[[tuple[str, int]], socket.socket]:
+        # Built when first needed: a bot that never meets STS never sets TLS up.
+        if self._tls_connector is None:
+            self._tls_connector = make_connect_factory(dataclasses.replace(self.config, tls=True))
+        return self._tls_connector
+
+    def sts_negotiated(self) -> None:
+        """After each CAP line: act on what the server's `sts` value asked for."""
+        caps, link = self.caps, self.link
+        if link is None:
+            return
+        host, port, tls = link
+        if caps.sts_upgrade is not None and not tls:
+            # Leave at once, before any registration, and come back over TLS: no backoff.
+            self._sts_upgrade = (host, caps.sts_upgrade)
+            self.log.info("sts_upgrading", host=host, port=caps.sts_upgrade)
+            self.connection.disconnect("Upgrading to TLS (STS)")
+        elif caps.sts_policy is not None and tls:
+            duration = caps.sts_policy.duration
+            caps.sts_policy = None
+            if duration is None:
+                return
+            if not (self.config.tls_verify or self.config.tls_fingerprints):
+                # The spec: only a verified connection may set a policy.
+                self.log.warning("sts_policy_ignored", host=host, reason="irc.tls_verify is off")
+                return
+            self.sts.learn(host, port, duration, time.time())
 
     def give_up_connection(self, reason: str) -> None:
         """Leave this connection before registering (QUIT, then close): the disconnect that
@@ -322,7 +379,8 @@ class IrcSession:
             return
         try:
             self.connect()
-        except (irc.client.ServerConnectionError, OSError, ssl.SSLError) as exc:
+        except (irc.client.ServerConnectionError, OSError, ssl.SSLError, TlsSetupError) as exc:
+            # TlsSetupError: the TLS an STS policy asked for, set up only then, and refused.
             self.log.warning("connect_failed", error=str(exc))
             self._reconnect_later()
 
@@ -357,7 +415,13 @@ class IrcSession:
         self.writer.disconnected()
         for channel in self.channels.values():
             channel.joined = False
+        if self.link is not None and self.link[2]:
+            self.sts.reschedule(self.link[0], time.time())
         if self._stop.is_set():
+            return
+        if self._sts_upgrade is not None and not self._reconnect_pending:
+            self._reconnect_pending = True
+            self.loop.schedule(0.0, self._try_connect)  # the same server, over TLS, at once
             return
         self.log.warning("disconnected", reason=" ".join(event.arguments))
         self._reconnect_later()

@@ -39,6 +39,9 @@ from relaybot.service.reload import plan_reload
 
 log = get_logger(component="bot")
 
+# The session's IRCv3 STS policies (relaybot.irc.sts), in the network's state directory.
+STS_FILE = "sts.json"
+
 
 def state_directory(config: Config) -> Path:
     if config.state.dir:
@@ -82,6 +85,7 @@ class Network:
             net.irc,
             on_event=lambda event: self.relay.handle(event),
             on_forget=self._forgotten,
+            sts_file=self.store.root / STS_FILE,  # STS policies, beside this network's state
         )
         self.control = Control(self)
         self.gate = ReplyGate(net.policy)

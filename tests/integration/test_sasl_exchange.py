@@ -223,7 +223,7 @@ dir = "{tmp_path}"
         server.wait_for(b"CAP LS 302", 10)
         # A multi-line LS with a capability value, split across two lines.
         server.send(b":irc.test CAP * LS * :multi-prefix cap-notify\r\n")
-        server.send(b":irc.test CAP * LS :sts=port=6697 draft/unknown\r\n")
+        server.send(b":irc.test CAP * LS :draft/other=port=6697 draft/unknown\r\n")
         server.wait_for(b"CAP REQ :multi-prefix cap-notify", 10)
         server.send(b":irc.test CAP relaybot ACK :multi-prefix cap-notify\r\n")
         server.wait_for(b"CAP END", 10)

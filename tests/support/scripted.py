@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 
 
 class ScriptedServer:
-    """A one-connection IRC 'server' that sends whatever bytes the test scripts."""
+    """A one-connection IRC 'server' that sends whatever bytes the test scripts; with `tls`,
+    each accepted connection does the TLS handshake first."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.received: list[bytes] = []
@@ -18,7 +21,11 @@ class ScriptedServer:
 
     def accept(self, timeout: float = 20.0) -> None:
         self.listener.settimeout(timeout)
-        self.conn, _ = self.listener.accept()
+        conn, _ = self.listener.accept()
+        if self.tls is not None:
+            conn.settimeout(timeout)
+            conn = self.tls.wrap_socket(conn, server_side=True)
+        self.conn = conn
         self.conn.settimeout(0.2)
         self._buffer = b""  # a new connection: a partial line of the last one is no start
 

@@ -38,8 +38,10 @@ def events(logs: list[dict[str, object]]) -> list[object]:
 
 def test_multiline_ls_302_then_sasl_plain_then_903(logs: list[dict[str, object]]) -> None:
     caps = Capabilities(PLAIN)
-    assert feed(caps, ":irc.test CAP * LS * :multi-prefix sasl=PLAIN,EXTERNAL sts=port=6697") == []
-    assert caps.offered["sasl"] == "PLAIN,EXTERNAL" and caps.offered["sts"] == "port=6697"
+    # (An unknown capability with a value: `sts` on this plaintext link would end it instead.)
+    offer = ":irc.test CAP * LS * :multi-prefix sasl=PLAIN,EXTERNAL draft/other=port=6697"
+    assert feed(caps, offer) == []
+    assert caps.offered["sasl"] == "PLAIN,EXTERNAL" and caps.offered["draft/other"] == "port=6697"
     # The last line of the listing: request what we use, sasl first, the rest in our order.
     assert feed(caps, ":irc.test CAP * LS :extended-join account-tag draft/unknown") == [
         "CAP REQ :sasl account-tag extended-join multi-prefix"
@@ -62,7 +64,7 @@ def test_multiline_ls_302_then_sasl_plain_then_903(logs: list[dict[str, object]]
 
 def test_nothing_wanted_on_offer_ends_at_once() -> None:
     caps = Capabilities(None)
-    assert feed(caps, ":irc.test CAP * LS :draft/unknown sts=port=6697") == ["CAP END"]
+    assert feed(caps, ":irc.test CAP * LS :draft/unknown draft/other=port=6697") == ["CAP END"]
     assert caps.ended and caps.enabled == set()
 
 
