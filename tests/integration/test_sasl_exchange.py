@@ -7,7 +7,6 @@ joins; the log says what happened."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from scramp import ScramMechanism
 
 from relaybot.config.schema import Config, SaslConfig
-from tests.support.botrunner import BotRunner
+from tests.support.botrunner import BotRunner, with_irc
 from tests.support.fakes import FixedEngine
 from tests.support.scripted import ScriptedServer
 
@@ -187,9 +186,7 @@ def test_external_sends_an_empty_authzid(
     config = sasl_config(config_factory, server.port, str(tmp_path))
     # The TLS client certificate is EXTERNAL's credential; the exchange itself is the same
     # on a plain socket, which is what this scripted server speaks.
-    config = dataclasses.replace(
-        config, irc=dataclasses.replace(config.irc, sasl=SaslConfig("", None, "EXTERNAL"))
-    )
+    config = with_irc(config, sasl=SaslConfig("", None, "EXTERNAL"))
     with BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
         server.accept()
         server.wait_for(b"CAP LS 302", 10)
@@ -345,8 +342,7 @@ def test_ecdsa_nist256p_challenge_signature_verifies(
 def required_config(config_factory: Callable[[str], Config], port: int, tmp: object) -> Config:
     # A short backoff: the test waits for the reconnect.
     config = sasl_config(config_factory, port, str(tmp), PLAIN_KEYS + "\nrequired = true")
-    irc = dataclasses.replace(config.irc, reconnect_min=0.2, reconnect_max=0.4)
-    return dataclasses.replace(config, irc=irc)
+    return with_irc(config, reconnect_min=0.2, reconnect_max=0.4)
 
 
 def test_required_sasl_failing_quits_and_reconnects_instead_of_registering(
@@ -365,7 +361,7 @@ def test_required_sasl_failing_quits_and_reconnects_instead_of_registering(
         first = list(server.received)
         assert b"CAP END" not in first
         assert not any(line.startswith(b"JOIN") for line in first)
-        assert not runner.on_reactor(lambda: runner.bot.session.registered)
+        assert not runner.on_reactor(lambda: runner.net.session.registered)
         # The usual reconnect, after the backoff; this time SASL works and the bot registers.
         server.received.clear()
         plain_up_to_the_payload(server)
@@ -470,7 +466,7 @@ def test_nickserv_identify_when_sasl_did_not_log_in(
         server.send(b":NickServ!s@services NOTICE relaybot :You are now identified\r\n")
         server.send(b":relaybot!r@h JOIN #relay\r\n")
         runner.wait_until(
-            lambda: runner.on_reactor(lambda: runner.bot.session.joined_channels()) == ["#relay"],
+            lambda: runner.on_reactor(lambda: runner.net.session.joined_channels()) == ["#relay"],
             10,
             "the join",
         )

@@ -80,3 +80,10 @@ class BotRunner:
             return turns is not None and any(content in turn.content for turn in turns)
 
         self.wait_until(present, timeout, f"{content!r} in the context of {channel}")
+
+
+def with_irc(config: Config, **changes: Any) -> Config:
+    """`config` (one network) with `changes` made to its `[irc]` settings."""
+    (net,) = config.networks
+    irc = dataclasses.replace(net.irc, **changes)
+    return dataclasses.replace(config, networks=(dataclasses.replace(net, irc=irc),))

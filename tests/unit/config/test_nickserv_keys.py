@@ -27,11 +27,11 @@ def error(table: str) -> str:
 
 
 def test_left_out_there_is_no_fallback() -> None:
-    assert loads_config(MINIMAL).irc.nickserv is None
+    assert loads_config(MINIMAL).networks[0].irc.nickserv is None
 
 
 def test_account_defaults_to_the_nick_and_service_to_nickserv() -> None:
-    nickserv = load('password_env = "RELAYBOT_TEST_PW"\n').irc.nickserv
+    nickserv = load('password_env = "RELAYBOT_TEST_PW"\n').networks[0].irc.nickserv
     assert nickserv is not None
     assert (nickserv.account, nickserv.service) == ("relaybot", "NickServ")
     assert nickserv.password.value == "s3cret"
@@ -39,13 +39,13 @@ def test_account_defaults_to_the_nick_and_service_to_nickserv() -> None:
 
 def test_account_and_service_as_given() -> None:
     config = load('password_env = "RELAYBOT_TEST_PW"\naccount = "acct"\nservice = "AuthServ"\n')
-    nickserv = config.irc.nickserv
+    nickserv = config.networks[0].irc.nickserv
     assert nickserv is not None and (nickserv.account, nickserv.service) == ("acct", "AuthServ")
     assert "s3cret" not in repr(config) and "s3cret" not in str(redacted(config))
 
 
 def test_an_empty_account_is_the_nick() -> None:
-    nickserv = load('password_env = "RELAYBOT_TEST_PW"\naccount = ""\n').irc.nickserv
+    nickserv = load('password_env = "RELAYBOT_TEST_PW"\naccount = ""\n').networks[0].irc.nickserv
     assert nickserv is not None and nickserv.account == "relaybot"
 
 

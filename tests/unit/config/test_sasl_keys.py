@@ -34,10 +34,13 @@ def test_scram_takes_a_username_and_password() -> None:
     config = load(
         'mechanism = "SCRAM-SHA-256"\nusername = "acct"\npassword_env = "RELAYBOT_TEST_PW"\n'
     )
-    assert config.irc.sasl is not None
-    assert config.irc.sasl.mechanism == "SCRAM-SHA-256"
-    assert config.irc.sasl.username == "acct"
-    assert config.irc.sasl.password is not None and config.irc.sasl.password.value == "s3cret"
+    assert config.networks[0].irc.sasl is not None
+    assert config.networks[0].irc.sasl.mechanism == "SCRAM-SHA-256"
+    assert config.networks[0].irc.sasl.username == "acct"
+    assert (
+        config.networks[0].irc.sasl.password is not None
+        and config.networks[0].irc.sasl.password.value == "s3cret"
+    )
     assert "s3cret" not in repr(config)
 
 
@@ -81,7 +84,7 @@ def test_ecdsa_reads_the_key_file_relative_to_the_config(tmp_path: Path) -> None
     (tmp_path / "keys").mkdir()
     key = write_key(tmp_path / "keys" / "sasl.pem", ec.SECP256R1())
     config = load(ECDSA + 'key_file = "keys/sasl.pem"\n', tmp_path)
-    sasl = config.irc.sasl
+    sasl = config.networks[0].irc.sasl
     assert sasl is not None and sasl.mechanism == "ECDSA-NIST256P-CHALLENGE"
     assert sasl.username == "acct" and sasl.password is None and sasl.key is not None
     loaded = serialization.load_pem_private_key(sasl.key.value.encode(), None)
@@ -136,9 +139,9 @@ PLAIN = 'username = "acct"\npassword_env = "RELAYBOT_TEST_PW"\n'
 
 
 def test_required_defaults_to_false_and_reads_true() -> None:
-    sasl = load(PLAIN).irc.sasl
+    sasl = load(PLAIN).networks[0].irc.sasl
     assert sasl is not None and sasl.required is False
-    sasl = load(PLAIN + "required = true\n").irc.sasl
+    sasl = load(PLAIN + "required = true\n").networks[0].irc.sasl
     assert sasl is not None and sasl.required is True
 
 

@@ -169,7 +169,10 @@ def test_reset_forgets_the_upgrade() -> None:
 def test_only_a_verified_tls_link_sets_a_policy(verify: str, kept: bool, tmp_path: Path) -> None:
     config = loads_config(f'[irc]\nhost = "h"\nnick = "n"\ntls = true\ntls_verify = {verify}\n')
     session = IrcSession(
-        config.irc, on_event=lambda _: None, on_forget=lambda _: None, sts_file=tmp_path / "s"
+        config.networks[0].irc,
+        on_event=lambda _: None,
+        on_forget=lambda _: None,
+        sts_file=tmp_path / "s",
     )
     session.link = ("h", 6697, True)
     session.caps.reset(secure=True)
