@@ -13,6 +13,7 @@ from typing import Any
 import tomli_w
 
 from relaybot.config.irc_table import read_irc
+from relaybot.config.metrics_table import read_metrics
 from relaybot.config.model_table import read_model
 from relaybot.config.schema import (
     Config,
@@ -40,6 +41,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
         model=model,
         log=_log(root.sub_or_empty("log")),
         state=_state(root.sub_or_empty("state")),
+        metrics=read_metrics(root.sub_or_empty("metrics")),
     )
     root.finish()
     return config

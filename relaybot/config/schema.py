@@ -214,6 +214,19 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The Prometheus endpoint (relaybot.service.metrics): off unless enabled."""
+
+    enabled: bool = False
+    # Loopback unless the file names another address (which is then logged as a warning):
+    # the metrics name channels, so they are not for everyone who can reach the host.
+    address: str = "127.0.0.1"
+    port: int = 9464  # 0: any free port (the one taken is logged)
+    # Distinct `channel` label values per network; later channels count as "other".
+    max_channels: int = 50
+
+
+@dataclass(frozen=True, slots=True)
 class NetworkConfig:
     """One IRC network's settings: its connection and channels, and the reply, policy,
     operator and moderation settings that apply there (defaults from the file's top-level
@@ -240,6 +253,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     log: LogConfig = LogConfig()
     state: StateConfig = StateConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def network(self, name: str) -> NetworkConfig:
         for network in self.networks:

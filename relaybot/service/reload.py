@@ -43,6 +43,7 @@ def plan_reload(
             ("irc connection", _without_channels(old_net) != _without_channels(new_net)),
             ("model", old.model != new.model),
             ("state", old.state != new.state),
+            ("metrics", old.metrics != new.metrics),  # the endpoint is bound at start
         )
         if changed
     )

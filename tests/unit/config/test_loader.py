@@ -15,6 +15,7 @@ from relaybot.config.schema import (
     FloodConfig,
     IrcConfig,
     LogConfig,
+    MetricsConfig,
     ModelConfig,
     ModerationConfig,
     ModerationHookConfig,
@@ -34,7 +35,7 @@ nick = "relaybot"
 """
 
 EVERY_TABLE = ("reply", "model", "model.remote", "log", "policy", "operators", "moderation")
-EVERY_TABLE += ("state", "irc.flood")
+EVERY_TABLE += ("state", "irc.flood", "metrics")
 
 
 def _with_empty_tables() -> str:
@@ -57,6 +58,7 @@ def test_left_out_keys_read_as_the_dataclass_defaults() -> None:
     assert config.networks[0].operators == OperatorConfig()
     assert config.networks[0].moderation == ModerationConfig()
     assert config.state == StateConfig()
+    assert config.metrics == MetricsConfig()
 
 
 def test_empty_tables_read_like_left_out_ones() -> None:
@@ -119,6 +121,7 @@ OTHER = {
     "operators.hostmasks": ("admin!*@example.org",),
     "moderation.hooks": (ModerationHookConfig("words", {"words": ["x"]}),),
     "state.dir": "/var/lib/relaybot",
+    "metrics.address": "::1",
 }
 
 # Keys the test leaves at their default: tables read as None when left out (irc.sasl,
@@ -189,6 +192,7 @@ def test_every_left_out_key_follows_what_the_schema_declares(
         model=model,
         log=_changed("log", LogConfig()),
         state=_changed("state", StateConfig()),
+        metrics=_changed("metrics", MetricsConfig()),
     )
     _declare(monkeypatch, IrcConfig, irc)
     _declare(monkeypatch, NetworkConfig, other_net)

@@ -496,7 +496,7 @@ def test_empty_host_is_refused(config_factory: Factory):
 
 def test_example_config_loads_and_shows_the_real_defaults():
     from relaybot.config.loader import load_config
-    from relaybot.config.schema import FloodConfig, OperatorConfig, PolicyConfig
+    from relaybot.config.schema import FloodConfig, MetricsConfig, OperatorConfig, PolicyConfig
 
     example = REPO / "config.example.toml"
     config = load_config(example)
@@ -506,6 +506,7 @@ def test_example_config_loads_and_shows_the_real_defaults():
     assert (
         config.networks[0].moderation.timeout == 2.0 and config.networks[0].moderation.hooks == ()
     )
+    assert config.metrics == MetricsConfig()
 
 
 @pytest.mark.parametrize(
