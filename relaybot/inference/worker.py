@@ -6,7 +6,8 @@ the batch at the next step.
 
 It never touches bot state: results go to a callback that only enqueues them for the reactor
 thread. It also passes "forget this conversation" on to an engine that keeps per-conversation
-state (a cached KV prefix).
+state (a cached KV prefix), and tells an observer (relaybot.inference.observer) when each job
+starts, what it cost and how large each batch was.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from relaybot.conversation.identity import ContextKey
 from relaybot.inference.engine import Engine, EngineError, GenerationRequest, SamplingParams
 from relaybot.inference.fairness import FairQueue
+from relaybot.inference.observer import NoWorkerObserver, TokenCounts, WorkerObserver
 from relaybot.log import get_logger
 
 log = get_logger(component="worker")
@@ -70,8 +72,10 @@ class InferenceWorker:
         max_pending: int = 64,
         batch_window: float = 0.01,
         continuous: bool = True,
+        observer: WorkerObserver | None = None,
     ) -> None:
         self.engine = engine
+        self.observer = observer if observer is not None else NoWorkerObserver()
         self.on_complete = on_complete
         self.max_batch = max_batch
         # How long the first job of a batch waits for company: jobs submitted together (a
@@ -203,6 +207,8 @@ class InferenceWorker:
             self._run_streaming(batch, each)
             return
         started = time.monotonic()
+        for job in batch:
+            self._started(job, started)
         try:
             texts: list[str | None] = list(self.engine.generate([job.request for job in batch]))
             error = None
@@ -214,8 +220,11 @@ class InferenceWorker:
             log.exception("engine_crashed", batch_size=len(batch))
             texts, error = [None] * len(batch), f"{type(exc).__name__}: {exc}"
         seconds = time.monotonic() - started
-        for job, text in zip(batch, texts, strict=True):
+        for index, (job, text) in enumerate(zip(batch, texts, strict=True)):
+            if text is not None:
+                self._generated(job, index)
             self.on_complete(Completion(job, text, error, seconds, len(batch)))
+        self.observer.batch(len(batch))
 
     def _run_streaming(self, batch: list[Job], each: Callable[..., None]) -> None:
         """Each reply is handed over as soon as its row stops, not when the batch ends."""
@@ -234,6 +243,7 @@ class InferenceWorker:
         def done(index: int, text: str, cut: bool = False) -> None:
             if 0 <= index < len(feed.jobs) and index not in delivered:
                 delivered.add(index)
+                self._generated(feed.jobs[index], index)
                 seconds = time.monotonic() - feed.admitted_at[index]
                 self.on_complete(
                     Completion(feed.jobs[index], text, None, seconds, len(feed.jobs), cut)
@@ -257,6 +267,21 @@ class InferenceWorker:
                 reason = "cancelled" if index in feed.dropped_indices else error
                 seconds = now - feed.admitted_at[index]
                 self.on_complete(Completion(job, None, reason, seconds, len(feed.jobs)))
+        self.observer.batch(len(feed.jobs))
+
+    def _started(self, job: Job, now: float) -> None:
+        """`job` begins generating at `now` (time.monotonic, the clock the reactor stamps
+        `requested_at` with: the session's default clock)."""
+        if job.requested_at is not None:
+            self.observer.started(job.key[0], max(0.0, now - job.requested_at))
+
+    def _generated(self, job: Job, index: int) -> None:
+        """`job`, request `index` of the engine's batch, is done: its token counts, where the
+        engine keeps them (the local engine's `last_stats`, filled before it reports a row)."""
+        stats = getattr(self.engine, "last_stats", None)
+        counts = stats.get(index) if isinstance(stats, dict) else None
+        if isinstance(counts, TokenCounts):
+            self.observer.generated(job.key[0], counts)
 
 
 class _QueueFeed:
@@ -267,6 +292,8 @@ class _QueueFeed:
         self.jobs = list(batch)
         now = time.monotonic()
         self.admitted_at = [now] * len(batch)
+        for job in batch:
+            worker._started(job, now)
         self.joined = 0
         self.dropped_indices: set[int] = set()
 
@@ -291,6 +318,7 @@ class _QueueFeed:
                 break
             self.jobs.append(job)
             self.admitted_at.append(time.monotonic())
+            worker._started(job, self.admitted_at[-1])
             admitted.append(job.request)
         self.joined += len(admitted)
         return admitted

@@ -3,14 +3,18 @@ bounded."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import pytest
 from structlog.testing import capture_logs
 
 from relaybot.conversation.formats import Prompt, Segment
 from relaybot.inference.engine import EngineError, GenerationRequest, SamplingParams
+from relaybot.inference.observer import TokenCounts
 from relaybot.inference.worker import Completion, InferenceWorker, Job
 
 TIMEOUT = 5.0
@@ -376,3 +380,129 @@ def test_starting_a_worker_resumes_an_engine_a_stopped_worker_interrupted(collec
         assert collector.wait_for(1)[0].text == "echo 1"
     finally:
         second.stop(timeout=TIMEOUT)
+
+
+# --- what the observer hears ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    prompt_tokens: int
+    reused_tokens: int
+    generated_tokens: int
+
+
+class Observed:
+    """A WorkerObserver that records what it hears, in order."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, float]] = []
+        self.counts: list[tuple[str, Counts]] = []
+        self.batches: list[int] = []
+
+    def started(self, network: str, waited: float) -> None:
+        self.starts.append((network, waited))
+
+    def generated(self, network: str, counts: TokenCounts) -> None:
+        assert isinstance(counts, Counts)
+        self.counts.append((network, counts))
+
+    def batch(self, jobs: int) -> None:
+        self.batches.append(jobs)
+
+
+def asked(i: int, network: str, seconds_ago: float | None) -> Job:
+    """Job `i` of `network`, asked for `seconds_ago` (None: no line asked, as for `ask`)."""
+    at = None if seconds_ago is None else time.monotonic() - seconds_ago
+    return dataclasses.replace(make_job(i), key=(network, f"#c{i}"), requested_at=at)
+
+
+class CountingEngine(FakeEngine):
+    """Keeps each request's token counts in `last_stats`, as the local engine does."""
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        self.last_stats = {i: Counts(10 + i, i, 5 + i) for i in range(len(requests))}
+        return super().generate(requests)
+
+
+def test_the_observer_hears_when_each_asked_job_starts_and_how_large_each_batch_was(collector):
+    observed = Observed()
+    worker = InferenceWorker(FakeEngine(), collector, max_batch=3, observer=observed)
+    started = time.monotonic()
+    for job in (asked(1, "net", 3.0), asked(2, "net", None), asked(3, "other", 1.0)):
+        assert worker.submit(job)
+    worker.start()
+    collector.wait_for(3)
+    worker.stop(timeout=TIMEOUT)
+    waited = dict(observed.starts)
+    assert len(observed.starts) == 2  # the job no line asked for waits for nobody
+    elapsed = time.monotonic() - started
+    assert 3.0 <= waited["net"] <= 3.0 + elapsed
+    assert 1.0 <= waited["other"] <= 1.0 + elapsed
+    assert observed.batches == [3]
+    assert observed.counts == []  # this engine counts no tokens
+
+
+def test_token_counts_reach_the_observer_with_the_network_of_their_job(collector):
+    observed = Observed()
+    engine = CountingEngine()
+    worker = InferenceWorker(engine, collector, max_batch=2, observer=observed)
+    worker.submit(asked(1, "net", 0.0))
+    worker.submit(asked(2, "other", 0.0))
+    worker.start()
+    collector.wait_for(2)
+    engine.fail_with["3"] = EngineError("out of memory")
+    worker.submit(asked(3, "net", 0.0))
+    collector.wait_for(3)
+    worker.stop(timeout=TIMEOUT)
+    # A failed generation cost tokens nobody got: nothing is counted for it.
+    assert observed.counts == [("net", Counts(10, 0, 5)), ("other", Counts(11, 1, 6))]
+    assert observed.batches == [2, 1]
+
+
+class JoiningEngine:
+    """Decodes its first request until a second is queued, admits it into the running batch,
+    then reports both with their token counts."""
+
+    description = "joining"
+    context_window = 2048
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.queued = threading.Event()
+        self.last_stats: dict[int, Counts] = {}
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        raise AssertionError("the worker should batch continuously")
+
+    def generate_continuous(self, requests, done, feed, *, max_rows: int = 8) -> None:
+        self.last_stats = {}
+        self.entered.set()
+        assert self.queued.wait(TIMEOUT)
+        total = len(requests) + len(feed.admit(max_rows - len(requests), requests[0].params))
+        for index in range(total):
+            self.last_stats[index] = Counts(20, 10 * index, 3)
+            done(index, "text")
+
+
+def test_a_job_that_joins_a_running_batch_starts_then_and_counts_in_it(collector):
+    observed = Observed()
+    engine = JoiningEngine()
+    worker = InferenceWorker(engine, collector, max_batch=4, batch_window=0, observer=observed)
+    worker.submit(asked(1, "net", 0.0))
+    worker.start()
+    try:
+        assert engine.entered.wait(TIMEOUT)
+        worker.submit(asked(2, "other", 2.0))
+        engine.queued.set()
+        collector.wait_for(2)
+    finally:
+        engine.queued.set()
+        worker.stop(timeout=TIMEOUT)
+    assert [network for network, _ in observed.starts] == ["net", "other"]
+    assert observed.starts[1][1] >= 2.0
+    assert observed.counts == [("net", Counts(20, 0, 3)), ("other", Counts(20, 10, 3))]
+    assert observed.batches == [2]  # one batch served both
