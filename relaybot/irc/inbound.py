@@ -138,6 +138,7 @@ class ServerLines:
             session.give_up_connection(SASL_REQUIRED_QUIT)
             return
         session.registered = True
+        session.observer.registered(True)
         session.backoff.connected(session.clock())
         session.nicks.registered(session.clock())
         session.log.info("registered", nick=session.nick)

@@ -30,6 +30,7 @@ from relaybot.irc.multiline import MULTILINE, Part
 from relaybot.irc.multiline import fits as multiline_fits
 from relaybot.irc.multiline import limits as multiline_limits
 from relaybot.irc.nicks import NickKeeper
+from relaybot.irc.observer import NoSessionObserver, SessionObserver
 from relaybot.irc.outbox import Batch, Outbox
 from relaybot.irc.reconnect import Backoff, Liveness
 from relaybot.irc.sasl import SaslLogin
@@ -61,8 +62,11 @@ class IrcSession:
         clock: Callable[[], float] = time.monotonic,
         outbox: Outbox | None = None,
         sts_file: Path | None = None,
+        observer: SessionObserver | None = None,
     ) -> None:
         self.config = config
+        # Told when the bot is registered or not, and of each reconnect (metrics).
+        self.observer = observer if observer is not None else NoSessionObserver()
         self.on_event = on_event
         self.on_forget = on_forget
         self.clock = clock
@@ -87,6 +91,7 @@ class IrcSession:
             echoing=lambda: "echo-message" in self.caps.enabled,
         )
         self.outbox, self.delivery = self.writer.outbox, self.writer.delivery
+        self.observer.outbox_lines(lambda: len(self.outbox))
         # CTCP queries in private: which get a reply, and the rate limits (relaybot.irc.ctcp).
         self.ctcp = CtcpResponder(clock=clock, log=self.log)
         self.channels: dict[str, Channel] = {}
@@ -389,6 +394,7 @@ class IrcSession:
         if self._reconnect_pending or self._stop.is_set():
             return
         self._reconnect_pending = True
+        self.observer.reconnecting()
         self._server_index += 1
         delay = self.backoff.next_delay(self.clock())
         host, port = self.servers[self._server_index % len(self.servers)]
@@ -411,6 +417,7 @@ class IrcSession:
     def _on_disconnect(self, connection: Any, event: Any) -> None:
         """The irc library's own event for a closed connection, whatever closed it."""
         self.registered = False
+        self.observer.registered(False)
         self._typing.clear()
         self.writer.disconnected()
         for channel in self.channels.values():
