@@ -2,7 +2,8 @@
 whether a line asks for a reply, builds the job, and hands the completion to `replies`.
 
 Runs on the reactor thread only. It owns the per-conversation transcripts; membership lives in
-`members`, job scheduling in `scheduling`, what operators changed in `operator_state`.
+`members`, job scheduling in `scheduling`, what operators changed in `operator_state`. What
+becomes of each reply is told to an optional observer (`observer`, for metrics).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from relaybot.bridge.jobs import reply_job
 from relaybot.bridge.layout import pieces
 from relaybot.bridge.members import Members
 from relaybot.bridge.more import Offer, more_request, resumed_prompt
+from relaybot.bridge.observer import NoReplyObserver, ReplyObserver
 from relaybot.bridge.operator_state import OperatorState
 from relaybot.bridge.ports import Commands, JobQueue, Moderation, Sender, Timers
 from relaybot.bridge.replies import moderated
@@ -97,8 +99,10 @@ class Relay:
         operator_state: OperatorState | None = None,
         clock: Callable[[], float] = time.monotonic,
         job_ids: Iterator[int] | None = None,
+        observer: ReplyObserver | None = None,
     ) -> None:
         self.network = network
+        self.observer = observer if observer is not None else NoReplyObserver()
         self.clock = clock  # monotonic, the one the session's outbox reads deadlines on
         self.fmt = fmt
         self.model = model
@@ -113,7 +117,7 @@ class Relay:
         self.commands = commands
         self.wall_clock = wall_clock
         self.max_queries = max_queries
-        self.freshness = Freshness(lambda: self.reply.max_age, clock)
+        self.freshness = Freshness(lambda: self.reply.max_age, clock, self.observer)
         self.scheduler = ReplyScheduler(
             network=network,
             jobs=jobs,
@@ -127,7 +131,9 @@ class Relay:
             send_delay=sender.send_delay,
             on_start=lambda key, job: self.typing.started(key, job.reply_to),
             job_ids=job_ids,
+            observer=self.observer,
         )
+        self.observer.queue_depth(lambda: self.scheduler.in_flight() + self.scheduler.waiting())
         self.typing = Typing(sender, timers, self.scheduler.is_busy)
         self.transcripts: dict[ContextKey, Transcript] = {}
         self.members = Members(self.fold)
@@ -136,7 +142,7 @@ class Relay:
             fold=lambda name: self.fold(name), wall_clock=wall_clock
         )
         self.saved: dict[ContextKey, SavedContext] = {}  # restored when the bot joins
-        self.speaking = Speaking(sender, wall_clock, self.freshness)
+        self.speaking = Speaking(sender, wall_clock, self.freshness, self.observer, clock)
         self.continuing = Continuing(
             sender=sender,
             speaking=self.speaking,
@@ -408,12 +414,15 @@ class Relay:
         context = {"network": self.network, "channel": where, "nick": origin.nick}
         if origin.bot and self.ignore_bots:
             log.info("reply_declined", reason="sender_is_bot", **context)
+            self.observer.declined(key, "sender_is_bot")
             return True
         if not fresh:
             log.info("reply_declined", reason="repeated_line", **context)
+            self.observer.declined(key, "repeated_line")
             return True
         if self.is_muted(key):
             log.debug("reply_declined", reason="muted", **context)
+            self.observer.declined(key, "muted")
             return True
         return False
 
@@ -500,6 +509,7 @@ class Relay:
         transcript = self.transcripts.get(key) if key is not None else None
         if key is None or transcript is None:
             log.info("reply_dropped_context_gone", **context)
+            self.observer.declined(job.key, "cancelled")
             self.scheduler.start_waiting()
             return
         reply_to = transcript.name
@@ -510,10 +520,12 @@ class Relay:
             self.continuing.end(key)  # a new answer: the last one's offer is over
         if completion.text is None:
             log.error("reply_failed", error=completion.error, **context)
+            self.observer.failed(key, "engine")
             if offer is not None:
                 offer.abandon_resume()  # `more` may be asked again
         elif self.is_muted(key):
             log.info("reply_dropped_muted", **context)
+            self.observer.declined(key, "muted")
         elif offer is not None:
             # A part sent privately says nothing in the conversation: typing there ends.
             privately = offer.deliver_to is not None
@@ -540,9 +552,12 @@ class Relay:
     def _moderate_output(
         self, key: ContextKey, target: str, text: str, context: Mapping[str, Any]
     ) -> str | None:
-        return moderated(
+        allowed = moderated(
             self.moderation, text, self._moderation_context(key, target, self.sender.nick), context
         )
+        if allowed is None:
+            self.observer.declined(key, "moderation")
+        return allowed
 
     def _resume_prompt(
         self, key: ContextKey, transcript: Transcript, offer: Offer, text: str

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from relaybot.bridge.freshness import Freshness
+from relaybot.bridge.observer import NoReplyObserver, ReplyObserver
 from relaybot.bridge.ports import JobQueue, Timers
 from relaybot.conversation.identity import ContextKey
 from relaybot.inference.worker import Job
@@ -71,8 +72,10 @@ class ReplyScheduler:
         send_delay: Callable[[str], float] | None = None,
         on_start: Callable[[ContextKey, Job], None] | None = None,
         job_ids: Iterator[int] | None = None,
+        observer: ReplyObserver | None = None,
     ) -> None:
         self.on_start = on_start  # a reply's generation started (typing notices)
+        self.observer = observer if observer is not None else NoReplyObserver()  # declines
         self.network = network
         self.freshness = freshness
         self.send_delay = send_delay  # seconds a line for a target would wait to go out
@@ -118,12 +121,13 @@ class ReplyScheduler:
         context = {"network": self.network, "channel": wanted.reply_to, "nick": wanted.asker}
         if self.conversations.is_muted(key):
             log.debug("reply_declined", reason="muted", **context)
+            self.observer.declined(key, "muted")
             return
         if key in self._in_flight:
             # One reply per conversation at a time; answer the newest lines when it lands.
             self._wanted_again[key] = wanted
             return
-        if wanted.gated and self._backlogged(wanted, context):
+        if wanted.gated and self._backlogged(key, wanted, context):
             return
         if wanted.gated and self.gate is not None:
             reason = self.gate.admit(key, self.fold(wanted.asker))
@@ -138,12 +142,14 @@ class ReplyScheduler:
                 return
             if reason is not None:
                 log.info("reply_declined", reason=reason, **context)
+                self.observer.declined(key, reason)
                 return
         if len(self._in_flight) >= self.max_concurrent:
             self._waiting.pop(key, None)
             self._waiting[key] = wanted
             while len(self._waiting) > self.max_waiting:
-                _, dropped = self._waiting.popitem(last=False)
+                dropped_key, dropped = self._waiting.popitem(last=False)
+                self.observer.declined(dropped_key, "queue_full")
                 log.warning(
                     "reply_dropped_queue_full",
                     network=self.network,
@@ -153,7 +159,7 @@ class ReplyScheduler:
             return
         self._start(key, wanted)
 
-    def _backlogged(self, wanted: Wanted, context: dict[str, str]) -> bool:
+    def _backlogged(self, key: ContextKey, wanted: Wanted, context: dict[str, str]) -> bool:
         """Too many lines queued to go out for a reply started now to leave in time: declined
         before it spends budget or generation."""
         if self.freshness is None or self.send_delay is None:
@@ -161,7 +167,7 @@ class ReplyScheduler:
         wait = self.send_delay(wanted.reply_to)
         if not self.freshness.too_late_to_start(wait):
             return False
-        self.freshness.count("backlog")
+        self.freshness.count("backlog", key)
         log.info(
             "reply_declined",
             reason="backlog",
@@ -204,6 +210,7 @@ class ReplyScheduler:
                 self.on_start(key, job)
         else:
             log.warning("reply_dropped_queue_full", **job.log_context)
+            self.observer.declined(key, "queue_full")
 
     def start_waiting(self) -> None:
         """Start waiting conversations (those still there) while there are slots."""
@@ -212,6 +219,7 @@ class ReplyScheduler:
             if self.freshness is not None and self.freshness.is_stale(wanted.requested_at):
                 self.freshness.drop(
                     "stale",
+                    key,
                     wanted.requested_at,
                     stage="waiting",
                     network=self.network,

@@ -2,7 +2,7 @@
 going out within `[reply] max_age` of the request (a newer reply supersedes it while it has
 not), each line recorded in the transcript when it is delivered (and taken back if the server
 never confirmed it), repeats of the last few replies are dropped, and the times of finished
-replies are kept for status.
+replies are kept for status; the observer hears what became of each reply, and when.
 
 An answer is recorded as the model wrote it: its text lines delivered in a row are one turn of
 the bot (a `more` continuation goes on in the same turn), a /me is a turn of its own."""
@@ -17,6 +17,7 @@ from typing import Any
 
 from relaybot.bridge.freshness import Freshness
 from relaybot.bridge.layout import OutLine
+from relaybot.bridge.observer import NoReplyObserver, ReplyObserver
 from relaybot.bridge.ports import Sender
 from relaybot.bridge.replies import send_lines
 from relaybot.conversation.formats import Turn
@@ -93,10 +94,14 @@ class Speaking:
         sender: Sender,
         wall_clock: Callable[[], float] = time.time,
         freshness: Freshness | None = None,
+        observer: ReplyObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sender = sender
         self.wall_clock = wall_clock
         self.freshness = freshness
+        self.observer = observer if observer is not None else NoReplyObserver()
+        self.clock = clock  # monotonic, the one `requested_at` is stamped on
         self._recent: dict[ContextKey, deque[str]] = {}
         self._retrying: set[ContextKey] = set()  # the next reply there may repeat the last
         self.reply_times: deque[float] = deque(maxlen=10_000)  # wall clock, last line written
@@ -135,7 +140,12 @@ class Speaking:
         freshness = self.freshness
         if freshness is not None and requested_at is not None and freshness.is_stale(requested_at):
             freshness.drop(
-                "stale", requested_at, stage="generated", seconds=round(seconds, 3), **log_context
+                "stale",
+                key,
+                requested_at,
+                stage="generated",
+                seconds=round(seconds, 3),
+                **log_context,
             )
             return None
         recent = self._recent.setdefault(key, deque(maxlen=RECENT_REPLIES))
@@ -146,13 +156,16 @@ class Speaking:
         self._retrying.discard(key)
         if normalised and normalised in recent and not retried:
             log.info("reply_dropped_repeated", **log_context)
+            self.observer.declined(key, "repeated_reply")
             return None
         if not lines:
             log.info("reply_empty", seconds=round(seconds, 3), **log_context)
+            self.observer.failed(key, "empty")
             return None
         recent.append(normalised)
         record = answer if answer is not None else Answer(transcript)
         written = 0
+        lost = False
 
         def on_written(line: OutLine, last: bool) -> None:
             # `reply_sent` comes with the last line written, never for lines that are dropped.
@@ -160,9 +173,22 @@ class Speaking:
             if to is None:
                 record.delivered(line, speaker)
             written += 1
+            if written == 1 and requested_at is not None:
+                self.observer.first_line(key, self.clock() - requested_at)
             if last:
                 self.reply_times.append(self.wall_clock())
+                self.observer.sent(key)
                 log.info("reply_sent", lines=written, seconds=round(seconds, 3), **log_context)
+
+        def on_lost(line: OutLine) -> Callable[[], object]:
+            def retract() -> None:
+                nonlocal lost
+                record.lost(line)
+                if not lost:  # one failure a reply, however many of its lines were lost
+                    lost = True
+                    self.observer.failed(key, "undelivered")
+
+            return retract
 
         batch = None
         if freshness is not None and requested_at is not None:
@@ -179,10 +205,13 @@ class Speaking:
             to or transcript.name,
             lines,
             on_written=on_written,
-            on_lost=(lambda line: functools.partial(record.lost, line)) if to is None else None,
+            # Lines sent privately were never recorded: nothing to take back if they are lost.
+            on_lost=on_lost if to is None else None,
             batch=batch,
             in_reply_to=answers,
         )
+        if requested_at is not None:
+            self.observer.queued(key, self.clock() - requested_at)
         return record
 
     def _dropped(
@@ -199,4 +228,4 @@ class Speaking:
         recent = self._recent.get(key)
         if recent is not None and normalised in recent:
             recent.remove(normalised)
-        self.freshness.drop(reason, requested_at, stage="queued", **log_context)
+        self.freshness.drop(reason, key, requested_at, stage="queued", **log_context)

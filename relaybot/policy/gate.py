@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from relaybot.config.schema import PolicyConfig
 from relaybot.conversation.identity import ContextKey
@@ -60,6 +60,9 @@ class _Streak:
 
 
 K = TypeVar("K", str, ContextKey)  # a user's casefolded nick, or a conversation
+
+# Why the gate says no (`refusal`): logged, and counted by the metrics as decline reasons.
+Refusal = Literal["loop_guard", "cooldown", "user_budget", "channel_budget"]
 
 
 class ReplyGate:
@@ -125,7 +128,7 @@ class ReplyGate:
             self._recent_lines.pop(next(iter(self._recent_lines)))
         return not repeated
 
-    def refusal(self, conversation: ContextKey, user: str) -> str | None:
+    def refusal(self, conversation: ContextKey, user: str) -> Refusal | None:
         """None if a reply to `user` may be generated now, else why not (for the log)."""
         now = self.clock()
         streak = self._streaks.get(conversation)
@@ -151,7 +154,7 @@ class ReplyGate:
         last = self._last_reply.get(conversation)
         return 0.0 if last is None else max(0.0, self.config.cooldown - (self.clock() - last))
 
-    def admit(self, conversation: ContextKey, user: str) -> str | None:
+    def admit(self, conversation: ContextKey, user: str) -> Refusal | None:
         """`refusal`, and when allowed, spend the budgets and count the exchange."""
         reason = self.refusal(conversation, user)
         if reason is not None:
