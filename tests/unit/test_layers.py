@@ -95,3 +95,15 @@ def test_only_the_irc_package_imports_the_irc_library() -> None:
         if name.split(".")[0] in ("irc", "jaraco")
     )
     assert offending == []
+
+
+def test_only_the_metrics_package_imports_prometheus_client() -> None:
+    # The rest of the bot reports through observer Protocols, and runs without the endpoint.
+    offending = sorted(
+        f"{module} imports {name}"
+        for module, path in _modules()
+        if not module.startswith("relaybot.service.metrics")
+        for name in imports_of(module, path)
+        if name.split(".")[0] == "prometheus_client"
+    )
+    assert offending == []
