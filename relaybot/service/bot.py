@@ -1,6 +1,7 @@
 """The process: one engine and one inference worker shared by every network, one `Network`
 per `[[networks]]` table (or the one `[irc]`), each on a loop thread of its own so that a
-fault on one link never stalls the others; signals, reloads and systemd on the main thread.
+fault on one link never stalls the others; signals, reloads and systemd on the main thread;
+with `[metrics]` enabled, the endpoint every part reports to.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from relaybot.inference.engine import Engine, degradation
 from relaybot.inference.worker import Completion, InferenceWorker
 from relaybot.log import get_logger
 from relaybot.moderation import ModerationChain
+from relaybot.service.metrics import Metrics
 from relaybot.service.network import Network, state_directory
 from relaybot.service.readiness import HEARTBEAT_EVERY, ServiceStatus
 from relaybot.service.systemd import Notifier
@@ -46,12 +48,16 @@ class Bot:
         self.config = config
         self.config_path = config_path
         self.engine = engine
+        # Metrics: one registry for the process; each network reports through a handle with
+        # its network label bound, the worker through one that reads each job's network.
+        self.metrics = Metrics(config.metrics) if config.metrics.enabled else None
         # Jobs of every network share one queue and one decode batch.
         self.worker = InferenceWorker(
             engine,
             self._completed,
             max_batch=config.model.max_batch,
             max_pending=sum(max(net.policy.max_concurrent, 1) for net in config.networks) + 8,
+            observer=self.metrics.worker if self.metrics else None,
         )
         # Another thread, or a signal handler, writes a byte here to wake the main loop.
         self._wake_read, self._wake_write = socket.socketpair()
@@ -77,6 +83,7 @@ class Bot:
                 reload=functools.partial(self._reload_from, net.name),
                 on_status=self._wake,
                 heartbeat=heartbeat,
+                metrics=self.metrics.network(net.name) if self.metrics else None,
             )
         self.status = ServiceStatus(
             notifier,
@@ -84,6 +91,9 @@ class Bot:
             degradation=lambda: degradation(self.engine),
         )
         self._threads: list[threading.Thread] = []
+        if self.metrics is not None:
+            # Last: a port in use fails the start here (a ConfigError), with nothing running.
+            self.metrics.serve()
 
     @property
     def only(self) -> Network:
@@ -180,6 +190,8 @@ class Bot:
             for thread in self._threads:
                 thread.join(STOP_TIMEOUT)
             self.worker.stop(timeout=10.0)
+            if self.metrics is not None:
+                self.metrics.close()
             self._wake_read.close()
             self._wake_write.close()
 

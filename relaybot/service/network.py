@@ -33,6 +33,7 @@ from relaybot.moderation import ModerationChain, build_chain
 from relaybot.policy.gate import ReplyGate
 from relaybot.policy.permissions import any_mask_matches
 from relaybot.service.contexts import ContextSaver
+from relaybot.service.metrics import NetworkMetrics
 from relaybot.service.persistence import StateStore
 from relaybot.service.readiness import HEARTBEAT_EVERY, NetworkReadiness
 from relaybot.service.reload import plan_reload
@@ -68,6 +69,7 @@ class Network:
         reload: Callable[[], str] | None = None,
         on_status: Callable[[], None] = lambda: None,
         heartbeat: float = HEARTBEAT_EVERY,
+        metrics: NetworkMetrics | None = None,
     ) -> None:
         self.config = config  # the whole file, for what networks share (model, state)
         self.net = net
@@ -86,6 +88,7 @@ class Network:
             on_event=lambda event: self.relay.handle(event),
             on_forget=self._forgotten,
             sts_file=self.store.root / STS_FILE,  # STS policies, beside this network's state
+            observer=metrics,
         )
         self.control = Control(self)
         self.gate = ReplyGate(net.policy)
@@ -117,6 +120,7 @@ class Network:
             operator_state=self.operator_state,
             clock=self.session.clock,  # the outbox's clock: reply deadlines are read on it
             job_ids=job_ids,
+            observer=metrics,
         )
         self.asking = Asking(
             network=net.name,
