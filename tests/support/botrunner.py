@@ -14,6 +14,7 @@ from relaybot.config.schema import Config
 from relaybot.conversation.formats import Turn
 from relaybot.inference.engine import Engine
 from relaybot.service.bot import Bot
+from relaybot.service.network import Network
 
 T = TypeVar("T")
 
@@ -25,7 +26,6 @@ class BotRunner:
             state = dataclasses.replace(config.state, dir=tempfile.mkdtemp(prefix="relaybot-"))
             config = dataclasses.replace(config, state=state)
         self.bot = Bot(config, engine, **bot_options)
-        self.net = self.bot.only  # the one network these tests run the bot on
         self.thread = threading.Thread(
             target=self.bot.run, kwargs={"install_signal_handlers": False}, daemon=True
         )
@@ -42,20 +42,33 @@ class BotRunner:
         self.thread.join(20)
         assert not self.thread.is_alive(), "the bot did not stop within 20 s"
 
-    def on_reactor(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
-        """Run `fn` on the bot's reactor thread (the owner of all state) and return its value."""
+    @property
+    def net(self) -> Network:
+        """The network of a one-network bot, as most tests run it."""
+        return self.bot.only
+
+    def network(self, name: str | None) -> Network:
+        return self.net if name is None else self.bot.networks[name]
+
+    def on_reactor(
+        self, fn: Callable[[], T], timeout: float = 10.0, network: str | None = None
+    ) -> T:
+        """Run `fn` on the loop thread of `network` (the one network when None), the owner of
+        that network's state, and return its value."""
         done = threading.Event()
         box: list[T] = []
-        self.net.session.call_soon(lambda: (box.append(fn()), done.set()))
+        self.network(network).session.call_soon(lambda: (box.append(fn()), done.set()))
         assert done.wait(timeout), "the reactor thread did not answer"
         return box[0]
 
-    def turns(self, channel: str) -> list[Turn] | None:
-        def read() -> list[Turn] | None:
-            transcript = self.net.relay.transcript(channel)
-            return None if transcript is None else transcript.turns_for(self.net.session.nick)
+    def turns(self, channel: str, network: str | None = None) -> list[Turn] | None:
+        net = self.network(network)
 
-        return self.on_reactor(read)
+        def read() -> list[Turn] | None:
+            transcript = net.relay.transcript(channel)
+            return None if transcript is None else transcript.turns_for(net.session.nick)
+
+        return self.on_reactor(read, network=network)
 
     def prompt_text(self, channel: str) -> str:
         def read() -> str:

@@ -48,11 +48,13 @@ def split_head(model: Any) -> tuple[Any, Any]:
         return None, None
 
 
-def _log_batch(rows: Sequence[Row], joined: int, prefill_seconds: float, seconds: float) -> None:
+def _log_batch(run: _Run, joined: int, prefill_seconds: float, seconds: float) -> None:
+    rows = run.rows
     log.debug(
         "batch_generated",
         rows=len(rows),
         joined=joined,
+        networks=sorted(run.networks),
         prompt_tokens=sum(len(row.ids) for row in rows),
         reused_tokens=sum(row.reused for row in rows),
         generated_tokens=sum(len(row.output) for row in rows),
@@ -78,10 +80,14 @@ class _Run:
         self.report = report
         self.claimed: set[ContextKey] = set()
         self.rows: list[Row] = []
+        # The networks whose conversations had a row in this call (one engine serves them all).
+        self.networks: set[str] = set()
 
     def prefilled(self, requests: Iterable[tuple[int, GenerationRequest]]) -> list[Row]:
         """Rows for (index, request) pairs, each prefilled."""
-        new = [self.new_row(index, request, self._key_for(request)) for index, request in requests]
+        pairs = list(requests)
+        self.networks.update(r.cache_key[0] for _, r in pairs if r.cache_key is not None)
+        new = [self.new_row(index, request, self._key_for(request)) for index, request in pairs]
         for row in new:
             self.rows.append(row)
             self.prefill(row)
@@ -191,7 +197,7 @@ class StepwisePath:
         except RuntimeError as exc:
             run.release()
             raise EngineError(f"generation failed: {exc}") from exc
-        _log_batch(run.rows, decoder.joined, prefill_seconds, time.monotonic() - started)
+        _log_batch(run, decoder.joined, prefill_seconds, time.monotonic() - started)
 
     def _prefill(self, row: Row) -> None:
         """Fill `row.cache` with every prompt token but the last (the decoder feeds that one)."""

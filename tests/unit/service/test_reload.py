@@ -67,5 +67,5 @@ def test_what_only_a_restart_applies(config_factory: Callable[[str], Config]) ->
 def test_the_metrics_endpoint_changes_on_a_restart(config_factory: Callable[[str], Config]) -> None:
     old = configured(config_factory, "#a")
     new = configured(config_factory, "#a", extra="[metrics]\nenabled = true\n")
-    plan = plan_reload(old, new, operator_joined=(), operator_parted=(), fold=str.lower)
+    plan = plan_reload(old, new, "default", operator_joined=(), operator_parted=(), fold=str.lower)
     assert plan.needs_restart == ("metrics",)
