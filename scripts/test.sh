@@ -8,4 +8,5 @@ ruff check relaybot tests
 ruff format --check relaybot tests
 mypy relaybot
 bash scripts/verify-unit.sh || [ $? -eq 77 ]  # systemd unit; 77: skipped (no systemd-analyze)
+bash scripts/verify-unit.sh systemd/relaybot@.service || [ $? -eq 77 ]  # the template unit
 python -m pytest -q "$@"

@@ -3,6 +3,7 @@
 #
 #   bash scripts/verify-unit.sh [UNIT_FILE]        (default: systemd/relaybot.service)
 #
+# A template unit (relaybot@.service) is checked as one of its instances, relaybot@example.
 # `verify` insists that ExecStart='s program exists, so it checks a temporary copy whose
 # ExecStart= runs this checkout's .venv/bin/relaybot instead of /usr/local/bin/relaybot (the
 # shipped unit keeps that path). Example directives in the unit, written `#Key=value` with no
@@ -54,10 +55,12 @@ trap 'rm -rf "$work"' EXIT
 # ExecStart= cannot take a path with spaces unquoted: point at a symlink with a plain path.
 mkdir "$work/bin" "$work/shipped" "$work/examples"
 ln -s "$binary" "$work/bin/relaybot"
+name=$(basename "$unit")
+name=${name/@.service/@example.service}  # a template is verified as one of its instances
 sed "s#^ExecStart=$shipped_exec #ExecStart=$work/bin/relaybot #" "$unit" \
-  >"$work/shipped/relaybot.service"
-sed -E 's/^#([A-Za-z][A-Za-z0-9]*=)/\1/' "$work/shipped/relaybot.service" \
-  >"$work/examples/relaybot.service"
+  >"$work/shipped/$name"
+sed -E 's/^#([A-Za-z][A-Za-z0-9]*=)/\1/' "$work/shipped/$name" \
+  >"$work/examples/$name"
 
 # Output that is about this machine, not about the unit: warnings about other unit files that
 # `verify` loads as dependencies (network-online.target, multi-user.target and whatever this
@@ -70,7 +73,7 @@ no_systemd='^(System has not been booted with systemd|Failed to connect to bus|R
 is_environment() {
   local line=$1
   case $line in
-    *relaybot.service* | *"$work"*) return 1 ;;
+    *relaybot.service* | *relaybot@* | *"$work"*) return 1 ;;
   esac
   [[ $line =~ $other_unit_file || $line =~ $other_unit_name || $line =~ $no_systemd ]]
 }
@@ -89,7 +92,7 @@ check() {  # check LABEL UNIT_FILE
   output=$(systemd-analyze verify "${options[@]}" "$file" 2>&1) || rc=$?
   # Names relative to the temporary directory; and verify can print a warning twice (the
   # unit is loaded twice): show each line once.
-  seen=$(printf '%s\n' "$output" | sed "s#$work/[a-z]*/\(relaybot.service\)#\1#g" \
+  seen=$(printf '%s\n' "$output" | sed "s#$work/[a-z]*/\(relaybot[@a-z]*.service\)#\1#g" \
     | awk '!seen[$0]++')
   while IFS= read -r line; do
     [ -n "$line" ] || continue
@@ -110,13 +113,13 @@ check() {  # check LABEL UNIT_FILE
 }
 
 echo "verify-unit: $unit with $(systemd-analyze --version | head -n 1)"
-check "as shipped" "$work/shipped/relaybot.service"
-check "with #Key= examples" "$work/examples/relaybot.service"
+check "as shipped" "$work/shipped/$name"
+check "with #Key= examples" "$work/examples/$name"
 
 if systemd-analyze --help 2>/dev/null | grep -q -- '--offline'; then
   rc=0
   score=$(systemd-analyze security --offline=true --threshold="$MAX_EXPOSURE" \
-    "$work/shipped/relaybot.service" 2>&1 | grep 'Overall exposure level') || rc=$?
+    "$work/shipped/$name" 2>&1 | grep 'Overall exposure level') || rc=$?
   echo "verify-unit: (sandbox) ${score:-no exposure level printed}"
   if [ "$rc" != 0 ]; then
     echo "verify-unit: (sandbox) FAILED: exposure over $MAX_EXPOSURE/100 (or no score);" \
