@@ -7,6 +7,7 @@ import pytest
 
 from relaybot.config.loader import loads_config
 from relaybot.config.schema import ConfigError
+from tests.support.paths import REPO
 
 TWO = """
 [policy]
@@ -116,3 +117,14 @@ def test_mistakes_name_the_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         loads_config(text)
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_the_readme_example_loads() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Several networks", 1)[1]
+    example = section.split("```toml", 1)[1].split("```", 1)[0]
+    config = loads_config(example)
+    assert [net.name for net in config.networks] == ["libera", "oftc"]
+    libera, oftc = config.networks
+    assert libera.operators.accounts == ("alice",) and oftc.operators.accounts == ()
+    assert libera.policy.channel_burst == 10 and oftc.policy.cooldown == 2.0
