@@ -26,6 +26,11 @@ class TokenCounts(Protocol):
     @property
     def generated_tokens(self) -> int: ...
 
+    @property
+    def first_token_at(self) -> float | None:
+        """When the engine chose the request's first token (time.monotonic), if it knows."""
+        ...
+
 
 class WorkerObserver(Protocol):
     def started(self, network: str, waited: float) -> None:
@@ -35,6 +40,11 @@ class WorkerObserver(Protocol):
 
     def generated(self, network: str, counts: TokenCounts) -> None:
         """A job finished, and the engine counted its tokens."""
+        ...
+
+    def first_token(self, network: str, seconds: float) -> None:
+        """A job that answers a request had its first token chosen `seconds` after the line
+        that asked for it."""
         ...
 
     def batch(self, jobs: int) -> None:
@@ -50,6 +60,9 @@ class NoWorkerObserver:
         pass
 
     def generated(self, network: str, counts: TokenCounts) -> None:
+        pass
+
+    def first_token(self, network: str, seconds: float) -> None:
         pass
 
     def batch(self, jobs: int) -> None:

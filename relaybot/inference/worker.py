@@ -282,6 +282,9 @@ class InferenceWorker:
         counts = stats.get(index) if isinstance(stats, dict) else None
         if isinstance(counts, TokenCounts):
             self.observer.generated(job.key[0], counts)
+            if counts.first_token_at is not None and job.requested_at is not None:
+                waited = max(0.0, counts.first_token_at - job.requested_at)
+                self.observer.first_token(job.key[0], waited)
 
 
 class _QueueFeed:

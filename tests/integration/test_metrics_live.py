@@ -97,7 +97,7 @@ port = {port}
         )
         assert sample(samples, sent, network="test", channel=CHANNEL) == 1
         assert not any(dict(labels).get("channel") == "alice" for _, labels in samples)
-        for histogram in ("reply_latency", "reply_queued", "reply_wait"):
+        for histogram in ("reply_latency", "reply_queued", "reply_wait", "time_to_first_token"):
             count = f"relaybot_{histogram}_seconds_count"
             assert sample(samples, count, network="test") == 2, histogram
         latency = sample(samples, "relaybot_reply_latency_seconds_sum", network="test")

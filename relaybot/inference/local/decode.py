@@ -12,6 +12,7 @@ the batch.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ class Row:
     cache: Any = None  # the prefilled batch-of-one cache (every prompt token but the last)
     output: list[int] = field(default_factory=list)
     text_stops: tuple[str, ...] = ()  # stop strings that are not single stop tokens
+    # When its first token was chosen (time.monotonic): the time to first token, for metrics.
+    first_token_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,11 +229,14 @@ class Decoder:
         stopped = torch.isin(chosen, self.stops).tolist()
         chosen_list = chosen.tolist()
         interrupted = self.model.interrupted.is_set()
+        now = time.monotonic()
         keep: list[int] = []
         for r, row in enumerate(self.live):
             if self.dropped is not None and self.dropped(row):
                 self.finish(row, None)
                 continue
+            if row.first_token_at is None:
+                row.first_token_at = now
             if not stopped[r]:
                 row.output.append(chosen_list[r])
             text_stop = not stopped[r] and self._hit_text_stop(row)

@@ -52,6 +52,7 @@ class RowStats:
     prompt_tokens: int
     reused_tokens: int
     generated_tokens: int
+    first_token_at: float | None = None  # time.monotonic when its first token was chosen
 
 
 class TransformersEngine:
@@ -257,7 +258,9 @@ class TransformersEngine:
         self._interrupted.clear()
 
     def _report(self, row: Row, *, done: Done, limit: int) -> None:
-        self.last_stats[row.index] = RowStats(len(row.ids), row.reused, len(row.output))
+        self.last_stats[row.index] = RowStats(
+            len(row.ids), row.reused, len(row.output), row.first_token_at
+        )
         text, stopped = self._tokens.reply_and_stop(row.prompt, row.output)
         # A row that stopped on a stop token never appends it, so a full budget means the
         # model was still writing (unless a text stop ended it on the very last token).

@@ -27,6 +27,7 @@ class Families:
     queue_depth: Gauge
     reply_wait: Histogram
     reply_queued: Histogram
+    first_token: Histogram
     reply_latency: Histogram
     prompt_tokens: Counter
     generated_tokens: Counter
@@ -74,11 +75,18 @@ class Families:
                 buckets=WAIT_BUCKETS,
                 registry=r,
             ),
+            first_token=Histogram(
+                "relaybot_time_to_first_token_seconds",
+                "Seconds from the line that asked to the engine choosing the reply's first "
+                "token (the local engine; remote engines do not report it).",
+                NETWORK,
+                buckets=REPLY_BUCKETS,
+                registry=r,
+            ),
             reply_queued=Histogram(
                 "relaybot_reply_queued_seconds",
                 "Seconds from the line that asked to the reply's lines being handed to the "
-                "outbox (generated, moderated, laid out). The engines report no time to first "
-                "token; this is the nearest the bot measures.",
+                "outbox (generated, moderated, laid out).",
                 NETWORK,
                 buckets=REPLY_BUCKETS,
                 registry=r,

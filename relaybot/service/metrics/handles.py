@@ -23,6 +23,7 @@ class NetworkMetrics:
         # series that appears only with its first event misses that event.
         for family in (
             families.reply_wait,
+            families.first_token,
             families.reply_queued,
             families.reply_latency,
             families.prompt_tokens,
@@ -87,6 +88,9 @@ class WorkerMetrics:
         if counts.reused_tokens > 0:
             families.prefix_cache_hits.labels(network).inc()
             families.prefix_cache_reused_tokens.labels(network).inc(counts.reused_tokens)
+
+    def first_token(self, network: str, seconds: float) -> None:
+        self.families.first_token.labels(network).observe(seconds)
 
     def batch(self, jobs: int) -> None:
         self.families.batch_size.observe(jobs)

@@ -390,6 +390,7 @@ class Counts:
     prompt_tokens: int
     reused_tokens: int
     generated_tokens: int
+    first_token_at: float | None = None
 
 
 class Observed:
@@ -399,6 +400,10 @@ class Observed:
         self.starts: list[tuple[str, float]] = []
         self.counts: list[tuple[str, Counts]] = []
         self.batches: list[int] = []
+        self.first_tokens: list[tuple[str, float]] = []
+
+    def first_token(self, network: str, seconds: float) -> None:
+        self.first_tokens.append((network, seconds))
 
     def started(self, network: str, waited: float) -> None:
         self.starts.append((network, waited))
@@ -421,7 +426,9 @@ class CountingEngine(FakeEngine):
     """Keeps each request's token counts in `last_stats`, as the local engine does."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        self.last_stats = {i: Counts(10 + i, i, 5 + i) for i in range(len(requests))}
+        # The first token chosen 0.25 s after the request was asked (asked(..., 0.0)).
+        first = time.monotonic() + 0.25
+        self.last_stats = {i: Counts(10 + i, i, 5 + i, first) for i in range(len(requests))}
         return super().generate(requests)
 
 
@@ -456,8 +463,16 @@ def test_token_counts_reach_the_observer_with_the_network_of_their_job(collector
     collector.wait_for(3)
     worker.stop(timeout=TIMEOUT)
     # A failed generation cost tokens nobody got: nothing is counted for it.
-    assert observed.counts == [("net", Counts(10, 0, 5)), ("other", Counts(11, 1, 6))]
+    assert [
+        (n, c.prompt_tokens, c.reused_tokens, c.generated_tokens) for n, c in observed.counts
+    ] == [
+        ("net", 10, 0, 5),
+        ("other", 11, 1, 6),
+    ]
     assert observed.batches == [2, 1]
+    # Time to first token: from the asking line to the engine's first token, per network.
+    assert [network for network, _ in observed.first_tokens] == ["net", "other"]
+    assert all(0.25 <= seconds < 5.0 for _, seconds in observed.first_tokens)
 
 
 class JoiningEngine:
