@@ -128,6 +128,7 @@ class IrcSession:
         self._connector = make_connect_factory(config)  # bad TLS files fail here, at start
         # STS (relaybot.irc.sts): TLS to hosts whose policy says so, even where irc.tls is off.
         self.sts = StsPolicies(sts_file, self.log)
+        self._sts_refreshed_at = 0.0  # wall clock: when the live TLS link last renewed it
         self._tls_connector: Callable[[tuple[str, int]], socket.socket] | None = None
         self._sts_upgrade: tuple[str, int] | None = None  # host, port: the next connect's
         self.link: tuple[str, int, bool] | None = None  # host, port, TLS of this connection
@@ -404,6 +405,7 @@ class IrcSession:
     def _check_liveness(self, now: float) -> None:
         if not self.connection.is_connected():
             return
+        self._refresh_sts()
         verdict = self.liveness.check(now)
         if verdict == "ping":
             self.connection.send_raw(f"PING :relaybot-{int(now)}")
@@ -413,6 +415,15 @@ class IrcSession:
             self.connection.disconnect(state.replace("_", " "))
         elif self.registered and self.nicks.regain_due(now, self.nick):
             self._send_raw(f"NICK {self.nicks.wanted}")
+
+    def _refresh_sts(self) -> None:
+        """While a TLS link lasts, keep its host's policy counted from now (hourly): a crash
+        after a connection longer than the policy's duration leaves no disconnect to do it."""
+        wall = time.time()
+        if self.link is None or not self.link[2] or wall - self._sts_refreshed_at < 3600:
+            return
+        self._sts_refreshed_at = wall
+        self.sts.reschedule(self.link[0], wall)
 
     def _on_disconnect(self, connection: Any, event: Any) -> None:
         """The irc library's own event for a closed connection, whatever closed it."""

@@ -81,10 +81,11 @@ class StsPolicies:
         self._save()
 
     def reschedule(self, host: str, now: float) -> None:
-        """A TLS connection to `host` ended: its policy lasts `duration` from now (the spec
-        counts a policy's time from the last moment the client was connected)."""
+        """A TLS connection to `host` ended, or is still up: its policy lasts `duration` from
+        now (the spec counts a policy's time from the last moment the client was connected,
+        so a connection longer than the duration must not let the policy lapse under it)."""
         policy = self._policies.get(host.lower())
-        if policy is not None and policy.expires > now:
+        if policy is not None:
             self._policies[host.lower()] = StsPolicy(
                 policy.port, policy.duration, now + policy.duration
             )

@@ -88,6 +88,16 @@ def test_reschedule_counts_from_the_disconnect(tmp_path: Path) -> None:
     assert policies.get("nowhere", 1200.0) is None
 
 
+def test_a_connection_longer_than_the_duration_keeps_its_policy(tmp_path: Path) -> None:
+    # Connected at 1000 with duration 300, still connected at 5000: the policy counts from the
+    # last moment connected, so the disconnect (or the hourly renewal) at 5000 keeps it.
+    policies = StsPolicies(tmp_path / "sts.json")
+    policies.learn("irc.example.net", 6697, 300, 1000.0)
+    policies.reschedule("irc.example.net", 5000.0)
+    assert policies.get("irc.example.net", 5200.0) == StsPolicy(6697, 300, 5300.0)
+    assert StsPolicies(tmp_path / "sts.json").get("irc.example.net", 5200.0) is not None
+
+
 def test_an_unreadable_file_is_logged_and_starts_empty(
     tmp_path: Path, logs: list[dict[str, object]]
 ) -> None:
