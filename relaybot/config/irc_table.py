@@ -114,11 +114,16 @@ def _nickserv(section: Section | None, nick: str) -> NickservConfig | None:
     account = section.get("account", str) or nick
     if any(c in account for c in " \0") or account.startswith(":"):
         raise section.fail("account", f"{account!r} must be one word")
-    config = NickservConfig(
-        password=section.secret("password", required=True) or Secret(""),
-        account=account,
-        service=_valid_nick(section, "service", section.get("service", str)),
-    )
+    password = section.secret("password", required=True) or Secret("")
+    if any(c in password.value for c in "\r\n\0"):
+        raise section.fail("password_file", "the password must be one line (no CR, LF or NUL)")
+    # `NickServ@services.example.net` reaches only the real services, even during a split.
+    service = section.get("service", str)
+    nick, at, server = service.partition("@")
+    _valid_nick(section, "service", nick)
+    if at and (not server or any(c in server for c in " \0@")):
+        raise section.fail("service", f"{service!r} must be a nick or nick@server")
+    config = NickservConfig(password=password, account=account, service=service)
     section.finish()
     return config
 

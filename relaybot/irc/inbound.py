@@ -157,7 +157,9 @@ class ServerLines:
         line = identify_line(nickserv, session.caps.logged_in)
         if nickserv is None or line is None:
             return
-        session._send_raw(line)
+        # As is: a password is not text to clean (safe_line would strip formatting characters
+        # and edge spaces out of it); the connection refuses a line with CR, LF or NUL.
+        session.connection.send_raw(line)
         session.log.info(
             "nickserv_identify_sent", service=nickserv.service, account=nickserv.account
         )

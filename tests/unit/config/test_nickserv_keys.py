@@ -44,6 +44,13 @@ def test_account_and_service_as_given() -> None:
     assert "s3cret" not in repr(config) and "s3cret" not in str(redacted(config))
 
 
+def test_the_service_may_name_its_server() -> None:
+    # Only the real services get the password, even while a services split frees the nick.
+    text = 'password_env = "RELAYBOT_TEST_PW"\nservice = "NickServ@services.libera.chat"\n'
+    nickserv = load(text).networks[0].irc.nickserv
+    assert nickserv is not None and nickserv.service == "NickServ@services.libera.chat"
+
+
 def test_an_empty_account_is_the_nick() -> None:
     nickserv = load('password_env = "RELAYBOT_TEST_PW"\naccount = ""\n').networks[0].irc.nickserv
     assert nickserv is not None and nickserv.account == "relaybot"
@@ -61,6 +68,10 @@ def test_an_empty_account_is_the_nick() -> None:
         (
             'password_env = "RELAYBOT_TEST_PW"\nservice = "Nick Serv"\n',
             "irc.nickserv.service: 'Nick Serv' is not a valid nick",
+        ),
+        (
+            'password_env = "RELAYBOT_TEST_PW"\nservice = "NickServ@"\n',
+            "irc.nickserv.service: 'NickServ@' must be a nick or nick@server",
         ),
         (
             'password_env = "RELAYBOT_TEST_PW"\naccount = 3\n',
