@@ -76,8 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("config_error", error=str(exc))
         print(f"relaybot: config error: {exc}", file=sys.stderr)
         return 2
-    bot.run()
-    return 0
+    return bot.run()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -134,8 +134,9 @@ def _network(
             **(base if isinstance(base, dict) else {}),
             **(own if isinstance(own, dict) else {}),
         }
-        # Errors name the key where the network's table would hold it.
-        path = parent.key(name) if own is not None or parent.path else name
+        # Errors name the network's table where it has one, else the top-level table the
+        # keys came from (moderation hooks keep this path for the errors they raise later).
+        path = parent.key(name) if own is not None else name
         return Section(table, path, parent.base_dir, _table_defaults(name))
 
     return NetworkConfig(

@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,8 +20,11 @@ class FairQueue:
     """A bounded queue of jobs (and the worker's stop marker, None) with `queue.Queue`'s
     put_nowait/get/get_nowait/qsize, which hands jobs out round-robin by network."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, per_network: Callable[[str], int] | None = None) -> None:
         self.maxsize = maxsize
+        # The most jobs one network may have waiting (read at each put, so a reload's new
+        # limits apply): with it, one network's flood fills only its own share.
+        self.per_network = per_network
         self._ready = threading.Condition()
         # Networks with jobs waiting, in the order they get their next turn.
         self._turns: OrderedDict[str, deque[Job]] = OrderedDict()
@@ -42,6 +46,12 @@ class FairQueue:
                     raise queue.Full
                 network = job.key[0]
                 waiting = self._turns.get(network)
+                if (
+                    waiting is not None
+                    and self.per_network is not None
+                    and len(waiting) >= self.per_network(network)
+                ):
+                    raise queue.Full
                 if waiting is None:
                     # A network that had nothing waiting joins the back of the rotation.
                     waiting = self._turns[network] = deque()

@@ -70,6 +70,7 @@ class InferenceWorker:
         *,
         max_batch: int = 8,
         max_pending: int = 64,
+        max_pending_per_network: Callable[[str], int] | None = None,
         batch_window: float = 0.01,
         continuous: bool = True,
         observer: WorkerObserver | None = None,
@@ -86,7 +87,7 @@ class InferenceWorker:
         # settings); they start the next batch. Inference thread only.
         self._held: deque[Job] = deque()
         # Taken in turn by network, so that one busy network cannot starve another.
-        self._queue = FairQueue(max_pending)
+        self._queue = FairQueue(max_pending, per_network=max_pending_per_network)
         self._thread = threading.Thread(target=self._run, name="relaybot-inference", daemon=True)
         self._stopping = threading.Event()
         self._cancelled: set[int] = set()

@@ -13,6 +13,7 @@ import select
 import signal
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
@@ -32,6 +33,8 @@ __all__ = ["Bot", "state_directory"]
 
 log = get_logger(component="bot")
 
+# Jobs waiting for the engine, all networks together (each network's share bounds it first).
+MAX_PENDING = 4096
 # Seconds a stopping network gets to QUIT and save its contexts.
 STOP_TIMEOUT = 20.0
 
@@ -56,7 +59,11 @@ class Bot:
             engine,
             self._completed,
             max_batch=config.model.max_batch,
-            max_pending=sum(max(net.policy.max_concurrent, 1) for net in config.networks) + 8,
+            # Each network's own share, read at each submit (a reload may raise it), so that
+            # one network's flood cannot fill the queue the others need; the whole queue's
+            # bound is only a backstop.
+            max_pending=MAX_PENDING,
+            max_pending_per_network=self._pending_share,
             observer=self.metrics.worker if self.metrics else None,
         )
         # Another thread, or a signal handler, writes a byte here to wake the main loop.
@@ -66,11 +73,15 @@ class Bot:
         self._stop_requested = False
         self._signal_name: str | None = None  # the signal that asked us to stop
         self._hangup_requested = False
+        self._crashed: list[str] = []  # networks whose loop ended in an exception
         notifier = Notifier.from_environment()
         interval = notifier.watchdog_interval
         heartbeat = HEARTBEAT_EVERY if interval is None else min(HEARTBEAT_EVERY, interval / 4)
         job_ids = itertools.count(1)
         self.networks: dict[str, Network] = {}
+        if isinstance(moderation, ModerationChain) and len(config.networks) > 1:
+            # Each network closes its chain on reload and at exit: one chain cannot be shared.
+            raise ValueError("give one moderation chain per network (a mapping by name)")
         for net in config.networks:
             chain = moderation.get(net.name) if isinstance(moderation, Mapping) else moderation
             self.networks[net.name] = Network(
@@ -101,6 +112,12 @@ class Bot:
         if len(self.networks) != 1:
             raise ValueError(f"the bot is on {len(self.networks)} networks, not one")
         return next(iter(self.networks.values()))
+
+    def _pending_share(self, name: str) -> int:
+        """The jobs network `name` may have waiting: its replies generating at once, and a
+        few `ask` jobs besides."""
+        network = self.networks.get(name)
+        return max(network.net.policy.max_concurrent, 1) + 8 if network is not None else 8
 
     # --- completions (the inference thread) -------------------------------------------------
 
@@ -138,7 +155,9 @@ class Bot:
         new = self._load()
         if isinstance(new, str):
             return new
-        return self.networks[name].apply(new) + self._networks_changed(new)
+        # Without the networks' names: an operator of one network learns nothing of others.
+        changed = "; restart to add or remove networks" if self._networks_changed(new) else ""
+        return self.networks[name].apply(new) + changed
 
     def reload(self) -> str:
         """SIGHUP (the main thread): apply the file on every network, each on its own thread,
@@ -157,18 +176,24 @@ class Bot:
 
         for name, network in self.networks.items():
             network.session.call_soon(functools.partial(apply_on, name, network))
+        deadline = time.monotonic() + STOP_TIMEOUT  # one wait for all, not one each
         for name, event in done.items():
-            if not event.wait(STOP_TIMEOUT):
+            if not event.wait(max(0.0, deadline - time.monotonic())):
                 results[name] = "did not answer; reload it with !relay reload"
-        self.config = new
+        changed = self._networks_changed(new)
+        if not changed:
+            self.config = new  # else the file's networks still differ from those running
         if len(results) == 1:
-            return next(iter(results.values())) + self._networks_changed(new)
-        summary = "; ".join(f"{name}: {text}" for name, text in results.items())
-        return summary + self._networks_changed(new)
+            return next(iter(results.values())) + changed
+        summary = "; ".join(f"{name}: {results.get(name, '')}" for name in self.networks)
+        return summary + changed
 
     # --- running ----------------------------------------------------------------------------
 
-    def run(self, *, install_signal_handlers: bool = True) -> None:
+    def run(self, *, install_signal_handlers: bool = True) -> int:
+        """Serve every network until stopped; the exit status: 0, or 1 when a network's loop
+        crashed (a bug), which stops the whole process so that the service manager restarts
+        it rather than leave that network silently dead."""
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -187,21 +212,25 @@ class Bot:
             self.status.stopping()
             for network in self.networks.values():
                 network.stop()
+            deadline = time.monotonic() + STOP_TIMEOUT
             for thread in self._threads:
-                thread.join(STOP_TIMEOUT)
+                thread.join(max(0.0, deadline - time.monotonic()))
             self.worker.stop(timeout=10.0)
             if self.metrics is not None:
                 self.metrics.close()
             self._wake_read.close()
             self._wake_write.close()
+        return 1 if self._crashed else 0
 
     def _run_network(self, name: str, network: Network) -> None:
         try:
             network.run()
         except Exception:
-            # The loop guards every stage, so this is a bug; the other networks go on, and
-            # the stopped heartbeat stops the systemd watchdog, which restarts the process.
+            # The loop guards every stage, so this is a bug. A network left dead would stay
+            # silent for good (with no watchdog to notice): stop the process, exit non-zero.
             log.exception("network_loop_crashed", network=name)
+            self._crashed.append(name)
+            self.stop()
         self._wake()
 
     def _main_loop(self) -> None:
@@ -220,7 +249,9 @@ class Bot:
                 self._hangup_requested = False
                 self._hangup()
             if not any(thread.is_alive() for thread in self._threads):
-                return  # every network stopped (each was asked to, or each failed)
+                log.error("networks_all_stopped")  # unasked: each loop must have ended
+                self._crashed.append("all")
+                return
             self.status.update()
 
     def stop(self) -> None:

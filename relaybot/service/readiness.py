@@ -18,6 +18,9 @@ from relaybot.service.systemd import Notifier
 READY_TIMEOUT = 30.0
 # How often a network's loop writes down its state and that it is still turning.
 HEARTBEAT_EVERY = 1.0
+# With several networks, READY=1 once one is ready and this long has passed since the start:
+# a network whose server is down must not hold the others' service start (and its restarts).
+READY_GRACE = 60.0
 
 
 class NetworkReadiness:
@@ -101,6 +104,7 @@ class ServiceStatus:
         self.degradation = degradation  # why the engine runs slower than it should, or ""
         self._last_status: str | None = None
         self._last_ping = 0.0
+        self._started = time.monotonic()
 
     @property
     def watchdog_interval(self) -> float | None:
@@ -118,7 +122,7 @@ class ServiceStatus:
         """Tell systemd what changed since the last call, and ping the watchdog when due."""
         now = time.monotonic() if now is None else now
         status = self.status()
-        if not self.notifier.is_ready and all(r.ready for _, r in self.networks):
+        if not self.notifier.is_ready and self._ready(now):
             self.notifier.ready(status)
             self._last_status = status
         elif status != self._last_status:
@@ -132,6 +136,12 @@ class ServiceStatus:
         if all(now - readiness.alive_at < interval for _, readiness in self.networks):
             self.notifier.watchdog()
             self._last_ping = now
+
+    def _ready(self, now: float) -> bool:
+        ready = [readiness.ready for _, readiness in self.networks]
+        if all(ready):
+            return True
+        return len(ready) > 1 and any(ready) and now - self._started >= READY_GRACE
 
     def reloading(self) -> None:
         self.notifier.reloading()

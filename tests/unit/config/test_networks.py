@@ -128,3 +128,17 @@ def test_the_readme_example_loads() -> None:
     libera, oftc = config.networks
     assert libera.operators.accounts == ("alice",) and oftc.operators.accounts == ()
     assert libera.policy.channel_burst == 10 and oftc.policy.cooldown == 2.0
+
+
+def test_an_inherited_table_is_named_where_it_was_written() -> None:
+    config = loads_config(
+        '[[moderation.hooks]]\nuse = "words"\n'
+        '[[networks]]\nname = "a"\n[networks.irc]\nhost = "h"\nnick = "n"\n'
+        '[[networks]]\nname = "b"\n[networks.irc]\nhost = "h"\nnick = "n"\n'
+        "[networks.moderation]\ntimeout = 1.0\n"
+    )
+    a, b = config.networks
+    # Hooks report later problems (a module that will not load) under this path.
+    assert a.moderation.hooks[0].where == "moderation.hooks[0]"
+    assert b.moderation.hooks[0].where == "networks[1].moderation.hooks[0]"
+    assert b.moderation.timeout == 1.0 and a.moderation.timeout == 2.0

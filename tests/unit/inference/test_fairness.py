@@ -65,3 +65,16 @@ def test_bounded_stop_marker_and_blocking_get() -> None:
     threading.Timer(0.05, lambda: fair.put_nowait(job("late", 9))).start()
     late = fair.get(timeout=5)
     assert late is not None and late.job_id == 9
+
+
+def test_a_network_fills_only_its_own_share() -> None:
+    shares = {"busy": 2, "quiet": 2}
+    fair = FairQueue(100, per_network=lambda network: shares[network])
+    fair.put_nowait(job("busy", 1))
+    fair.put_nowait(job("busy", 2))
+    with pytest.raises(queue.Full):
+        fair.put_nowait(job("busy", 3))
+    fair.put_nowait(job("quiet", 4))  # the busy network's flood left room for it
+    shares["busy"] = 3  # a reload raised the share: read at each put
+    fair.put_nowait(job("busy", 5))
+    assert fair.qsize() == 4

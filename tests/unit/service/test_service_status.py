@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from relaybot.service.readiness import ServiceStatus
+from relaybot.service.readiness import READY_GRACE, ServiceStatus
 
 
 @dataclass
@@ -54,6 +54,26 @@ def test_one_status_line_for_every_network_and_ready_when_all_are() -> None:
         "READY",
         "alpha: connected to a:6667 as bot; in #x | beta: connected to b:6697 as bot; in #y",
     )
+
+
+def test_a_network_that_never_connects_does_not_hold_the_start_for_ever() -> None:
+    notifier = FakeNotifier(watchdog_interval=None)
+    alpha = FakeReadiness("connected to a:6667 as bot; in #x", ready=True)
+    beta = FakeReadiness("connecting to b:6697")
+    status = service(notifier, ("alpha", alpha), ("beta", beta))
+    started = status._started
+    status.update(now=started + READY_GRACE - 1)
+    assert not notifier.is_ready
+    status.update(now=started + READY_GRACE)
+    assert notifier.sent[-1] == (
+        "READY",
+        "alpha: connected to a:6667 as bot; in #x | beta: connecting to b:6697",
+    )
+    # With none ready, nothing to report as started.
+    lonely = FakeNotifier(watchdog_interval=None)
+    down = service(lonely, ("alpha", FakeReadiness("connecting")), ("beta", FakeReadiness("c")))
+    down.update(now=down._started + 10 * READY_GRACE)
+    assert not lonely.is_ready
 
 
 def test_one_network_reads_as_before() -> None:
