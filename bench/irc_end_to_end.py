@@ -163,8 +163,8 @@ class Overhead:
 
 def instrument(runner: BotRunner, overhead: Overhead) -> None:
     """Wrap the three places a message passes through on the IRC thread (bench only)."""
-    bot = runner.bot
-    dispatch = bot._dispatch
+    bot = runner.net  # the one network the bench runs the bot on
+    dispatch = bot.dispatch
 
     def timed_dispatch(completion: Any) -> None:
         started, cpu = time.perf_counter(), time.thread_time()
@@ -174,7 +174,7 @@ def instrument(runner: BotRunner, overhead: Overhead) -> None:
             time.thread_time() - cpu,
         )
 
-    bot._dispatch = timed_dispatch  # type: ignore[method-assign]
+    bot.dispatch = timed_dispatch  # type: ignore[method-assign]
 
     def wrap_connection() -> None:
         connection = bot.session.connection
