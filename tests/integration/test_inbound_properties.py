@@ -266,7 +266,7 @@ class Snapshot:
 
 def take_snapshot(runner: BotRunner) -> Snapshot:
     """Runs on the reactor thread."""
-    bot = runner.bot
+    bot = runner.net
     session, relay = bot.session, bot.relay
     contexts = {}
     for (_, name), transcript in relay.transcripts.items():
