@@ -54,7 +54,7 @@ cooldown = 0.0
 
         # account-tag on the message itself
         server.send(b"@account=opacct :boss!x@evil.example PRIVMSG #relay :!relay status\r\n")
-        answered("boss", "model fixed")
+        answered("boss", "network default; model fixed")
         # extended-join told us carol's account
         server.send(b":carol!c@h.example JOIN #relay opacct :Carol\r\n")
         server.send(b":carol!c@h.example PRIVMSG #relay :!relay mute 1m\r\n")
