@@ -11,9 +11,21 @@ from dataclasses import dataclass
 from typing import Literal
 
 from relaybot.config.channel_settings import CHANNEL_SETTINGS, SettingSpec, SettingValue
-from relaybot.irc.text import is_channel_name, strip_formatting
+from relaybot.irc.text import is_channel_name, safe_line, strip_formatting
 
 Scope = Literal["global", "channel"]
+
+# `set persona <text>`: the channel's persona. It is text, not one of the typed CHANNEL_SETTINGS
+# that override a config key: it is stored where `cast` stores it (the two are one command).
+PERSONA = "persona"
+# A persona sits in the never-trimmed header of every prompt in its channel: it must leave the
+# conversation room. An IRC line holds about 450 characters of it anyway.
+PERSONA_MAX_CHARS = 300
+PERSONA_HELP = (
+    f"{PERSONA} (text, at most {PERSONA_MAX_CHARS} characters): who the bot is in the channel;"
+    " the bio Relay's format gives it, an instruct format's system prompt"
+)
+SETTING_NAMES = (*CHANNEL_SETTINGS, PERSONA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +52,9 @@ COMMANDS: dict[str, CommandSpec] = {
             "stop replying (e.g. 10m, 2h, 1d; no duration: until unmute)",
         ),
         CommandSpec("unmute", "channel", "unmute [#channel]", "reply again"),
-        CommandSpec("cast", "channel", "cast [#channel] <bio>", "give the bot a persona (its bio)"),
+        CommandSpec(
+            "cast", "channel", "cast [#channel] <bio|->", "the same as set persona (-: remove it)"
+        ),
         CommandSpec("reset", "channel", "reset [#channel]", "clear the channel's context"),
         CommandSpec("retry", "channel", "retry [#channel]", "regenerate the last reply"),
         CommandSpec(
@@ -53,7 +67,7 @@ COMMANDS: dict[str, CommandSpec] = {
             "set",
             "channel",
             "set [#channel] <param> <value|default>",
-            f"per-channel setting: {', '.join(CHANNEL_SETTINGS)}",
+            f"per-channel setting: {', '.join(SETTING_NAMES)}",
         ),
         CommandSpec(
             "ignore", "global", "ignore <mask>", "ignore a nick, nick!user@host or $a:account"
@@ -140,16 +154,32 @@ def format_duration(seconds: float) -> str:
     return "".join(parts) or "0s"
 
 
+# What `set` takes for "no override": back to the configured default (no persona).
+BACK_TO_DEFAULT = frozenset({"default", "reset"})
 _TRUE = {"on", "true", "yes", "1"}
 _FALSE = {"off", "false", "no", "0"}
+
+
+def parse_persona(text: str) -> str | CommandError:
+    """A persona as it may be stored: one line without formatting or control characters, not
+    empty and not longer than PERSONA_MAX_CHARS (refused, not cut: a cut persona says
+    something its operator did not write)."""
+    persona = safe_line(text)
+    if not persona:
+        return CommandError("a persona needs some text (default: remove it)")
+    if len(persona) > PERSONA_MAX_CHARS:
+        return CommandError(
+            f"a persona may be at most {PERSONA_MAX_CHARS} characters; this one has {len(persona)}"
+        )
+    return persona
 
 
 def parse_setting(name: str, value: str) -> SettingValue | CommandError | None:
     """A validated value for `set`; None means back to the configured default."""
     spec = CHANNEL_SETTINGS.get(name.lower())
     if spec is None:
-        return CommandError(f"unknown setting {name!r}; settings: {', '.join(CHANNEL_SETTINGS)}")
-    if value.lower() in {"default", "reset"}:
+        return CommandError(f"unknown setting {name!r}; settings: {', '.join(SETTING_NAMES)}")
+    if value.lower() in BACK_TO_DEFAULT:
         return None
     number: SettingValue
     if spec.kind is bool:
@@ -173,7 +203,8 @@ def help_lines(prefix: str, name: str | None = None) -> list[str]:
             return [f"unknown command {name!r}"]
         lines = [f"{prefix} {spec.usage}: {spec.help}"]
         if spec.name == "set":
-            lines.append("; ".join(_setting_help(setting) for setting in CHANNEL_SETTINGS.values()))
+            settings = [_setting_help(setting) for setting in CHANNEL_SETTINGS.values()]
+            lines.append("; ".join([*settings, PERSONA_HELP]))
         return lines
     return [f"commands ({prefix} help <command> for more): {', '.join(COMMANDS)}"]
 

@@ -12,13 +12,16 @@ from collections.abc import Callable
 
 from relaybot.control.actions import OperatorActions
 from relaybot.control.commands import (
+    BACK_TO_DEFAULT,
     COMMANDS,
+    PERSONA,
     Command,
     CommandError,
     format_duration,
     help_lines,
     parse_command,
     parse_duration,
+    parse_persona,
     parse_setting,
 )
 from relaybot.irc.events import Message, Origin
@@ -198,10 +201,18 @@ class Control:
         bio = command.rest.strip()
         if not bio:
             return [f"usage: {self.bot.operators.prefix} {COMMANDS['cast'].usage}"]
-        if bio == "-":
+        return self._set_persona(channel, origin, None if bio == "-" else bio)
+
+    def _set_persona(self, channel: str, origin: Origin, text: str | None) -> list[str]:
+        """`set persona` and its older spelling `cast`: one persona per channel, introduced
+        by whoever set it (the `/whois` turn of Relay's format names them)."""
+        if text is None:
             self.bot.cast(channel, origin.nick, None)
             return [f"persona removed in {channel}"]
-        self.bot.cast(channel, origin.nick, bio)
+        persona = parse_persona(text)
+        if isinstance(persona, CommandError):
+            return [persona.message]
+        self.bot.cast(channel, origin.nick, persona)
         return [f"persona set in {channel}"]
 
     def _cmd_reset(self, command: Command, origin: Origin, channel: str) -> list[str]:
@@ -215,6 +226,11 @@ class Control:
         return [f"regenerating the last reply in {channel}"]
 
     def _cmd_set(self, command: Command, origin: Origin, channel: str) -> list[str]:
+        name, _, text = command.rest.partition(" ")
+        if name.lower() == PERSONA and text.strip():
+            persona = text.strip()
+            cleared = persona.lower() in BACK_TO_DEFAULT
+            return self._set_persona(channel, origin, None if cleared else persona)
         if len(command.args) != 2:
             return [f"usage: {self.bot.operators.prefix} {COMMANDS['set'].usage}"]
         name, raw = command.args

@@ -28,9 +28,30 @@ def bot_join_turns(bot_nick: str, channel: str) -> list[Turn]:
     return [Turn(bot_nick, f"/join {channel}"), Turn(SYSTEM, f"* Now talking in {channel}")]
 
 
+def _bio_prefix(bot_nick: str) -> str:
+    return f"* {bot_nick}'s bio: "
+
+
 def cast_turns(caster: str, bot_nick: str, bio: str) -> list[Turn]:
     """Relay's persona turn, as the reference client's /cast writes it."""
-    return [Turn(caster, f"/whois {bot_nick}"), Turn(SYSTEM, f"* {bot_nick}'s bio: {bio}")]
+    return [Turn(caster, f"/whois {bot_nick}"), Turn(SYSTEM, f"{_bio_prefix(bot_nick)}{bio}")]
+
+
+def split_persona(turns: Sequence[Turn], bot_nick: str) -> tuple[str | None, list[Turn]]:
+    """The bio `cast_turns` put among `turns`, and the turns without that pair: for formats
+    that carry the persona elsewhere (the instruct formats' system prompt). (None, the turns)
+    when there is none.
+
+    Only a system turn is taken for the bio, and no one's line becomes a system turn that
+    reads `* <bot>'s bio:` (an action or a quit is `* <their nick> …`, and no nick holds `'`),
+    so what is found here is the persona an operator set."""
+    prefix = _bio_prefix(bot_nick)
+    for index, turn in enumerate(turns):
+        if turn.role == SYSTEM and turn.content.startswith(prefix):
+            whois = index > 0 and turns[index - 1].content == f"/whois {bot_nick}"
+            start = index - 1 if whois else index
+            return turn.content[len(prefix) :], [*turns[:start], *turns[index + 1 :]]
+    return None, list(turns)
 
 
 def topic_line(channel: str, topic: str) -> Turn:

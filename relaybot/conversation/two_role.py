@@ -6,8 +6,8 @@ transcript as one delimited user turn, `neutralize` for people's text, and the s
 # (user/assistant, plus a system prompt for some), so a multi-party channel is rendered as:
 #
 # 1. a system prompt telling the model that it is <bot nick> in an IRC channel and must answer
-#    with one short IRC message as itself (folded into the user turn where a format has no
-#    system role);
+#    with one short IRC message as itself, after the channel's persona when an operator set one
+#    (folded into the user turn where a format has no system role);
 # 2. ONE user turn holding the recent transcript as data, one `<nick> text` line per message
 #    and `* text` per system announcement, inside the airoboros/bagel closed-context delimiters
 #    (BEGININPUT / BEGINCONTEXT … ENDCONTEXT / ENDINPUT), followed by a BEGININSTRUCTION block
@@ -31,6 +31,7 @@ import re
 from collections.abc import Sequence
 
 from relaybot.conversation.formats import EMPTY_MESSAGE, Prompt, Segment, Turn
+from relaybot.conversation.transcript import split_persona
 
 SYSTEM_ROLE = "system"
 
@@ -83,14 +84,19 @@ def channel_name(turns: Sequence[Turn], speaker: str) -> str | None:
     return None
 
 
-def channel_system_prompt(turns: Sequence[Turn], speaker: str) -> str:
+def channel_system_prompt(turns: Sequence[Turn], speaker: str, persona: str | None = None) -> str:
+    """The system prompt: the channel's persona (`set persona`) when it has one, then who the
+    bot is and how it answers, which the reply path relies on (one short line, as itself)."""
     nick = neutralize(speaker)
     channel = channel_name(turns, speaker)
     where = f"the IRC channel {neutralize(channel)}" if channel else "an IRC channel"
-    return (
+    framing = (
         f"You are {nick}, a participant in {where}. "
         f"Answer with one short IRC message, written as {nick} only."
     )
+    # The persona is an operator's text, but it goes where people's text goes: neutralised, so
+    # it cannot close the system turn or pose as any format's markup.
+    return f"{neutralize(persona)}\n{framing}" if persona else framing
 
 
 def channel_request(turns: Sequence[Turn], speaker: str) -> str:
@@ -139,7 +145,9 @@ class TwoRoleFormat:
         raise NotImplementedError
 
     def render(self, turns: Sequence[Turn], speaker: str) -> Prompt:
-        system = channel_system_prompt(turns, speaker)
+        # Relay's persona is a `/whois` turn pair in the header; here it is the system prompt.
+        persona, turns = split_persona(turns, speaker)
+        system = channel_system_prompt(turns, speaker, persona)
         prompt = self.instruction(system, channel_request(turns, speaker))
         return Prompt(prompt.segments, stop=prompt.stop + TRANSCRIPT_STOPS)
 

@@ -42,6 +42,8 @@ log = get_logger(component="bot")
 
 # The session's IRCv3 STS policies (relaybot.irc.sts), in the network's state directory.
 STS_FILE = "sts.json"
+# How much of a channel's persona `status` shows: enough to recognise it, on one line.
+STATUS_PERSONA_CHARS = 30
 
 
 def state_directory(config: Config) -> Path:
@@ -291,12 +293,8 @@ class Network:
         replies_1h = sum(1 for t in self.relay.speaking.reply_times if now - t <= 3600)
         channels = []
         for name in self.session.joined_channels():
-            until = self.operator_state.muted_until(self._key(name)[1])
-            if until is not None:
-                left = "" if math.isinf(until) else f" {format_duration(until - now)}"
-                channels.append(f"{name} (muted{left})")
-            else:
-                channels.append(name)
+            notes = self._channel_notes(self._key(name)[1], now)
+            channels.append(f"{name} ({'; '.join(notes)})" if notes else name)
         uptime = format_duration(time.monotonic() - self.started)
         degraded = degradation(self.engine)
         return (
@@ -305,6 +303,23 @@ class Network:
             f" replies {replies_10m} in 10m, {replies_1h} in 1h; {self._backlog_status()};"
             f" up {uptime}; channels: {', '.join(channels) or 'none'}"
         )
+
+    def _channel_notes(self, channel: str, now: float) -> list[str]:
+        """What `status` says about one channel: its mute and its persona (shortened)."""
+        notes = []
+        until = self.operator_state.muted_until(channel)
+        if until is not None:
+            left = "" if math.isinf(until) else f" {format_duration(until - now)}"
+            notes.append(f"muted{left}")
+        cast = self.operator_state.cast(channel)
+        if cast is not None:
+            bio = (
+                cast.bio
+                if len(cast.bio) <= STATUS_PERSONA_CHARS
+                else (f"{cast.bio[: STATUS_PERSONA_CHARS - 1].rstrip()}…")
+            )
+            notes.append(f"persona: {bio}")
+        return notes
 
     def _queue_status(self) -> str:
         """The shared engine's queue, then this network's own generations and waiters."""

@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 from relaybot.config.channel_settings import CHANNEL_SETTINGS
 from relaybot.control.commands import (
     COMMANDS,
+    PERSONA_MAX_CHARS,
     Command,
     CommandError,
     format_duration,
     help_lines,
     parse_command,
     parse_duration,
+    parse_persona,
     parse_setting,
 )
 
@@ -382,3 +384,37 @@ def test_help_set_describes_every_setting_from_its_declaration():
     assert "top_k (at least 0; overrides model.top_k)" in settings
     assert "max_new_tokens (between 1 and 4096;" in settings
     assert "on_mention (on or off;" in settings
+
+
+def test_help_set_lists_the_persona():
+    usage, settings = help_lines(P, "set")
+    assert "persona" in usage
+    assert f"persona (text, at most {PERSONA_MAX_CHARS} characters)" in settings
+    assert "set persona" in help_lines(P, "cast")[0]
+
+
+def test_a_persona_loses_control_characters_and_formatting():
+    assert (
+        parse_persona("  a \x02pirate\x02\r\n who\x00 loves \x0304rum ") == "a pirate who loves rum"
+    )
+
+
+def test_an_empty_persona_is_refused():
+    result = parse_persona("\x02\x03 \r\n")
+    assert isinstance(result, CommandError) and "needs some text" in result.message
+
+
+def test_a_persona_over_the_cap_is_refused_not_cut():
+    assert parse_persona("x" * PERSONA_MAX_CHARS) == "x" * PERSONA_MAX_CHARS
+    result = parse_persona("x" * (PERSONA_MAX_CHARS + 1))
+    assert isinstance(result, CommandError)
+    assert result.message == (
+        f"a persona may be at most {PERSONA_MAX_CHARS} characters; this one has"
+        f" {PERSONA_MAX_CHARS + 1}"
+    )
+
+
+def test_set_persona_keeps_the_whole_text():
+    assert parsed("!relay set #chan persona a  pirate") == Command(
+        "set", "#chan", ("persona", "a", "pirate"), "persona a  pirate"
+    )

@@ -52,6 +52,9 @@ class FakeBot:
     def set_setting(self, channel: str, name: str, value: object) -> None:
         self.actions.append(("set", channel, name, value))
 
+    def cast(self, channel: str, caster: str, bio: str | None) -> None:
+        self.actions.append(("cast", channel, caster, bio))
+
     def status_line(self) -> str:
         return "all fine"
 
@@ -188,3 +191,44 @@ def test_more_is_open_to_everyone_and_goes_to_the_conversation_it_was_asked_in()
         ("more", "#chan", "carol", None, True),
     ]
     assert bot.notices == []
+
+
+def test_set_persona_and_cast_are_one_persona():
+    ctl, bot = control()
+    run(ctl, ROOT, "!relay set persona a \x02pirate\x02 who loves rum")
+    run(ctl, ROOT, "!relay set #other persona default")
+    run(ctl, ROOT, "!relay cast a lighthouse keeper")
+    run(ctl, ROOT, "!relay cast -")
+    assert bot.actions == [
+        ("cast", "#chan", "whoever", "a pirate who loves rum"),
+        ("cast", "#other", "whoever", None),
+        ("cast", "#chan", "whoever", "a lighthouse keeper"),
+        ("cast", "#chan", "whoever", None),
+    ]
+    assert [text for _, text in bot.notices] == [
+        "persona set in #chan",
+        "persona removed in #other",
+        "persona set in #chan",
+        "persona removed in #chan",
+    ]
+
+
+def test_a_persona_too_long_is_refused_with_its_length():
+    ctl, bot = control()
+    run(ctl, ROOT, "!relay set persona " + "x" * 301)
+    run(ctl, ROOT, "!relay cast " + "y" * 400)
+    run(ctl, ROOT, "!relay set persona")
+    assert bot.actions == []
+    assert [text for _, text in bot.notices] == [
+        "a persona may be at most 300 characters; this one has 301",
+        "a persona may be at most 300 characters; this one has 400",
+        "usage: !relay set [#channel] <param> <value|default>",
+    ]
+
+
+def test_channel_operators_may_set_the_persona_of_their_own_channel_only():
+    ctl, bot = control(dataclasses.replace(OPS, channel_ops=True))
+    bot.status[("#chan", "carol")] = "@"
+    run(ctl, STRANGER, "!relay set persona a vet")
+    run(ctl, STRANGER, "!relay set #other persona a spy")
+    assert bot.actions == [("cast", "#chan", "carol", "a vet")]
