@@ -59,6 +59,7 @@ class Asking:
         sender: Sender,
         moderation: Callable[[], OutputModeration | None],
         max_lines: Callable[[], int],
+        model_for: Callable[[ContextKey], str | None] = lambda key: None,
     ) -> None:
         self.network = network
         self.fmt = fmt
@@ -71,6 +72,7 @@ class Asking:
         # Called each time: a reload swaps the bot's moderation chain.
         self.moderation = moderation
         self.max_lines = max_lines
+        self.model_for = model_for  # the served model chosen for the channel asked about
         self._pending: dict[int, _Question] = {}
 
     def owns(self, job_id: int) -> bool:
@@ -103,7 +105,7 @@ class Asking:
             key=key,
             reply_to=reply_to,
             speaker="assistant",
-            request=GenerationRequest(prompt, params),
+            request=GenerationRequest(prompt, params, model=self.model_for(key)),
             log_context={"network": self.network, "channel": channel, "nick": asker},
         )
         if not self.submit(job):

@@ -101,6 +101,7 @@ class Continuing:
             speaker=job.speaker,
             answer=answer,
             params=job.request.params,
+            model=job.request.model,
             text=allowed,
             rest=layout.rest,
             # Text moderation replaced is not what the model wrote: nothing to resume.
@@ -201,7 +202,10 @@ class Continuing:
             reply_to=wanted.reply_to,
             speaker=offer.speaker,
             request=GenerationRequest(
-                self.resume_prompt(key, transcript, offer, base), offer.params, cache_key=key
+                self.resume_prompt(key, transcript, offer, base),
+                offer.params,
+                cache_key=key,
+                model=offer.model,
             ),
             log_context=dict(context),
             requested_at=wanted.requested_at,

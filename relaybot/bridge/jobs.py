@@ -34,7 +34,10 @@ def reply_job(
     base: SamplingParams,
     settings: ChannelSettings,
     network: str,
+    model: str | None = None,
 ) -> Job:
+    """The job for a reply in `key`'s conversation; `model`: the served model chosen for it
+    (None: the configured one)."""
     params = channel_params(base, settings)
     # A channel may allow longer replies than the context budget was sized for.
     extra = params.max_new_tokens - base.max_new_tokens
@@ -45,7 +48,7 @@ def reply_job(
         reply_to=wanted.reply_to,
         speaker=wanted.speaker,
         # The key lets the engine reuse this conversation's cached prompt prefix.
-        request=GenerationRequest(prompt, params, cache_key=key),
+        request=GenerationRequest(prompt, params, cache_key=key, model=model),
         log_context={"network": network, "channel": wanted.reply_to, "nick": wanted.asker},
         requested_at=wanted.requested_at,
         answers=wanted.msgid,

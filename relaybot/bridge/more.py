@@ -38,6 +38,7 @@ class Offer:
     speaker: str  # the role the model writes as
     answer: Answer  # where its lines are recorded
     params: SamplingParams
+    model: str | None  # the served model that wrote it: the one that goes on with it
     text: str  # everything generated for it so far, as output moderation let it out
     rest: tuple[Piece, ...]  # generated, not sent
     resumable: bool  # the model was cut off: generation can go on from `text`

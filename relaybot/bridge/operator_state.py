@@ -1,5 +1,5 @@
 """The state operators change at run time, with one owner: joined and parted channels,
-ignores, mutes, personas and per-channel settings.
+ignores, mutes, personas, per-channel settings and the served models chosen.
 
 The relay reads it and the bot's operator actions change it; every change is handed to
 `persist` as a new `RuntimeState` snapshot (the service writes it to disk). Reactor thread only.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from relaybot.bridge.state import RuntimeState
@@ -134,3 +134,36 @@ class OperatorState:
         """After a restart: who cast the persona, as the saved context's header shows."""
         if channel in self._state.casts:
             self._casters[channel] = caster
+
+    # --- served models (per network, per channel) --------------------------------------------
+
+    def model_for(self, name: str) -> str | None:
+        """The served model chosen for conversation `name` (a channel key, or a query's peer):
+        the channel's own choice, else the network's; None: the configured one."""
+        return self._state.models.get(name) or self._state.model
+
+    def chosen_model(self, channel: str | None) -> str | None:
+        """What was chosen for `channel` itself, or with None for the whole network."""
+        return self._state.model if channel is None else self._state.models.get(channel)
+
+    def set_model(self, channel: str | None, name: str | None) -> None:
+        """Choose `name` for `channel`, or with None for the whole network; `name` None goes
+        back to what applies without a choice."""
+        if name is None:
+            self._change(self._state.without_model(channel))
+        else:
+            self._change(self._state.with_model(channel, name))
+
+    def keep_models(self, allowed: Collection[str]) -> list[str]:
+        """Forget choices of models that are no longer allowed (the config changed since they
+        were made); what was forgotten, as `where: name`."""
+        state, dropped = self._state, []
+        if state.model is not None and state.model not in allowed:
+            dropped.append(f"(network): {state.model}")
+            state = state.without_model(None)
+        for channel, name in self._state.models.items():
+            if name not in allowed:
+                dropped.append(f"{channel}: {name}")
+                state = state.without_model(channel)
+        self._change(state)
+        return dropped

@@ -207,6 +207,10 @@ class Relay:
     def settings_for(self, key: ContextKey) -> ChannelSettings:
         return self.operator_state.settings(key[1])
 
+    def model_for(self, key: ContextKey) -> str | None:
+        """The served model chosen for the conversation (None: the configured one)."""
+        return self.operator_state.model_for(key[1])
+
     def _header(self, key: ContextKey, channel: str) -> list[Turn]:
         turns = bot_join_turns(self.sender.nick, channel)
         cast = self.operator_state.cast(key[1])
@@ -500,6 +504,7 @@ class Relay:
             base=self.params,
             settings=self.settings_for(key),
             network=self.network,
+            model=self.model_for(key),
         )
 
     def on_completion(self, completion: Completion) -> None:

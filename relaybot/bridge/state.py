@@ -1,6 +1,7 @@
 """The state operators change at run time, and each conversation's saved context, as frozen
 values: `RuntimeState` (joined and parted channels, ignores, mutes, personas, per-channel
-settings) and `SavedContext`. `relaybot.service.persistence` writes and reads them."""
+settings, the served models chosen) and `SavedContext`. `relaybot.service.persistence` writes
+and reads them."""
 
 from __future__ import annotations
 
@@ -64,13 +65,17 @@ class RuntimeState:
     casts: Mapping[str, str] = field(default_factory=_frozen_mapping)
     settings: Mapping[str, ChannelSettings] = field(default_factory=_frozen_mapping)
     ignores: tuple[str, ...] = ()
+    # The served model chosen with `!relay model` for the whole network, and per channel
+    # (which wins); None / absent: the configured one.
+    model: str | None = None
+    models: Mapping[str, str] = field(default_factory=_frozen_mapping)
 
     def __post_init__(self) -> None:
         # Copy whatever the caller passed so later changes to their list or dict cannot
         # reach into a state that is meant to be a snapshot.
         for name in ("joined", "parted", "ignores"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        for name in ("mutes", "casts", "settings"):
+        for name in ("mutes", "casts", "settings", "models"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     def with_joined(self, channel: str, fold: Callable[[str], str] = str.casefold) -> RuntimeState:
@@ -116,6 +121,17 @@ class RuntimeState:
 
     def without_settings(self, channel: str) -> RuntimeState:
         return replace(self, settings=_drop(self.settings, channel))
+
+    def with_model(self, channel: str | None, name: str) -> RuntimeState:
+        """`name` chosen for `channel`, or with None for the whole network."""
+        if channel is None:
+            return replace(self, model=name)
+        return replace(self, models=_put(self.models, channel, name))
+
+    def without_model(self, channel: str | None) -> RuntimeState:
+        if channel is None:
+            return replace(self, model=None)
+        return replace(self, models=_drop(self.models, channel))
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,10 +100,23 @@ def _remote_url(section: Section) -> str:
     return url
 
 
+def _model_names(section: Section) -> tuple[str, ...]:
+    """`models`: names as a request body and an IRC command carry them, each once."""
+    names = section.str_list("models")
+    for name in names:
+        if not name or any(c.isspace() or not c.isprintable() for c in name):
+            raise section.fail("models", f"a model name must be one word, got {name!r}")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise section.fail("models", f"names {', '.join(map(repr, duplicates))} more than once")
+    return names
+
+
 def _remote(section: Section) -> RemoteConfig:
     config = RemoteConfig(
         url=_remote_url(section),
         model=section.optional_str("model"),
+        models=_model_names(section),
         api_key=section.secret("api_key"),
         timeout=section.number("timeout", float, 0.1, 3600.0),
         connect_timeout=section.number("connect_timeout", float, 0.1, 600.0),

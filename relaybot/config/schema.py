@@ -162,6 +162,9 @@ class RemoteConfig:
 
     url: str = "http://127.0.0.1:8000"
     model: str | None = None  # the model name sent to an OpenAI-compatible server
+    # Other names the same server serves that `!relay model` may switch a network or channel
+    # to (`model` is always allowed); empty: only `model`.
+    models: tuple[str, ...] = ()
     api_key: Secret | None = None
     timeout: float = 60.0  # seconds for one whole request
     connect_timeout: float = 5.0

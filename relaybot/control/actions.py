@@ -9,6 +9,7 @@ from typing import Protocol
 
 from relaybot.config.channel_settings import SettingValue
 from relaybot.config.schema import OperatorConfig
+from relaybot.inference.served import ServedModels
 from relaybot.irc.events import Origin
 
 
@@ -67,6 +68,22 @@ class OperatorActions(Protocol):
         ...
 
     def set_setting(self, channel: str, name: str, value: SettingValue | None) -> None: ...
+
+    @property
+    def served_models(self) -> ServedModels:
+        """The models `model` may choose among, as the running engine was built (a reload
+        does not change them: the engine keeps its [model] config until a restart)."""
+        ...
+
+    def model_for(self, channel: str | None) -> str | None:
+        """The served model chosen for `channel` (its own choice, else the network's), or
+        with None the network's; None when nothing is chosen (the configured one applies)."""
+        ...
+
+    def set_model(self, channel: str | None, name: str | None) -> None:
+        """Choose `name` for `channel`, or with None for the whole network; `name` None: back
+        to what applies without a choice."""
+        ...
 
     def ignore(self, mask: str) -> None: ...
 

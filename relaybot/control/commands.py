@@ -34,6 +34,9 @@ class CommandSpec:
     scope: Scope  # channel commands act on one channel; channel operators may use them there
     usage: str
     help: str
+    # A channel command that, given no channel (in a private query), acts on the whole
+    # network instead; only the bot's operators may do that.
+    network_wide: bool = False
 
 
 COMMANDS: dict[str, CommandSpec] = {
@@ -68,6 +71,14 @@ COMMANDS: dict[str, CommandSpec] = {
             "channel",
             "set [#channel] <param> <value|default>",
             f"per-channel setting: {', '.join(SETTING_NAMES)}",
+        ),
+        CommandSpec(
+            "model",
+            "channel",
+            "model [#channel] [name|default]",
+            "the served model replies ask for (a remote server's, from the configured list);"
+            " in a query without a channel: the whole network's",
+            network_wide=True,
         ),
         CommandSpec(
             "ignore", "global", "ignore <mask>", "ignore a nick, nick!user@host or $a:account"

@@ -52,6 +52,7 @@ class Control:
             "reset": self._cmd_reset,
             "retry": self._cmd_retry,
             "set": self._cmd_set,
+            "model": self._cmd_model,
             "ignore": self._cmd_ignore,
             "unignore": self._cmd_unignore,
             "export": self._cmd_export,
@@ -118,7 +119,7 @@ class Control:
                 self._notice(origin.nick, f"Sorry, {parsed.name} is for the bot's operators.")
             return
         log.info("command", **context)
-        if spec.scope == "channel" and target is None:
+        if spec.scope == "channel" and target is None and not spec.network_wide:
             self._notice(origin.nick, f"which channel? usage: {prefix} {spec.usage}")
             return
         try:
@@ -244,6 +245,33 @@ class Control:
         self.bot.set_setting(channel, name.lower(), value)
         shown = "the configured default" if value is None else str(value)
         return [f"{name.lower()} in {channel} is now {shown}"]
+
+    def _cmd_model(self, command: Command, origin: Origin, channel: str) -> list[str]:
+        """`model`: show or choose the served model, for `channel` or ("" from a query without
+        one) the whole network."""
+        served = self.bot.served_models
+        where = channel or None
+        scope = f"in {channel}" if where else f"on network {self.bot.network}"
+        if len(command.args) > 1:
+            return [f"usage: {self.bot.operators.prefix} {COMMANDS['model'].usage}"]
+        if not command.args:
+            current = served.describe(self.bot.model_for(where))
+            if served.cannot_switch:
+                return [f"model {scope}: {current}; {served.cannot_switch}"]
+            return [f"model {scope}: {current}; allowed: {served.listed()}"]
+        name = command.args[0]
+        if name.lower() in BACK_TO_DEFAULT:
+            if served.cannot_switch:
+                return [served.cannot_switch]
+            self.bot.set_model(where, None)
+            return [f"model {scope} is back to {served.describe(self.bot.model_for(where))}"]
+        refusal = served.refusal(name)
+        if refusal is not None:
+            return [refusal]
+        self.bot.set_model(where, name)
+        if where is None:
+            return [f"model {scope} is now {name} (channels with a model of their own keep it)"]
+        return [f"model {scope} is now {name}"]
 
     def _cmd_ignore(self, command: Command, origin: Origin, channel: str) -> list[str]:
         if len(command.args) != 1:

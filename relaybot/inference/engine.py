@@ -32,6 +32,10 @@ class GenerationRequest:
     # keeps per-conversation state (a KV-cache prefix) reuses it for the next prompt with the
     # same key; None keeps nothing.
     cache_key: ContextKey | None = None
+    # The served model to ask for, by name, where a server serves several (the OpenAI-compatible
+    # engine; inference.served says which names may be chosen); None: the configured one.
+    # Engines that serve one model ignore it.
+    model: str | None = None
 
 
 class EngineError(RuntimeError):

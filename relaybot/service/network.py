@@ -24,6 +24,7 @@ from relaybot.control.dispatch import Control
 from relaybot.conversation.identity import ContextKey
 from relaybot.conversation.instruct import configured_format
 from relaybot.inference.engine import Engine, degradation, sampling_from
+from relaybot.inference.served import ServedModels
 from relaybot.inference.worker import Completion, InferenceWorker
 from relaybot.irc.events import Origin
 from relaybot.irc.session import IrcSession
@@ -79,6 +80,8 @@ class Network:
         self.worker = worker
         self._reload = reload  # re-reads the file; `!relay reload` applies it to this network
         self.started = time.monotonic()
+        # What `!relay model` chooses among: fixed with the engine, which a reload keeps.
+        self.served = ServedModels.from_config(config.model)
         self.store = StateStore(state_directory(config), net.name)
         self.operator_state = OperatorState(
             self.store.load_runtime(),
@@ -136,6 +139,7 @@ class Network:
             # Through `self`, so that a reload's new chain and limits apply here too.
             moderation=lambda: self.moderation,
             max_lines=lambda: self.net.reply.max_lines,
+            model_for=self.relay.model_for,
         )
         self.contexts = ContextSaver(
             self.store, self.relay, self.session, lambda: self.config.state.flush_interval
@@ -158,6 +162,11 @@ class Network:
         for name in state.joined:
             if is_channel_name(name):
                 self.session.join(name)
+        dropped = self.operator_state.keep_models(self.served.allowed)
+        if dropped:
+            # Chosen before the allow-list (or the engine) changed: asking for them now would
+            # ask for what the config no longer offers.
+            log.warning("model_choices_dropped", network=self.net.name, dropped=dropped)
         contexts = self.contexts.restore()
         for name in state.casts:
             previous = self.relay.saved.get(self._key(name))
@@ -273,6 +282,21 @@ class Network:
     def set_setting(self, channel: str, name: str, value: SettingValue | None) -> None:
         self.operator_state.set_setting(self._key(channel)[1], name, value)
 
+    @property
+    def served_models(self) -> ServedModels:
+        return self.served
+
+    def _model_key(self, channel: str | None) -> str | None:
+        return None if channel is None else self._key(channel)[1]
+
+    def model_for(self, channel: str | None) -> str | None:
+        if channel is None:
+            return self.operator_state.chosen_model(None)
+        return self.operator_state.model_for(self._key(channel)[1])
+
+    def set_model(self, channel: str | None, name: str | None) -> None:
+        self.operator_state.set_model(self._model_key(channel), name)
+
     def ignore(self, mask: str) -> None:
         self.operator_state.ignore(mask)
 
@@ -297,20 +321,27 @@ class Network:
             channels.append(f"{name} ({'; '.join(notes)})" if notes else name)
         uptime = format_duration(time.monotonic() - self.started)
         degraded = degradation(self.engine)
+        network_model = self.operator_state.chosen_model(None)
+        chosen = f", asking for {network_model}" if network_model is not None else ""
         return (
             (f"WARNING: {degraded}; " if degraded else "")
-            + f"network {self.net.name}; model {self.engine.description}; {self._queue_status()};"
+            + f"network {self.net.name}; model {self.engine.description}{chosen};"
+            f" {self._queue_status()};"
             f" replies {replies_10m} in 10m, {replies_1h} in 1h; {self._backlog_status()};"
             f" up {uptime}; channels: {', '.join(channels) or 'none'}"
         )
 
     def _channel_notes(self, channel: str, now: float) -> list[str]:
-        """What `status` says about one channel: its mute and its persona (shortened)."""
+        """What `status` says about one channel: its mute, the model chosen for it, and its
+        persona (shortened)."""
         notes = []
         until = self.operator_state.muted_until(channel)
         if until is not None:
             left = "" if math.isinf(until) else f" {format_duration(until - now)}"
             notes.append(f"muted{left}")
+        model = self.operator_state.chosen_model(channel)
+        if model is not None:
+            notes.append(f"model {model}")
         cast = self.operator_state.cast(channel)
         if cast is not None:
             bio = (

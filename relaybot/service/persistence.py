@@ -5,7 +5,7 @@ say is state_format.py's business."""
 # The layout:
 #
 #     state.toml                   RuntimeState: joined and parted channels, mutes, casts,
-#                                  per-channel settings, ignore masks
+#                                  per-channel settings, ignore masks, models chosen
 #     contexts/<stem>.toml         one SavedContext per conversation; the real name is stored
 #                                  inside, the file name is only a safe, hashed stand-in
 #     exports/<stem>-<UTC>.jsonl   transcripts exported on request, one {"role", "content"} a line

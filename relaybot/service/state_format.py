@@ -105,11 +105,28 @@ def _channel_settings(value: object, where: str) -> ChannelSettings:
 
 
 _RUNTIME_KEYS = ("version", "joined", "parted", "ignores", "mutes", "casts", "settings")
+# Keys added to version 1 later, written only when they hold something: a file without them
+# is an older one (or one with nothing chosen), and stays readable by the releases before.
+_OPTIONAL_RUNTIME_KEYS = ("model", "models")
+# A model name goes into a JSON body and an IRC notice: one printable word.
+_BAD_MODEL_CHARS = frozenset(" \t\x00\r\n")
+
+
+def _models(doc: Mapping[str, Any]) -> tuple[str | None, dict[str, str]]:
+    model = doc.get("model")
+    network = None if model is None else _name(model, "model", _BAD_MODEL_CHARS)
+    models = {
+        _name(key, "models key", _BAD_CHANNEL_CHARS): _name(
+            value, f"models[{key!r}]", _BAD_MODEL_CHARS
+        )
+        for key, value in _table(doc.get("models", {}), "models").items()
+    }
+    return network, models
 
 
 def parse_runtime(doc: Mapping[str, Any]) -> RuntimeState:
     _check_version(doc)
-    _only_keys(doc, _RUNTIME_KEYS, "top level")
+    _only_keys(doc, (*_RUNTIME_KEYS, *_OPTIONAL_RUNTIME_KEYS), "top level")
     for key in _RUNTIME_KEYS:
         _required(doc, key)
     mutes = {
@@ -129,6 +146,7 @@ def parse_runtime(doc: Mapping[str, Any]) -> RuntimeState:
         )
         for key, value in _table(doc["settings"], "settings").items()
     }
+    model, models = _models(doc)
     return RuntimeState(
         joined=_names(doc["joined"], "joined", _BAD_CHANNEL_CHARS),
         parted=_names(doc["parted"], "parted", _BAD_CHANNEL_CHARS),
@@ -136,11 +154,13 @@ def parse_runtime(doc: Mapping[str, Any]) -> RuntimeState:
         casts=casts,
         settings=settings,
         ignores=_names(doc["ignores"], "ignores", _BAD_MASK_CHARS),
+        model=model,
+        models=models,
     )
 
 
 def _runtime_doc(state: RuntimeState) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "joined": list(state.joined),
         "parted": list(state.parted),
@@ -149,6 +169,12 @@ def _runtime_doc(state: RuntimeState) -> dict[str, Any]:
         "casts": dict(state.casts),
         "settings": {key: value.as_dict() for key, value in state.settings.items()},
     }
+    # TOML has no null: no model chosen is no key.
+    if state.model is not None:
+        doc["model"] = state.model
+    if state.models:
+        doc["models"] = dict(state.models)
+    return doc
 
 
 def _turns(value: object, where: str) -> tuple[Turn, ...]:

@@ -77,20 +77,33 @@ class OpenAICompletionsEngine(RemoteEngine):
 
     def __init__(self, remote: RemoteConfig, **kwargs: Any) -> None:
         super().__init__(remote, **kwargs)
-        self._extras = EXTRAS_TOP_LEVEL
+        # Per served model: a server (or a router in front of several) may take the extra
+        # fields for one model and refuse them for another, and one model's refusal must not
+        # take them from the others. Keyed by the name sent (None: no name).
+        self._extras: dict[str | None, str] = {}
         self._extras_lock = threading.Lock()
+
+    def served(self, request: GenerationRequest) -> str | None:
+        """The model name the request's body carries: its chosen one, else the configured."""
+        return request.model or self.remote.model
+
+    def extras_for(self, model: str | None) -> str:
+        """How top_k, min_p and repetition_penalty are sent now to `model` (see
+        _EXTRAS_ORDER)."""
+        with self._extras_lock:
+            return self._extras.get(model, EXTRAS_TOP_LEVEL)
 
     @property
     def extras(self) -> str:
-        """How top_k, min_p and repetition_penalty are sent now (see _EXTRAS_ORDER)."""
-        with self._extras_lock:
-            return self._extras
+        """How the extras are sent now to the configured model."""
+        return self.extras_for(self.remote.model)
 
     def body(self, text: str, request: GenerationRequest, extras: str) -> dict[str, Any]:
         params = request.params
         body: dict[str, Any] = {"prompt": text, "max_tokens": params.max_new_tokens}
-        if self.remote.model:
-            body["model"] = self.remote.model
+        model = self.served(request)
+        if model:
+            body["model"] = model
         body["temperature"] = max(0.0, params.temperature)
         if 0.0 < params.top_p <= 1.0:
             body["top_p"] = params.top_p
@@ -109,9 +122,10 @@ class OpenAICompletionsEngine(RemoteEngine):
             body["repetition_penalty"] = params.repetition_penalty
         elif extras == EXTRAS_GENERATION_CONFIG:
             config = _generation_config(params)
-            if self.counter.eos_token_id is not None:
+            if self.counter.eos_token_id is not None and model == self.remote.model:
                 # The model's own config, EOS included, is replaced: without this only the
-                # stop strings would end a generation.
+                # stop strings would end a generation. The local tokenizer is the configured
+                # model's: another model chosen by name may end on another id.
                 config["eos_token_id"] = self.counter.eos_token_id
             body["generation_config"] = json.dumps(config)
         return body
@@ -119,34 +133,37 @@ class OpenAICompletionsEngine(RemoteEngine):
     def _fetch(self, text: str, request: GenerationRequest) -> Fetched:
         path = self.client.target.api_path("/v1/completions")
         stops = request.prompt.stop
+        model = self.served(request)
         while True:
-            extras = self.extras
+            extras = self.extras_for(model)
             body = self.body(text, request, extras)
             try:
                 if self.remote.stream:
                     return self.client.post_stream(path, body, lambda: _OpenAIStream(stops))
                 return _openai_text(self.client.post_json(path, body), self.client.url)
             except RemoteRejected as exc:
-                if not self._fall_back(extras, exc):
+                if not self._fall_back(model, extras, exc):
                     raise
 
-    def _fall_back(self, extras: str, rejected: RemoteRejected) -> bool:
+    def _fall_back(self, model: str | None, extras: str, rejected: RemoteRejected) -> bool:
         """True when the request should be sent again with fewer extras: the server refused
-        the fields this mode adds (400/422 naming them)."""
+        the fields this mode adds (400/422 naming them) for `model`."""
         with self._extras_lock:
-            if self._extras != extras:
+            now = self._extras.get(model, EXTRAS_TOP_LEVEL)
+            if now != extras:
                 return True  # another request already stepped down
             fields = _EXTRAS_FIELDS.get(extras, ())
             named = [field for field in fields if field in rejected.detail]
             if rejected.status not in (400, 422) or not named:
                 return False
-            self._extras = _EXTRAS_ORDER[_EXTRAS_ORDER.index(extras) + 1]
+            now = self._extras[model] = _EXTRAS_ORDER[_EXTRAS_ORDER.index(extras) + 1]
             log.warning(
                 "remote_sampling_fields_rejected",
                 engine=self.kind,
                 url=self.client.url,
+                model=model,
                 rejected=named,
-                now=self._extras,
+                now=now,
                 detail=rejected.detail,
             )
             return True

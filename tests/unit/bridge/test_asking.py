@@ -40,7 +40,11 @@ class _OutputCheck:
 
 
 def _asking(
-    sender: _Sender, jobs: list[Job], verdict: Verdict | None = None, accept: bool = True
+    sender: _Sender,
+    jobs: list[Job],
+    verdict: Verdict | None = None,
+    accept: bool = True,
+    model: str | None = None,
 ) -> Asking:
     ids = iter(range(100, 200))
 
@@ -63,6 +67,7 @@ def _asking(
         sender=sender,
         moderation=lambda: _OutputCheck(check),
         max_lines=lambda: 2,
+        model_for=lambda key: model if key == ("net", "#lab") else "wrong",
     )
 
 
@@ -92,6 +97,13 @@ def test_question_is_a_greedy_closed_context_job_answered_in_the_channel() -> No
     asking.on_completion(Completion(job, "Rack 4.\nSource: line: 2", None, 0.5, 1))
     assert sender.sent == [("#lab", "dave: Rack 4. [from line 2 <alice>]")]
     assert not asking.owns(job.job_id)
+
+
+def test_a_question_asks_the_model_chosen_for_its_channel() -> None:
+    jobs: list[Job] = []
+    _ask(_asking(_Sender(), jobs, model="chosen"))
+    _ask(_asking(_Sender(), jobs))
+    assert [job.request.model for job in jobs] == ["chosen", None]
 
 
 def test_failed_or_blocked_answers() -> None:

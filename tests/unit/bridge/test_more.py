@@ -137,6 +137,17 @@ def test_a_model_cut_off_resumes_from_the_answer_as_written():
     assert h.sender.notices[-1] == ("alice", "There is no more to my last answer.")
 
 
+def test_an_answer_goes_on_with_the_model_that_began_it():
+    h = joined()
+    h.relay.operator_state.set_model("#chan", "first-model")
+    h.say(ALICE, "#chan", "relaybot: hi")
+    h.complete(h.jobs[0], "Hello there.", cut=True)
+    # Switched meanwhile: the rest of this answer is still the first model's to write.
+    h.relay.operator_state.set_model("#chan", "second-model")
+    h.say(ALICE, "#chan", "relaybot: more")
+    assert [job.request.model for job in h.jobs] == ["first-model", "first-model"]
+
+
 def test_a_resumed_generation_that_ends_at_once_says_so():
     h = joined()
     h.say(ALICE, "#chan", "relaybot: hi")

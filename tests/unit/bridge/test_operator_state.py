@@ -98,3 +98,32 @@ def test_without_persist_the_state_lives_in_memory() -> None:
     ops = OperatorState()
     ops.mute("#chan", math.inf)
     assert ops.is_muted("#chan")
+
+
+def test_a_channels_model_wins_over_the_networks() -> None:
+    ops, saved, _ = make()
+    assert ops.model_for("#chan") is None
+    ops.set_model(None, "net-wide")
+    ops.set_model("#chan", "chan-only")
+    assert (ops.model_for("#chan"), ops.model_for("#other"), ops.model_for("alice")) == (
+        "chan-only",
+        "net-wide",
+        "net-wide",
+    )
+    assert (ops.chosen_model(None), ops.chosen_model("#chan"), ops.chosen_model("#other")) == (
+        "net-wide",
+        "chan-only",
+        None,
+    )
+    ops.set_model("#chan", None)
+    assert ops.model_for("#chan") == "net-wide"
+    assert saved[-1] == RuntimeState(model="net-wide")
+
+
+def test_choices_no_longer_allowed_are_forgotten_and_persisted() -> None:
+    ops, saved, _ = make(RuntimeState(model="gone", models={"#a": "kept", "#b": "gone"}))
+    assert ops.keep_models(("kept", "other")) == ["(network): gone", "#b: gone"]
+    assert ops.snapshot == RuntimeState(models={"#a": "kept"})
+    assert saved == [ops.snapshot]
+    assert ops.keep_models(("kept",)) == []
+    assert len(saved) == 1

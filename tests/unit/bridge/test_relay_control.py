@@ -228,6 +228,18 @@ def test_settings_change_the_jobs_sampling_params(h: Harness):
     assert other == SamplingParams()
 
 
+def test_each_job_asks_for_the_model_chosen_for_its_conversation(h: Harness):
+    h.join("#other")
+    h.join("#third")
+    h.relay.operator_state.set_model(None, "net-wide")
+    h.relay.operator_state.set_model("#chan", "chan-only")
+    h.say(ALICE, "#chan", "relaybot: hi")
+    h.say(ALICE, "#other", "relaybot: hi")
+    h.relay.operator_state.set_model(None, None)
+    h.say(ALICE, "#third", "relaybot: hi")
+    assert [job.request.model for job in h.jobs] == ["chan-only", "net-wide", None]
+
+
 def test_setting_temperature_zero_is_an_override_not_a_default(h: Harness):
     set_settings(h.relay, temperature=0.0, top_k=0)
     h.say(ALICE, "#chan", "relaybot: hi")

@@ -112,6 +112,7 @@ OTHER = {
     "model.attention": "eager",
     "model.remote.url": "https://example.org:8443/v1",
     "model.remote.model": "served-model",
+    "model.remote.models": ("other-model",),
     "log.level": "debug",
     "log.format": "json",
     "policy.max_concurrent": 3,  # not model.max_batch: the test sees it is derived from that

@@ -677,6 +677,28 @@ def test_cli_bad_remote_url_exits_2_naming_the_key(
     assert "OK" not in out
 
 
+def test_remote_models_load_in_order(config_factory: Factory):
+    config = config_factory(MINIMAL + '[model.remote]\nmodels = ["org/b-7b", "c:latest"]\n')
+    assert config.model.remote.models == ("org/b-7b", "c:latest")
+    assert config_factory(MINIMAL).model.remote.models == ()
+
+
+@pytest.mark.parametrize(
+    ("models", "problem"),
+    [
+        ('["a b"]', "a model name must be one word, got 'a b'"),
+        ('[""]', "a model name must be one word, got ''"),
+        ('["a\\u0007"]', "a model name must be one word, got 'a\\x07'"),
+        ('["a", "b", "a"]', "names 'a' more than once"),
+        ('"a"', "expected an array of strings"),
+    ],
+)
+def test_bad_remote_models_are_refused(config_factory: Factory, models: str, problem: str):
+    message = config_error(config_factory, MINIMAL + f"[model.remote]\nmodels = {models}\n")
+    assert message.startswith("model.remote.models: ")
+    assert problem in message
+
+
 def test_remote_ca_file_must_exist(config_factory: Factory, tmp_path: Path):
     message = config_error(config_factory, MINIMAL + '[model.remote]\nca_file = "nope.pem"\n')
     assert message.startswith("model.remote.ca_file: ")

@@ -72,6 +72,7 @@ def test_the_documented_commands_exist():
         "reload",
         "ask",
         "more",
+        "model",
     }
     assert set(COMMANDS) == expected
 

@@ -10,6 +10,7 @@ import pytest
 from relaybot.config.schema import OperatorConfig
 from relaybot.control.commands import COMMANDS
 from relaybot.control.dispatch import Control
+from relaybot.inference.served import LOCAL_KEEPS_ONE, TGI_SERVES_ONE, ServedModels
 from relaybot.irc.events import Message, Origin
 from relaybot.irc.text import casefold
 
@@ -27,6 +28,8 @@ class FakeBot:
         self.status: dict[tuple[str, str], str] = {}
         self.notices: list[tuple[str, str]] = []
         self.actions: list[tuple[object, ...]] = []
+        self.served_models = ServedModels("openai", "a", ("a", "b"))
+        self.models: dict[str | None, str] = {}
 
     def fold(self, name: str) -> str:
         return casefold(name, "rfc1459")
@@ -54,6 +57,18 @@ class FakeBot:
 
     def cast(self, channel: str, caster: str, bio: str | None) -> None:
         self.actions.append(("cast", channel, caster, bio))
+
+    def model_for(self, channel: str | None) -> str | None:
+        chosen = self.models.get(self.fold(channel)) if channel else None
+        return chosen or self.models.get(None)
+
+    def set_model(self, channel: str | None, name: str | None) -> None:
+        self.actions.append(("model", channel, name))
+        key = self.fold(channel) if channel else None
+        if name is None:
+            self.models.pop(key, None)
+        else:
+            self.models[key] = name
 
     def status_line(self) -> str:
         return "all fine"
@@ -232,3 +247,71 @@ def test_channel_operators_may_set_the_persona_of_their_own_channel_only():
     run(ctl, STRANGER, "!relay set persona a vet")
     run(ctl, STRANGER, "!relay set #other persona a spy")
     assert bot.actions == [("cast", "#chan", "carol", "a vet")]
+
+
+def _notices(bot: FakeBot) -> list[str]:
+    return [text for _, text in bot.notices]
+
+
+def test_model_per_channel_and_for_the_network():
+    ctl, bot = control()
+    run(ctl, ROOT, "!relay model")
+    run(ctl, ROOT, "!relay model b")
+    run(ctl, ROOT, "!relay model")
+    run(ctl, ROOT, "!relay model #other")
+    run(ctl, ROOT, "!relay model a", channel=None)  # in a query: the whole network
+    run(ctl, ROOT, "!relay model #other", channel=None)
+    run(ctl, ROOT, "!relay model default")
+    assert bot.actions == [("model", "#chan", "b"), ("model", None, "a"), ("model", "#chan", None)]
+    allowed = "a, b (the list is [model.remote] models in the config)"
+    assert _notices(bot) == [
+        f"model in #chan: a; allowed: {allowed}",
+        "model in #chan is now b",
+        f"model in #chan: b; allowed: {allowed}",
+        f"model in #other: a; allowed: {allowed}",
+        "model on network net is now a (channels with a model of their own keep it)",
+        f"model in #other: a; allowed: {allowed}",
+        "model in #chan is back to a",
+    ]
+
+
+def test_a_model_off_the_list_is_refused_naming_the_allowed_ones():
+    ctl, bot = control()
+    run(ctl, ROOT, "!relay model #chan c")
+    run(ctl, ROOT, "!relay model b c")
+    assert bot.actions == []
+    assert _notices(bot) == [
+        "model 'c' is not on the list; allowed: a, b (the list is [model.remote] models in the"
+        " config)",
+        "usage: !relay model [#channel] [name|default]",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("served", "reason", "shown"),
+    [
+        (ServedModels("local", "embedded", ()), LOCAL_KEEPS_ONE, "embedded"),
+        (ServedModels("tgi", None, ()), TGI_SERVES_ONE, "the one the server runs"),
+    ],
+)
+def test_engines_with_one_model_change_nothing_and_say_so(
+    served: ServedModels, reason: str, shown: str
+):
+    ctl, bot = control()
+    bot.served_models = served
+    run(ctl, ROOT, "!relay model")
+    run(ctl, ROOT, "!relay model b")
+    run(ctl, ROOT, "!relay model default", channel=None)
+    assert bot.actions == []
+    assert _notices(bot) == [f"model in #chan: {shown}; {reason}", reason, reason]
+
+
+def test_channel_operators_choose_for_their_channel_but_not_for_the_network():
+    ctl, bot = control(dataclasses.replace(OPS, channel_ops=True))
+    bot.status[("#chan", "carol")] = "@"
+    run(ctl, STRANGER, "!relay model b")
+    run(ctl, STRANGER, "!relay model #chan a", channel=None)  # from a query, naming it
+    run(ctl, STRANGER, "!relay model b", channel=None)  # the whole network
+    run(ctl, STRANGER, "!relay model #other b")
+    assert bot.actions == [("model", "#chan", "b"), ("model", "#chan", "a")]
+    assert _notices(bot)[-1] == "Sorry, model is for the bot's operators."

@@ -92,3 +92,34 @@ def test_encoding_refuses_values_that_would_not_load_back() -> None:
         encode_context(SavedContext(name="#chan", saved_at=float("inf")))
     with pytest.raises(ValueError, match="TOML cannot hold"):
         encode_context(SavedContext(name="#chan", turns=(Turn("a", "\ud800"),)))
+
+
+def test_chosen_models_encode_and_parse_back() -> None:
+    state = RuntimeState(model="org/net-wide:7b", models={"#a": "chan-only", "#b": "other"})
+    raw = encode_runtime(state)
+    assert parse_runtime(decode(raw)) == state
+    assert 'model = "org/net-wide:7b"' in raw.decode()
+
+
+def test_a_file_without_chosen_models_is_one_with_none_chosen() -> None:
+    # What releases before model choices wrote, and what is written when nothing is chosen.
+    raw = encode_runtime(RUNTIME)
+    assert "model" not in decode(raw)
+    assert parse_runtime(decode(raw)) == RUNTIME
+    assert parse_runtime(decode(raw)).model is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"model": 3}, "model must be a string"),
+        ({"model": ""}, "model must not be empty"),
+        ({"model": "two words"}, "contains a character"),
+        ({"models": ["#a"]}, "models must be a table"),
+        ({"models": {"#a": "x\ny"}}, r"models\['#a'\] 'x\\ny' contains a character"),
+        ({"models": {"#a b": "x"}}, "models key"),
+    ],
+)
+def test_bad_chosen_models_are_refused(changes: dict[str, object], problem: str) -> None:
+    with pytest.raises(StateFormatError, match=problem):
+        parse_runtime(_runtime_doc(**changes))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from structlog.testing import capture_logs
 from relaybot.config.schema import Secret
 from relaybot.inference.engine import EngineError
 from relaybot.inference.remote.openai import EXTRAS_GENERATION_CONFIG, EXTRAS_NONE, EXTRAS_TOP_LEVEL
+from relaybot.inference.remote.prompt import TokenCounter
 from relaybot.inference.remote.responses import Fetched
 from tests.support.remote_server import (
     KEY,
@@ -108,6 +111,41 @@ def test_openai_falls_back_to_generation_config_when_extra_fields_are_refused(
         "repetition_penalty": 1.1,
         "do_sample": False,
     }
+
+
+def test_a_chosen_model_goes_in_the_body_and_steps_down_on_its_own(serve: Any) -> None:
+    def router(handler: Handler, seen: Seen) -> None:
+        """A server in front of two models: only `b` refuses the extra fields."""
+        if seen.body.get("model") == "b":
+            unexpected_fields(handler, seen)
+        else:
+            handler.send_json(200, completion("fine"))
+
+    server = serve(router)
+    engine = openai(server.url, model="a")
+    assert engine.generate([dataclasses.replace(request(), model="b")]) == ["fine"]
+    assert engine.generate([request()]) == ["fine"]
+    bodies = [seen.body for seen in server.posts()]
+    assert [body["model"] for body in bodies] == ["b", "b", "a"]
+    assert "generation_config" in bodies[1] and "top_k" not in bodies[1]
+    # `b` refusing the fields does not take them from `a`.
+    assert bodies[2]["top_k"] == 40 and "generation_config" not in bodies[2]
+    assert engine.extras_for("b") == EXTRAS_GENERATION_CONFIG
+    assert engine.extras == EXTRAS_TOP_LEVEL
+
+
+def test_the_local_tokenizers_eos_goes_only_to_the_configured_model(serve: Any) -> None:
+    server = serve(unexpected_fields)
+    engine = openai(server.url, model="a")
+    engine.counter = TokenCounter(SimpleNamespace(eos_token_id=2))
+    engine.generate([dataclasses.replace(request(), model="b")])
+    engine.generate([request()])
+    configs = [
+        json.loads(seen.body["generation_config"])
+        for seen in server.posts()
+        if "generation_config" in seen.body
+    ]
+    assert [config.get("eos_token_id") for config in configs] == [None, 2]
 
 
 def test_openai_sends_only_standard_fields_when_everything_extra_is_refused(serve: Any) -> None:
