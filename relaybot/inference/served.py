@@ -28,15 +28,16 @@ TGI_SERVES_ONE = (
 @dataclass(frozen=True, slots=True)
 class ServedModels:
     engine: str  # [model] engine: local | openai | tgi
-    # What a request asks for when nothing is chosen: `[model.remote] model` (None: the
-    # server's default) for a remote server, `[model] name` for the local engine.
-    configured: str | None
+    # What runs when nothing is chosen: `[model.remote] model` for an OpenAI-compatible server
+    # (None: the server's default), the loaded model for the local engine, None for TGI.
+    default: str | None
     allowed: tuple[str, ...]  # the configured name first, then `models`; empty unless openai
 
     @classmethod
-    def from_config(cls, model: ModelConfig) -> ServedModels:
+    def from_config(cls, model: ModelConfig, loaded: str | None = None) -> ServedModels:
+        """`loaded`: what the local engine says it loaded (`[model] name` may be `auto`)."""
         if model.engine == "local":
-            return cls(model.engine, model.name, ())
+            return cls(model.engine, loaded or model.name, ())
         if model.engine != SWITCHES:
             return cls(model.engine, None, ())
         configured = model.remote.model
@@ -68,6 +69,6 @@ class ServedModels:
         """The model a request asks for when `chosen` was chosen (None: nothing was)."""
         if chosen is not None:
             return chosen
-        if self.configured is not None:
-            return self.configured
+        if self.default is not None:
+            return self.default
         return "the server's default" if self.engine == SWITCHES else "the one the server runs"

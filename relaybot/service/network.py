@@ -81,7 +81,7 @@ class Network:
         self._reload = reload  # re-reads the file; `!relay reload` applies it to this network
         self.started = time.monotonic()
         # What `!relay model` chooses among: fixed with the engine, which a reload keeps.
-        self.served = ServedModels.from_config(config.model)
+        self.served = ServedModels.from_config(config.model, loaded=engine.description)
         self.store = StateStore(state_directory(config), net.name)
         self.operator_state = OperatorState(
             self.store.load_runtime(),

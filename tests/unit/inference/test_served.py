@@ -59,6 +59,8 @@ def test_engines_that_serve_one_model_cannot_switch(engine: str, reason: str) ->
 def test_what_the_engines_that_cannot_switch_are_said_to_run() -> None:
     local = ServedModels.from_config(ModelConfig(engine="local", name="embedded"))
     assert local.describe(None) == "embedded"
+    loaded = ServedModels.from_config(ModelConfig(engine="local"), loaded="SmolLM2 on cpu")
+    assert loaded.describe(None) == "SmolLM2 on cpu"  # not `auto`
     tgi = ServedModels.from_config(ModelConfig(engine="tgi", remote=RemoteConfig(model="a")))
     assert tgi.describe(None) == "the one the server runs"
 
