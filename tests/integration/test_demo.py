@@ -29,4 +29,4 @@ def test_demo_chat_gets_a_reply_and_operator_commands_work(
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith("<relaybot> ") for line in lines), result.stdout
-    assert any(line.startswith("-relaybot- model ") for line in lines), result.stdout
+    assert any(line.startswith("-relaybot- network demo; model ") for line in lines), result.stdout
