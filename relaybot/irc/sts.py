@@ -5,14 +5,12 @@ is given (in the bot's state directory); without one they last as long as the pr
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relaybot.files import write_atomically
 from relaybot.log import get_logger
 
 _log = get_logger(component="session")
@@ -120,22 +118,8 @@ class StsPolicies:
             }
         }
         try:
-            _write_atomically(self.path, json.dumps(doc, indent=2).encode() + b"\n")
+            # A crash mid-write leaves the old file whole.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomically(self.path, json.dumps(doc, indent=2).encode() + b"\n")
         except OSError as exc:
             self.log.error("sts_policies_not_saved", path=str(self.path), problem=str(exc))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    # A crash mid-write leaves the old file whole: the new one is renamed over it.
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise

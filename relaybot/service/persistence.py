@@ -17,11 +17,9 @@ say is state_format.py's business."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +31,7 @@ from relaybot.bridge.state import RuntimeState, SavedContext
 from relaybot.conversation.export import jsonl
 from relaybot.conversation.formats import Turn
 from relaybot.conversation.transcript import topic_line
+from relaybot.files import fsync_dir, sweep_temps, write_atomically
 from relaybot.log import get_logger
 from relaybot.service.state_format import (
     StateFormatError,
@@ -50,10 +49,6 @@ CONTEXTS_DIR = "contexts"
 EXPORTS_DIR = "exports"
 
 DIR_MODE = 0o700
-FILE_MODE = 0o600
-# Temp files end in this suffix (not `.toml`), so a crash mid-write never leaves a file that
-# loading would pick up, and the leftovers can be recognised and swept.
-_TEMP_SUFFIX = ".partial"
 
 
 # --- file names -------------------------------------------------------------------------------
@@ -101,50 +96,6 @@ def _unused_export(directory: Path, stem: str) -> Path:
     return candidate
 
 
-# --- atomic files -----------------------------------------------------------------------------
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable. Best effort: not every platform or file system allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    # The temp file lives beside the target so os.replace is a same-file-system rename.
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _sweep_temps(directory: Path) -> None:
-    """Remove temp files a crash left mid-write; the files they were replacing are intact."""
-    with contextlib.suppress(OSError):
-        for leftover in directory.glob(f".*{_TEMP_SUFFIX}"):
-            if leftover.is_file() and not leftover.is_symlink():
-                with contextlib.suppress(OSError):
-                    leftover.unlink()
-
-
 # --- the store --------------------------------------------------------------------------------
 
 
@@ -172,7 +123,7 @@ class StateStore:
     def load_runtime(self) -> RuntimeState:
         """The saved runtime state; defaults when there is none or it cannot be read."""
         with self._lock:
-            _sweep_temps(self.root)
+            sweep_temps(self.root)
             try:
                 doc = self._read(self.runtime_path)
                 if doc is None:
@@ -189,7 +140,7 @@ class StateStore:
         data = encode_runtime(state)
         with self._lock:
             self._make_dirs(self.root)
-            _atomic_write(self.runtime_path, data)
+            write_atomically(self.runtime_path, data)
 
     # contexts
 
@@ -198,7 +149,7 @@ class StateStore:
         with self._lock:
             if not self.contexts_dir.is_dir():
                 return {}
-            _sweep_temps(self.contexts_dir)
+            sweep_temps(self.contexts_dir)
             contexts: dict[str, SavedContext] = {}
             for path in sorted(self.contexts_dir.glob("*.toml")):
                 try:
@@ -226,7 +177,7 @@ class StateStore:
         data = encode_context(ctx)
         with self._lock:
             self._make_dirs(self.contexts_dir)
-            _atomic_write(self.context_path(ctx.name), data)
+            write_atomically(self.context_path(ctx.name), data)
 
     def save_contexts(self, contexts: Iterable[SavedContext]) -> None:
         for ctx in contexts:
@@ -240,7 +191,7 @@ class StateStore:
                 path.unlink()
             except FileNotFoundError:
                 return
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     # exports
 
@@ -264,7 +215,7 @@ class StateStore:
             path = _unused_export(
                 self.exports_dir, f"{safe_stem(name)}-{_utc_stamp(self._clock())}"
             )
-            _atomic_write(path, data)
+            write_atomically(path, data)
         return path
 
     # helpers
@@ -308,5 +259,5 @@ class StateStore:
                 move_error=exc.strerror or str(exc),
             )
             return
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         log.error("state_file_corrupt", path=str(path), problem=problem, moved_to=str(target))

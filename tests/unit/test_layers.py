@@ -64,8 +64,8 @@ def test_the_reader_resolves_relative_and_nested_imports(tmp_path: Path) -> None
 
 
 def test_every_module_is_in_a_known_layer() -> None:
-    # the public face, `python -m relaybot`, and the logger every layer uses
-    loose = {"relaybot", "relaybot.__main__", "relaybot.log"}
+    # the public face, `python -m relaybot`, and the logger and atomic files every layer uses
+    loose = {"relaybot", "relaybot.__main__", "relaybot.log", "relaybot.files"}
     unknown = [
         module
         for module, _ in _modules()
