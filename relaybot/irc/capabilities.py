@@ -281,6 +281,10 @@ class Capabilities:
         return lines
 
     def _sasl_success(self, params: Sequence[str]) -> list[str]:
+        if self.sasl_outcome == "failed" and self.ended:
+            # A 903 after the exchange failed and CAP ended (904...) is no login: keep that.
+            self.log.warning("sasl_success_after_failure_ignored")
+            return []
         exchange = self._exchange
         if exchange is not None and exchange.problem() is not None:
             # We gave up on this server, or it skipped proving itself (SCRAM): its word that

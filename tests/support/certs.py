@@ -1,7 +1,7 @@
 """Throwaway certificates made with the openssl CLI, and a TLS miniircd on loopback.
 
 Keys are EC P-256 (fast to make); everything is written inside the given directory and lives
-for two days. `cryptography` is not a dependency, so this shells out to /usr/bin/openssl.
+for two days, by shelling out to /usr/bin/openssl.
 """
 
 from __future__ import annotations

@@ -188,6 +188,15 @@ def test_904_fails_and_ends_cap(logs: list[dict[str, object]]) -> None:
     ]
 
 
+def test_a_903_after_a_904_is_no_login(logs: list[dict[str, object]]) -> None:
+    caps = authenticating()
+    feed(caps, "AUTHENTICATE +")
+    feed(caps, ":irc.test 904 relaybot :SASL authentication failed")
+    assert feed(caps, ":irc.test 903 relaybot :SASL authentication successful") == []
+    assert caps.sasl_outcome == "failed"
+    assert any(entry["event"] == "sasl_success_after_failure_ignored" for entry in logs)
+
+
 @pytest.mark.parametrize("numeric", ["902", "904", "905", "906"])
 def test_every_failure_numeric_ends_cap_once(numeric: str) -> None:
     caps = authenticating()
