@@ -9,4 +9,4 @@ ruff format --check relaybot tests
 mypy relaybot
 bash scripts/verify-unit.sh || [ $? -eq 77 ]  # systemd unit; 77: skipped (no systemd-analyze)
 bash scripts/verify-unit.sh systemd/relaybot@.service || [ $? -eq 77 ]  # the template unit
-python -m pytest -q "$@"
+python -m pytest -q --durations=15 "$@"  # the slowest, to keep CI under its time
