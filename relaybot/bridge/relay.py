@@ -21,7 +21,7 @@ from relaybot.bridge.jobs import reply_job
 from relaybot.bridge.layout import pieces
 from relaybot.bridge.members import Members
 from relaybot.bridge.more import Offer, more_request, resumed_prompt
-from relaybot.bridge.observer import NoReplyObserver, ReplyObserver
+from relaybot.bridge.observer import DeclineReason, NoReplyObserver, ReplyObserver
 from relaybot.bridge.operator_state import OperatorState
 from relaybot.bridge.ports import Commands, JobQueue, Moderation, Sender, Timers
 from relaybot.bridge.replies import moderated
@@ -415,20 +415,21 @@ class Relay:
         )
 
     def _declines(self, key: ContextKey, origin: Origin, fresh: bool, where: str) -> bool:
-        context = {"network": self.network, "channel": where, "nick": origin.nick}
+        reason: DeclineReason | None = None
         if origin.bot and self.ignore_bots:
-            log.info("reply_declined", reason="sender_is_bot", **context)
-            self.observer.declined(key, "sender_is_bot")
-            return True
-        if not fresh:
-            log.info("reply_declined", reason="repeated_line", **context)
-            self.observer.declined(key, "repeated_line")
-            return True
-        if self.is_muted(key):
-            log.debug("reply_declined", reason="muted", **context)
-            self.observer.declined(key, "muted")
-            return True
-        return False
+            reason = "sender_is_bot"
+        elif not fresh:
+            reason = "repeated_line"
+        elif self.is_muted(key):
+            reason = "muted"
+        if reason is None:
+            return False
+        # A muted channel declines every line: not worth an info line each.
+        (log.debug if reason == "muted" else log.info)(
+            "reply_declined", reason=reason, network=self.network, channel=where, nick=origin.nick
+        )
+        self.observer.declined(key, reason)
+        return True
 
     def _query_line(self, event: Message | Action, peer: str) -> None:
         key = self.key(peer)

@@ -88,7 +88,8 @@ def register_and_join(server: ScriptedServer) -> None:
     server.wait_for(b"JOIN #relay", 10)
 
 
-def plain_up_to_the_payload(server: ScriptedServer, offer: bytes = b"sasl") -> None:
+def plain_up_to_the_payload(server: ScriptedServer, offer: bytes = b"sasl") -> bytes:
+    """Accept the bot and take it through CAP to its PLAIN payload; the payload, decoded."""
     server.accept()
     server.wait_for(b"CAP LS 302", 10)
     server.send(b":irc.test CAP * LS :multi-prefix " + offer + b"\r\n")
@@ -96,7 +97,7 @@ def plain_up_to_the_payload(server: ScriptedServer, offer: bytes = b"sasl") -> N
     server.send(b":irc.test CAP relaybot ACK :sasl multi-prefix\r\n")
     server.wait_for(b"AUTHENTICATE PLAIN", 10)
     server.send(b"AUTHENTICATE +\r\n")
-    server.wait_for(b"AUTHENTICATE cmVs", 10)
+    return base64.b64decode(server.wait_for(b"AUTHENTICATE cmVs", 10).split(b" ", 1)[1])
 
 
 @pytest.mark.parametrize("outcome", sorted(OUTCOMES))
@@ -111,15 +112,8 @@ def test_each_sasl_outcome_ends_cap_and_registers(
     server = ScriptedServer()
     config = sasl_config(config_factory, server.port, str(tmp_path))
     with structlog.testing.capture_logs() as logs, BotRunner(config, FixedEngine()):  # type: ignore[arg-type]
-        server.accept()
-        server.wait_for(b"CAP LS 302", 10)
-        server.send(b":irc.test CAP * LS :multi-prefix " + ls_value + b"\r\n")
-        server.wait_for(b"CAP REQ :sasl multi-prefix", 10)
-        server.send(b":irc.test CAP relaybot ACK :sasl multi-prefix\r\n")
-        server.wait_for(b"AUTHENTICATE PLAIN", 10)
-        server.send(b"AUTHENTICATE +\r\n")
-        payload = server.wait_for(b"AUTHENTICATE cmVs", 10).split(b" ", 1)[1]
-        assert base64.b64decode(payload) == b"relaybot\0relaybot\0hunter2"
+        payload = plain_up_to_the_payload(server, ls_value)
+        assert payload == b"relaybot\0relaybot\0hunter2"
         for line in replies:
             server.send(line + b"\r\n")
         server.wait_for(b"CAP END", 10)

@@ -4,29 +4,15 @@ with, what it agreed, how SASL ended (the mechanisms' own exchanges: test_sasl.p
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from functools import partial
 
 import pytest
-import structlog.testing
 
 from relaybot.irc.capabilities import WANTED_CAPS, Capabilities
-from relaybot.irc.message import parse
 from relaybot.irc.sasl import Exchange, SaslLogin, authenticate_lines, plain_message
+from tests.support.sasl_wire import b64, decode, feed
 
 PLAIN = SaslLogin("PLAIN", "relaybot", "hunter2")
-
-
-def feed(caps: Capabilities, line: str) -> list[str]:
-    message = parse(line)
-    assert message is not None
-    return caps.feed(message.command, message.params)
-
-
-@pytest.fixture
-def logs() -> Iterator[list[dict[str, object]]]:
-    with structlog.testing.capture_logs() as captured:
-        yield captured
 
 
 def events(logs: list[dict[str, object]]) -> list[object]:
@@ -318,19 +304,6 @@ def test_a_sasl_line_later_in_the_listing_counts() -> None:
 
 
 # --- through to the mechanism ------------------------------------------------------------------
-
-
-def decode(lines: list[str]) -> bytes:
-    chunks = []
-    for line in lines:
-        command, chunk = line.split(" ")
-        assert command == "AUTHENTICATE"
-        chunks.append("" if chunk == "+" else chunk)
-    return base64.b64decode("".join(chunks))
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 # RFC 7677 section 3: the SCRAM-SHA-256 exchange for user "user", password "pencil".

@@ -23,19 +23,7 @@ from relaybot.irc.sasl import (
     load_p256_key,
     plain_message,
 )
-
-
-def decode(lines: list[str]) -> bytes:
-    chunks = []
-    for line in lines:
-        command, chunk = line.split(" ")
-        assert command == "AUTHENTICATE"
-        chunks.append("" if chunk == "+" else chunk)
-    return base64.b64decode("".join(chunks))
-
-
-def b64(data: str | bytes) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+from tests.support.sasl_wire import b64, decode
 
 
 def chunked(data: str) -> list[str]:

@@ -6,30 +6,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog.testing
 
 from relaybot.config.loader import loads_config
 from relaybot.irc.capabilities import Capabilities
-from relaybot.irc.message import parse as parse_line
 from relaybot.irc.session import IrcSession
 from relaybot.irc.sts import StsPolicies, StsPolicy, StsValue, parse
-
-
-def feed(caps: Capabilities, line: str) -> list[str]:
-    message = parse_line(line)
-    assert message is not None
-    return caps.feed(message.command, message.params)
-
-
-@pytest.fixture
-def logs() -> Iterator[list[dict[str, object]]]:
-    with structlog.testing.capture_logs() as captured:
-        yield captured
-
+from tests.support.sasl_wire import feed
 
 # --- the value -----------------------------------------------------------------------------------
 

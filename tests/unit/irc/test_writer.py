@@ -5,11 +5,10 @@ when the link dies first. A real Outbox and Writer; a fake socket and clock."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
-import structlog.testing
 
 from relaybot.irc.connection import BotConnection
 from relaybot.irc.multiline import Part
@@ -80,12 +79,6 @@ class Scene:
     def lose_link(self) -> None:
         self.connection.connected = False
         self.writer.disconnected()
-
-
-@pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
-    with structlog.testing.capture_logs() as captured:
-        yield captured
 
 
 def _counts(logs: list[dict[str, Any]], event: str) -> list[int]:
